@@ -1,0 +1,1 @@
+"""Reconstruction engine (being written)."""
