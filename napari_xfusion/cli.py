@@ -1,5 +1,1167 @@
-"""Command-line interface `xfusion` (being written)."""
+"""Command-line interface ``xfusion``: sample, simulate, fuse, evaluate, demo, train.
+
+Every command runs the same code as the napari plugin: inputs through :mod:`core.io`,
+reconstruction through :func:`napari_xfusion.engine.run`. Heavy imports (torch, the methods)
+happen inside the commands so ``xfusion --help`` starts instantly.
+
+``python -m napari_xfusion.cli fuse ...`` works too, which is what
+``torchrun --nproc_per_node N -m napari_xfusion.cli fuse ...`` needs: the frames are then split
+over the ranks and rank 0 writes one output file in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import math
+import os
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_xfusion import __version__
+
+if TYPE_CHECKING:
+    from napari_xfusion.core.normalise import Normalisation
+    from napari_xfusion.engine import FrameResult, KeyFrames
+
+__all__ = ["main", "make_sample", "simulate_from_hr", "fuse", "evaluate", "run_demo"]
+
+SOFTWARE = f"napari-xfusion {__version__}"
+METRICS = ("psnr", "aad", "ssim")
+NETWORK_METHODS = ("edvr", "edvr-stf")
+
+# Frames read per block when a whole stack is streamed (normalising, binning, scanning ranges).
+_BLOCK_FRAMES = 32
 
 
-def main(argv=None) -> int:
-    raise SystemExit("xfusion: not implemented yet")
+class CommandError(Exception):
+    """A user error: printed as ``xfusion <command>: error: ...`` without a traceback."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _parse_frames(text: str | None) -> slice | None:
+    """``"A:B"`` (B exclusive, either side optional) or ``"A"`` (one frame) -> slice."""
+    if text is None:
+        return None
+    try:
+        if ":" in text:
+            start, stop = text.split(":", 1)
+            return slice(int(start) if start else None, int(stop) if stop else None)
+        return slice(int(text), int(text) + 1)
+    except ValueError:
+        raise CommandError(
+            f"--frames must look like A:B (B exclusive) or A, got {text!r}"
+        ) from None
+
+
+def _parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise CommandError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def _is_unit_float(stack: np.ndarray, rows: Sequence[int] | None = None) -> bool:
+    """Whether ``stack`` (or its ``rows``) is float data within [0, 1], scanned block-wise."""
+    if not np.issubdtype(stack.dtype, np.floating):
+        return False
+    rows = range(stack.shape[0]) if rows is None else list(rows)
+    for start in range(0, len(rows), _BLOCK_FRAMES):
+        block = np.asarray(stack[list(rows[start : start + _BLOCK_FRAMES])])
+        if block.size and (block.min() < 0.0 or block.max() > 1.0):
+            return False
+    return True
+
+
+def _normalisation_for(
+    stack: np.ndarray, mode: str, rows: Sequence[int] | None = None
+) -> Normalisation | None:
+    """The normalisation of an input: None when it is already float in [0, 1] (``auto``)."""
+    from napari_xfusion.core.normalise import fit_normalisation
+
+    if mode == "none":
+        return None
+    if mode == "auto" and _is_unit_float(stack, rows):
+        return None
+    data = stack if rows is None else np.asarray(stack[list(rows)])
+    return fit_normalisation(data)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value is None or not math.isfinite(value) else f"{value:.4f}"
+
+
+def _summary_table(per_method: dict[str, dict[str, list[float]]]) -> str:
+    """Mean and median of each metric per method, as printed text."""
+    header = ["method"] + [f"{m.upper()} {stat}" for m in METRICS for stat in ("mean", "median")]
+    rows = [header]
+    for method, cols in per_method.items():
+        row = [method]
+        for m in METRICS:
+            values = np.asarray(cols.get(m, []), dtype=np.float64)
+            values = values[np.isfinite(values)]
+            row += (
+                [_fmt(values.mean()), _fmt(float(np.median(values)))] if values.size else ["-"] * 2
+            )
+        rows.append(row)
+    return _table(rows)
+
+
+# ----------------------------------------------------------------------------- sample/simulate
+
+
+def _add_lr_noise(
+    clean_lr: np.ndarray, lr_psnr: float | None, seed: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    from napari_xfusion.core.degrade import add_shot_noise, lr_psnr_for_b0, solve_b0
+
+    if lr_psnr is None:
+        return clean_lr, {"model": "none"}
+    b0 = solve_b0(clean_lr, lr_psnr, seed=seed)
+    noisy = add_shot_noise(clean_lr, b0, np.random.default_rng(seed)).astype(np.float32)
+    return noisy, {
+        "model": "poisson",
+        "b0": b0,
+        "target_lr_psnr_db": lr_psnr,
+        "lr_psnr_db": lr_psnr_for_b0(clean_lr, b0, seed=seed),
+        "seed": seed,
+    }
+
+
+def _write_pair(
+    out_dir: Path,
+    truth: np.ndarray,
+    hr_normalisation: Normalisation | None,
+    key_step: int | None,
+    first_last: bool,
+    separation: int,
+    lr_psnr: float | None,
+    seed: int,
+    crop: bool,
+    provenance: dict[str, Any],
+) -> dict[str, Path]:
+    """Write ``truth.tif`` (normalised HR), ``lr.tif`` and ``hr_keys.tif`` from a full-rate HR
+    stack, normalising and binning block by block (O(block) memory besides the LR stream)."""
+    from napari_xfusion.core.degrade import bin_frames
+    from napari_xfusion.core.io import StackWriter, write_stack
+    from napari_xfusion.core.windows import key_indices
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_frames = truth.shape[0]
+    keys = key_indices(n_frames, key_step, first_last=first_last)
+    key_rule = {"first_last": True} if first_last else {"key_step": key_step}
+    common = {"software": SOFTWARE, **provenance, "key_rule": key_rule, "separation": separation}
+    if hr_normalisation is not None:
+        common["normalisation"] = {"hr": hr_normalisation.to_dict()}
+
+    def hr_block(start: int) -> np.ndarray:
+        block = np.asarray(truth[start : start + _BLOCK_FRAMES])
+        if hr_normalisation is not None:
+            return hr_normalisation.apply(block)
+        return block.astype(np.float32, copy=False)
+
+    first = bin_frames(hr_block(0)[:1], crop=crop)
+    lr = np.empty((n_frames, *first.shape[1:]), dtype=np.float32)
+    hr_shape = (first.shape[1] * 4, first.shape[2] * 4)
+    paths = {
+        "truth": out_dir / "truth.tif",
+        "lr": out_dir / "lr.tif",
+        "keys": out_dir / "hr_keys.tif",
+    }
+    key_set = {int(k) for k in keys}
+    with (
+        StackWriter(paths["truth"], (n_frames, *hr_shape), np.float32, common) as truth_out,
+        StackWriter(paths["keys"], (len(keys), *hr_shape), np.float32, {**common}) as keys_out,
+    ):
+        for start in range(0, n_frames, _BLOCK_FRAMES):
+            block = hr_block(start)[:, : hr_shape[0], : hr_shape[1]]
+            lr[start : start + block.shape[0]] = bin_frames(block)
+            for i, frame in enumerate(block, start=start):
+                truth_out.write(frame, index=i)
+                if i in key_set:
+                    keys_out.write(frame, index=i)
+        keys_out.update_metadata({"key_indices": keys})
+    noisy, noise = _add_lr_noise(lr, lr_psnr, seed)
+    write_stack(paths["lr"], noisy, {**common, "noise": noise, "key_indices": keys})
+    return paths
+
+
+def make_sample(
+    out_dir: str | os.PathLike[str],
+    *,
+    n_frames: int = 60,
+    shape: tuple[int, int] = (400, 1024),
+    seed: int = 0,
+    speed: float = 1.0,
+    key_step: int | None = 10,
+    first_last: bool = False,
+    separation: int = 1,
+    lr_psnr: float | None = None,
+) -> dict[str, Path]:
+    """Simulate an x-ray sequence and write ``truth.tif``, ``lr.tif`` and ``hr_keys.tif``.
+
+    All three are float32 in [0, 1]; ``hr_keys.tif`` holds only the key frames, their LR time
+    indices in its metadata (``key_indices``). Returns the three paths by role.
+    """
+    from napari_xfusion.core.sample import simulate_sequence
+
+    truth = simulate_sequence(n_frames, tuple(shape), seed=seed, speed=speed)
+    provenance = {
+        "sample": {"n_frames": n_frames, "shape": list(shape), "seed": seed, "speed": speed}
+    }
+    return _write_pair(
+        Path(out_dir),
+        truth,
+        None,
+        None if first_last else key_step,
+        first_last,
+        separation,
+        lr_psnr,
+        seed,
+        False,
+        provenance,
+    )
+
+
+def simulate_from_hr(
+    hr_path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    key_step: int | None = None,
+    first_last: bool = False,
+    separation: int = 1,
+    lr_psnr: float | None = None,
+    seed: int = 0,
+    crop: bool = False,
+    normalise_mode: str = "auto",
+) -> dict[str, Path]:
+    """Make an LR stream and HR keys from a user's full-rate HR stack (see :func:`make_sample`).
+
+    The HR stack is normalised (percentile clip, unless it is already float in [0, 1]); the
+    clip values are kept in the metadata so results can go back to detector units.
+    """
+    from napari_xfusion.core.io import read_stack
+
+    hr = read_stack(hr_path)
+    norm = _normalisation_for(hr, normalise_mode)
+    return _write_pair(
+        Path(out_dir),
+        hr,
+        norm,
+        key_step,
+        first_last,
+        separation,
+        lr_psnr,
+        seed,
+        crop,
+        {"source": str(Path(hr_path).resolve())},
+    )
+
+
+# ----------------------------------------------------------------------------- fuse
+
+
+@dataclass
+class FuseReport:
+    """What :func:`fuse` produced."""
+
+    outputs: dict[str, Path]
+    csv_paths: dict[str, Path]
+    frames_done: dict[str, int]
+    total_per_method: int
+    metrics: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    comparison: Path | None = None
+    interrupted: bool = False
+    seconds: float = 0.0
+
+
+def _load_keys(
+    hr: np.ndarray,
+    hr_path: Path,
+    n_lr: int,
+    key_step: int | None,
+    first_last: bool,
+    key_list: list[int] | None,
+    normalise_mode: str,
+) -> KeyFrames:
+    from napari_xfusion.core.io import read_metadata
+    from napari_xfusion.engine import KeyFrames
+
+    if key_step is not None or first_last:
+        if hr.shape[0] != n_lr:
+            raise CommandError(
+                f"{hr_path}: --key-step/--first-last need a full-rate HR stack with one frame per "
+                f"LR frame ({n_lr}), but it has {hr.shape[0]}; for a stack of key frames only, "
+                "give --key-indices or store key_indices in its metadata"
+            )
+        from napari_xfusion.core.windows import key_indices
+
+        rows = key_indices(n_lr, key_step, first_last=first_last)
+        norm = _normalisation_for(hr, normalise_mode, rows)
+        return KeyFrames.from_full_rate(hr, key_step, first_last=first_last, normalisation=norm)
+    source = "--key-indices"
+    if key_list is None:
+        key_list = read_metadata(hr_path).get("key_indices")
+        source = f"{hr_path} metadata"
+        if key_list is None:
+            raise CommandError(
+                f"{hr_path}: no key_indices in its metadata; give --key-step K or --first-last "
+                "(full-rate HR) or --key-indices i,j,... (one per HR frame)"
+            )
+    if hr.shape[0] == len(key_list):
+        norm = _normalisation_for(hr, normalise_mode)
+        return KeyFrames(hr, key_list, norm, rule={"key_indices": list(key_list), "source": source})
+    if hr.shape[0] == n_lr:  # a full-rate stack with an explicit key list
+        norm = _normalisation_for(hr, normalise_mode, key_list)
+        keys = KeyFrames(
+            _Rows(hr, key_list),
+            key_list,
+            norm,
+            rule={"key_indices": list(key_list), "source": source},
+        )
+        return keys
+    raise CommandError(
+        f"{hr_path}: has {hr.shape[0]} frames; with {len(key_list)} key indices ({source}) it "
+        f"must hold either those {len(key_list)} key frames or all {n_lr} LR-rate frames"
+    )
+
+
+class _Rows:
+    """Lazy view of some rows of a stack (keeps a memmap a memmap)."""
+
+    def __init__(self, stack: np.ndarray, rows: Sequence[int]) -> None:
+        self._stack, self._rows = stack, [int(r) for r in rows]
+        self.shape = (len(self._rows), *stack.shape[1:])
+        self.dtype = stack.dtype
+        self.ndim = 3
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self._stack[self._rows[i]]
+
+
+def _weights_options(
+    methods: list[str], weights: list[str], device: str
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Per-method options from ``--weights [name=]PATH`` flags, and the files' sha256."""
+    options: dict[str, dict[str, Any]] = {}
+    hashes: dict[str, str] = {}
+    for item in weights:
+        name, sep, path = item.partition("=")
+        targets = [name] if sep else [m for m in methods if m in NETWORK_METHODS]
+        path = path if sep else item
+        if sep and name not in methods:
+            raise CommandError(f"--weights {item}: method {name!r} is not in --method")
+        if not targets:
+            raise CommandError(f"--weights {item}: none of {methods} uses network weights")
+        file = Path(path)
+        if not file.is_file():
+            raise CommandError(f"--weights: {file}: no such file")
+        for target in targets:
+            options.setdefault(target, {})["weights"] = str(file)
+            hashes[target] = _sha256(file)
+    return options, hashes
+
+
+def _distributed() -> tuple[int, int]:
+    """``(rank, world_size)`` under torchrun, ``(0, 1)`` otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def fuse(
+    lr_path: str | os.PathLike[str],
+    hr_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    methods: Sequence[str] = ("bicubic",),
+    key_step: int | None = None,
+    first_last: bool = False,
+    key_list: list[int] | None = None,
+    frames: slice | None = None,
+    separation: int | None = None,
+    device: str = "auto",
+    weights: Sequence[str] = (),
+    units: str = "float",
+    truth_path: str | os.PathLike[str] | None = None,
+    normalise_mode: str = "auto",
+    progress: bool = True,
+) -> FuseReport:
+    """Fuse an LR stream with HR keys through the engine, writing one TIFF per method.
+
+    Files: ``out`` for one method, else ``<stem>_<method>.tif`` next to it, each with a
+    ``.csv`` of per-frame scores (and metrics with ``truth_path``), plus
+    ``<stem>_comparison.csv`` for several methods. Frames are written as they come; on Ctrl-C
+    or an error every file keeps the frames done (the report says how many).
+    """
+    from tqdm import tqdm
+
+    from napari_xfusion.core.io import StackWriter, read_metadata, read_stack
+    from napari_xfusion.core.metrics import frame_metrics
+    from napari_xfusion.engine import resolve_targets, run, split_targets
+
+    lr_path, hr_path, out = Path(lr_path), Path(hr_path), Path(out)
+    methods = list(dict.fromkeys(methods))
+    if units not in ("float", "detector"):
+        raise CommandError(f"--units must be float or detector, got {units!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lr = read_stack(lr_path, check_finite=False)  # the engine checks each frame as it reads it
+    hr = read_stack(hr_path, check_finite=False)
+    lr_meta = read_metadata(lr_path)
+    if separation is None:
+        separation = int(lr_meta.get("separation", 1))
+    keys = _load_keys(hr, hr_path, lr.shape[0], key_step, first_last, key_list, normalise_mode)
+    lr_norm = _normalisation_for(lr, normalise_mode)
+    options, hashes = _weights_options(methods, list(weights), device)
+    targets = resolve_targets(frames, lr.shape[0])
+    truth = None
+    if truth_path is not None:
+        truth = read_stack(truth_path, check_finite=False)
+        if truth.shape[0] != lr.shape[0] or truth.shape[1:] != keys.frame_shape:
+            raise CommandError(
+                f"--truth {truth_path}: shape {truth.shape}; expected {lr.shape[0]} frames of "
+                f"{keys.frame_shape[0]}x{keys.frame_shape[1]} (the LR times at HR size)"
+            )
+    hr_norm = keys.normalisation
+    if units == "detector" and hr_norm is None:
+        _say("xfusion fuse: HR input is already float in [0, 1]; --units detector writes float32")
+    detector = units == "detector" and hr_norm is not None
+    out_dtype = np.dtype(hr_norm.dtype) if detector else np.dtype(np.float32)
+
+    rank, world = _distributed()
+    my_targets = split_targets(targets, rank, world)
+    results = run(
+        methods,
+        lr,
+        keys,
+        separation=separation,
+        frames=my_targets,
+        method_options=options,
+        device=device,
+        lr_normalisation=lr_norm,
+    )
+    described = {label: _describe(label, options.get(label, {}), hashes) for label in methods}
+
+    multi = len(methods) > 1
+    outputs = {
+        m: out.with_name(f"{out.stem}_{m}{out.suffix or '.tif'}") if multi else out for m in methods
+    }
+    if world > 1:  # each rank writes its chunk to a private file; rank 0 assembles in order
+        part_dir = Path(os.environ.get("TMPDIR", "/tmp"))
+        writing = {m: part_dir / f".xfusion-{os.getpid()}-rank{rank}-{m}.tif" for m in methods}
+    else:
+        writing = outputs
+    base_meta = {
+        "software": SOFTWARE,
+        "inputs": {"lr": str(lr_path.resolve()), "hr": str(hr_path.resolve())},
+        "separation": separation,
+        "key_rule": keys.rule,
+        "key_indices": keys.indices,
+        "noise": lr_meta.get("noise"),
+        "window": {"frames": [int(targets[0]), int(targets[-1]) + 1], "n_frames": len(targets)},
+        "normalisation": {
+            "lr": None if lr_norm is None else lr_norm.to_dict(),
+            "hr": None if hr_norm is None else hr_norm.to_dict(),
+        },
+        "units": "detector" if detector else "float",
+        "device": device,
+    }
+    writers = {
+        m: StackWriter(
+            writing[m],
+            (len(my_targets), *keys.frame_shape),
+            out_dtype,
+            {**base_meta, **described[m]},
+        )
+        for m in methods
+    }
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    bar = tqdm(
+        total=len(targets) * len(methods),
+        disable=not progress or rank != 0,
+        unit="frame",
+        desc="fusing",
+        dynamic_ncols=True,
+    )
+    start = time.perf_counter()
+    interrupted = False
+    try:
+        for res in results:
+            frame = res.frame
+            if detector:
+                frame = hr_norm.invert(frame, to_dtype=True)
+            writers[res.method].write(frame, index=res.index)
+            row = _row(res)
+            if truth is not None:
+                truth_frame = np.asarray(truth[res.index])
+                truth_frame = hr_norm.apply(truth_frame) if hr_norm is not None else truth_frame
+                row.update(frame_metrics(res.frame, truth_frame))
+            rows[res.method].append(row)
+            bar.update(world if rank == 0 else 0)
+    except KeyboardInterrupt:
+        interrupted = True
+    except BaseException:
+        results.close()
+        done = {m: w.abort() for m, w in writers.items()}
+        bar.close()
+        for m, n in done.items():
+            if n:
+                _say(f"xfusion fuse: error; kept {n} of {len(targets)} frames in {outputs[m]}")
+        raise
+    finally:
+        bar.close()
+    results.close()
+    done = {}
+    for m, w in writers.items():
+        w.update_metadata({"frames": _attention_columns(rows[m])})
+        done[m] = w.abort() if interrupted else w.close()
+    if world > 1:
+        done = _assemble(methods, writing, outputs, rows, rank, world)
+    seconds = time.perf_counter() - start
+    report = FuseReport(
+        outputs=outputs,
+        csv_paths={},
+        frames_done=done,
+        total_per_method=len(targets),
+        interrupted=interrupted,
+        seconds=seconds,
+    )
+    if rank != 0:
+        return report
+    for m in methods:
+        csv_path = outputs[m].with_suffix(".csv")
+        _write_csv(csv_path, rows[m])
+        report.csv_paths[m] = csv_path
+        report.metrics[m] = {k: [r[k] for r in rows[m] if k in r] for k in METRICS}
+    if multi:
+        report.comparison = out.with_name(f"{out.stem}_comparison.csv")
+        _write_comparison(report.comparison, rows)
+    if interrupted:
+        for m in methods:
+            _say(
+                f"xfusion fuse: interrupted; kept {done[m]} of {len(targets)} frames in "
+                f"{outputs[m]}"
+            )
+    return report
+
+
+def _describe(label: str, options: dict[str, Any], hashes: dict[str, str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {"method": label, "method_options": options}
+    if label in hashes:
+        meta["weights_sha256"] = hashes[label]
+    return meta
+
+
+def _row(res: FrameResult) -> dict[str, Any]:
+    row: dict[str, Any] = {"frame": res.index, "method": res.method, "seconds": res.seconds}
+    if res.backward is not None:
+        row.update(
+            backward=res.backward,
+            forward=res.forward,
+            backward_norm=res.backward_norm,
+            forward_norm=res.forward_norm,
+        )
+    return row
+
+
+def _attention_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Per-frame values for the TIFF metadata (frame index, scores when the method has them)."""
+    cols: dict[str, list[Any]] = {"index": [r["frame"] for r in rows]}
+    for key in ("backward", "forward", "backward_norm", "forward_norm"):
+        if rows and key in rows[0]:
+            cols[key] = [r.get(key) for r in rows]
+    return cols
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields = list(dict.fromkeys(k for r in rows for k in r)) or ["frame"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _write_comparison(path: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
+    """One row per method: frames, mean seconds/frame and mean/median of each metric."""
+    table = []
+    for m, method_rows in rows.items():
+        entry: dict[str, Any] = {"method": m, "frames": len(method_rows)}
+        seconds = [r["seconds"] for r in method_rows]
+        entry["seconds_per_frame"] = float(np.mean(seconds)) if seconds else math.nan
+        for k in METRICS:
+            values = np.array([r[k] for r in method_rows if k in r], dtype=np.float64)
+            if values.size:
+                entry[f"{k}_mean"] = float(values.mean())
+                entry[f"{k}_median"] = float(np.median(values))
+        table.append(entry)
+    _write_csv(path, table)
+
+
+def _assemble(
+    methods: list[str],
+    parts: dict[str, Path],
+    outputs: dict[str, Path],
+    rows: dict[str, list[dict[str, Any]]],
+    rank: int,
+    world: int,
+) -> dict[str, int]:
+    """torchrun: rank 0 writes every rank's frames into one file per method, in time order.
+
+    Ranks send their frames one at a time (bounded memory, no shared file system needed) and
+    their per-frame rows as objects.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from napari_xfusion.core.io import StackWriter, read_metadata, read_stack
+
+    done: dict[str, int] = {}
+    for m in methods:
+        gathered: list[Any] = [None] * world if rank == 0 else []
+        dist.gather_object(rows[m], gathered if rank == 0 else None, dst=0)
+        counts = [0] * world
+        count = len(rows[m])
+        counts_t = torch.tensor([count], dtype=torch.int64)
+        all_counts = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+        dist.all_gather(all_counts, counts_t)
+        counts = [int(c.item()) for c in all_counts]
+        if rank == 0:
+            part = read_stack(parts[m], check_finite=False)
+            meta = read_metadata(parts[m])
+            for key in ("frame_indices", "frames_written", "complete", "frames"):
+                meta.pop(key, None)
+            all_rows = [r for chunk in gathered for r in chunk]
+            rows[m][:] = all_rows
+            meta["frames"] = _attention_columns(all_rows)
+            meta["distributed"] = {"world_size": world, "frames_per_rank": counts}
+            with StackWriter(outputs[m], (sum(counts), *part.shape[1:]), part.dtype, meta) as w:
+                for row, frame in zip(gathered[0], part, strict=True):
+                    w.write(frame, index=row["frame"])
+                buf = torch.empty(part.shape[1:], dtype=_torch_dtype(part.dtype))
+                for src in range(1, world):
+                    for row in gathered[src]:
+                        dist.recv(buf, src=src)
+                        w.write(buf.numpy(), index=row["frame"])
+            done[m] = w.count
+            del part
+        else:
+            part = read_stack(parts[m], check_finite=False) if count else None
+            for i in range(count):
+                dist.send(torch.from_numpy(np.array(part[i])), dst=0)
+            done[m] = count
+            del part
+        dist.barrier()
+        parts[m].unlink(missing_ok=True)
+    return done
+
+
+def _torch_dtype(dtype: np.dtype) -> Any:
+    import torch
+
+    return torch.from_numpy(np.zeros(1, dtype=dtype)).dtype
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def evaluate(
+    fused_path: str | os.PathLike[str],
+    truth_path: str | os.PathLike[str],
+    csv_path: str | os.PathLike[str] | None = None,
+) -> tuple[Path, dict[str, list[float]]]:
+    """Per-frame PSNR/AAD/SSIM of a fused stack against the ground truth.
+
+    The fused frames' LR time indices come from their metadata (``frame_indices``), so a
+    window ``A:B`` is compared with the right truth frames. Both are compared in normalised
+    units: detector-unit exports are mapped back with the normalisation in their metadata.
+    Returns the CSV path and the metric columns.
+    """
+    from napari_xfusion.core.io import read_metadata, read_stack
+    from napari_xfusion.core.metrics import frame_metrics
+    from napari_xfusion.core.normalise import Normalisation
+
+    fused_path, truth_path = Path(fused_path), Path(truth_path)
+    fused = read_stack(fused_path)
+    truth = read_stack(truth_path)
+    meta = read_metadata(fused_path)
+    indices = meta.get("frame_indices") or list(range(fused.shape[0]))
+    if len(indices) != fused.shape[0]:
+        raise CommandError(
+            f"{fused_path}: metadata lists {len(indices)} frame indices for {fused.shape[0]} frames"
+        )
+    if fused.shape[1:] != truth.shape[1:]:
+        raise CommandError(
+            f"{fused_path} frames are {fused.shape[1]}x{fused.shape[2]} but {truth_path} frames "
+            f"are {truth.shape[1]}x{truth.shape[2]}"
+        )
+    if max(indices) >= truth.shape[0]:
+        raise CommandError(
+            f"{fused_path} holds frame {max(indices)} but {truth_path} has only "
+            f"{truth.shape[0]} frames"
+        )
+    hr_norm_dict = (meta.get("normalisation") or {}).get("hr")
+    hr_norm = Normalisation.from_dict(hr_norm_dict) if hr_norm_dict else None
+    fused_norm = hr_norm if meta.get("units") == "detector" else None
+    if fused_norm is None and not np.issubdtype(fused.dtype, np.floating):
+        raise CommandError(
+            f"{fused_path}: {fused.dtype} data without normalisation metadata; cannot compare "
+            "in [0, 1] units"
+        )
+    truth_norm = None
+    if not _is_unit_float(truth, indices):
+        truth_norm = hr_norm if hr_norm is not None else _normalisation_for(truth, "percentile")
+    rows = []
+    for row, t in enumerate(indices):
+        pred = np.asarray(fused[row], dtype=np.float32)
+        pred = fused_norm.apply(pred) if fused_norm is not None else pred
+        ref = np.asarray(truth[t])
+        ref = truth_norm.apply(ref) if truth_norm is not None else ref.astype(np.float32)
+        rows.append({"frame": int(t), **frame_metrics(pred, ref)})
+    out = Path(csv_path) if csv_path else fused_path.with_name(f"{fused_path.stem}_metrics.csv")
+    _write_csv(out, rows)
+    return out, {k: [r[k] for r in rows] for k in METRICS}
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+DEMO_SIZE = dict(n_frames=40, shape=(200, 512), key_step=10, lr_psnr=35.0, separation=1)
+"""The demo's sample: sized to fuse with bicubic and bayesian in about a minute on 2 CPU cores."""
+
+
+def _available_methods() -> tuple[list[str], dict[str, str]]:
+    """Methods the demo can run: the baselines always, networks when shipped weights exist."""
+    from napari_xfusion.methods import get_reconstructor
+
+    available, skipped = ["bicubic", "bayesian"], {}
+    for name in NETWORK_METHODS:
+        try:
+            get_reconstructor(name, device="cpu")
+        except (FileNotFoundError, ImportError, ValueError) as exc:
+            skipped[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        else:
+            available.append(name)
+    return available, skipped
+
+
+def run_demo(out_dir: str | os.PathLike[str] = "xfusion-demo", progress: bool = True) -> FuseReport:
+    """The headless demo: simulate the sample, fuse it with every available method, print the
+    metrics table and where the files are."""
+    out_dir = Path(out_dir)
+    _say(
+        f"xfusion demo: simulating a {DEMO_SIZE['n_frames']}-frame "
+        f"{DEMO_SIZE['shape'][0]}x{DEMO_SIZE['shape'][1]} x-ray sequence in {out_dir}/"
+    )
+    paths = make_sample(out_dir, **DEMO_SIZE)  # type: ignore[arg-type]
+    methods, skipped = _available_methods()
+    for name, why in skipped.items():
+        _say(f"xfusion demo: skipping {name}: {why}")
+    report = fuse(
+        paths["lr"],
+        paths["keys"],
+        out_dir / "fused.tif",
+        methods=methods,
+        truth_path=paths["truth"],
+        progress=progress,
+    )
+    print(_summary_table(report.metrics))
+    print(f"\nfiles in {out_dir}/:")
+    print(
+        f"  inputs: {paths['lr'].name} (LR), {paths['keys'].name} (HR keys), "
+        f"{paths['truth'].name} (ground truth)"
+    )
+    for m in methods:
+        print(f"  {m}: {report.outputs[m].name}, {report.csv_paths[m].name}")
+    if report.comparison is not None:
+        print(f"  comparison: {report.comparison.name}")
+    return report
+
+
+def _display_available() -> bool:
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _open_gui(out_dir: Path, report: FuseReport) -> bool:
+    """Open the demo's results in napari; False when the GUI is not available.
+
+    GUI HOOK: the napari side (``napari_xfusion._napari.demo.launch``) is added by the GUI
+    module; the call goes here (lazy import, so the headless path never imports Qt).
+    """
+    return False
+
+
+# ----------------------------------------------------------------------------- argparse
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _epilog(text: str) -> str:
+    return "examples:\n" + textwrap.indent(textwrap.dedent(text).strip("\n"), "  ")
+
+
+def _add_key_rule(p: argparse.ArgumentParser, required: bool) -> None:
+    group = p.add_mutually_exclusive_group(required=required)
+    group.add_argument(
+        "--key-step",
+        type=int,
+        metavar="K",
+        help="HR key every K-th frame (K >= 2) of a full-rate HR stack",
+    )
+    group.add_argument(
+        "--first-last", action="store_true", help="only the first and the last frame are HR keys"
+    )
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``xfusion`` argument parser (one sub-parser per command)."""
+    parser = argparse.ArgumentParser(
+        prog="xfusion",
+        formatter_class=_formatter,
+        description="Spatio-temporal fusion of dual-camera high-speed x-ray image sequences.",
+        epilog=_epilog("""
+            xfusion demo                       # simulate, fuse with every method, print metrics
+            xfusion sample -o data/
+            xfusion fuse --lr data/lr.tif --hr data/hr_keys.tif --method bicubic -o fused.tif
+            xfusion evaluate fused.tif --truth data/truth.tif
+        """),
+    )
+    parser.add_argument("--version", action="version", version=SOFTWARE)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "sample",
+        formatter_class=_formatter,
+        help="write the simulated x-ray sample",
+        description="Simulate a laser powder-bed fusion radiography sequence and write the HR "
+        "ground truth (truth.tif), the LR stream (lr.tif, 4x4 binned) and the sparse HR key "
+        "frames (hr_keys.tif, key indices in its metadata), all float32 in [0, 1].",
+        epilog=_epilog("""
+            xfusion sample -o data/
+            xfusion sample -o data/ --frames 200 --size 400x1024 --key-step 20 --lr-psnr 30
+            xfusion sample -o small/ --frames 24 --size 64x128 --first-last
+        """),
+    )
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--frames", type=int, default=60, help="number of frames T (default 60)")
+    p.add_argument(
+        "--size",
+        default="400x1024",
+        metavar="HxW",
+        help="HR frame size, multiples of 4 (default 400x1024)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--speed", type=float, default=1.0, help="motion speed factor (default 1)")
+    _add_key_rule(p, required=False)
+    p.add_argument(
+        "--separation",
+        type=int,
+        default=1,
+        metavar="S",
+        help="LR separation s recorded for fuse (default 1)",
+    )
+    p.add_argument(
+        "--lr-psnr",
+        type=float,
+        metavar="DB",
+        help="add Poisson noise to LR for this PSNR (20..60 dB; default: none)",
+    )
+
+    p = sub.add_parser(
+        "simulate",
+        formatter_class=_formatter,
+        help="make LR + HR keys from your HR stack",
+        description="Make an LR stream (4x4 binning, optional Poisson noise) and HR key frames "
+        "from a full-rate HR stack; writes truth.tif (normalised HR), lr.tif and hr_keys.tif.",
+        epilog=_epilog("""
+            xfusion simulate hr.tif --key-step 20 --lr-psnr 35 -o sim/
+            xfusion simulate frames_folder/ --first-last --separation 2 -o sim/
+        """),
+    )
+    p.add_argument("hr", type=Path, help="full-rate HR stack (TIFF, hyperstack or folder)")
+    _add_key_rule(p, required=True)
+    p.add_argument("--separation", type=int, default=1, metavar="S", help="LR separation s")
+    p.add_argument("--lr-psnr", type=float, metavar="DB", help="target LR PSNR (20..60 dB)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument(
+        "--crop",
+        action="store_true",
+        help="crop rows/columns that do not fill a 4x4 block (default: error)",
+    )
+    p.add_argument(
+        "--normalise",
+        choices=("auto", "percentile", "none"),
+        default="auto",
+        help="auto: percentile clip unless already float in [0, 1]",
+    )
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
+
+    p = sub.add_parser(
+        "fuse",
+        formatter_class=_formatter,
+        help="reconstruct HR frames at the LR frame rate",
+        description="Fuse the LR stream with HR key frames. Frames are written as they are "
+        "done; Ctrl-C keeps the frames done in a valid TIFF. Also writes a per-frame CSV "
+        "(attention scores, metrics with --truth). Under torchrun the frames are split over "
+        "the ranks and rank 0 writes one file.",
+        epilog=_epilog("""
+            xfusion fuse --lr data/lr.tif --hr data/hr_keys.tif --method bicubic -o fused.tif
+            xfusion fuse --lr lr.tif --hr hr_full.tif --key-step 20 --method bicubic,bayesian \\
+                --frames 100:300 --truth hr_full.tif -o out/fused.tif
+            xfusion fuse --lr lr.tif --hr keys.tif --key-indices 0,40,80 --method edvr-stf \\
+                --weights my.pt --device cuda --units detector -o fused.tif
+            torchrun --nproc_per_node 4 -m napari_xfusion.cli fuse --lr lr.tif --hr keys.tif \\
+                --method edvr-stf -o fused.tif
+        """),
+    )
+    p.add_argument("--lr", required=True, type=Path, help="LR stream (T, h, w)")
+    p.add_argument(
+        "--hr",
+        required=True,
+        type=Path,
+        help="HR key frames (sparse, key indices from metadata or --key-indices) or "
+        "a full-rate HR stack with --key-step/--first-last",
+    )
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--key-step", type=int, metavar="K", help="keys every K-th frame")
+    rule.add_argument("--first-last", action="store_true", help="keys at first and last frame")
+    rule.add_argument(
+        "--key-indices",
+        metavar="I,J,...",
+        help="LR time index of each HR frame (real dual-camera data)",
+    )
+    p.add_argument(
+        "--method",
+        default="bicubic",
+        metavar="M[,M...]",
+        help="bicubic, bayesian, edvr, edvr-stf; several comma-separated write one "
+        "file each (<stem>_<method>.tif) and a comparison table",
+    )
+    p.add_argument("--frames", metavar="A:B", help="LR frames A..B-1 only (default all)")
+    p.add_argument(
+        "--separation",
+        type=int,
+        metavar="S",
+        help="LR separation s (default: from the LR metadata, else 1)",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="[METHOD=]PATH",
+        help="network weights (default: the shipped ones); repeatable",
+    )
+    p.add_argument(
+        "--units",
+        choices=("float", "detector"),
+        default="float",
+        help="float32 in [0, 1] (default) or detector units and dtype of the HR input",
+    )
+    p.add_argument(
+        "--normalise",
+        choices=("auto", "percentile", "none"),
+        default="auto",
+        help="input normalisation; auto: percentile clip unless float in [0, 1]",
+    )
+    p.add_argument(
+        "--truth",
+        type=Path,
+        metavar="T.tif",
+        help="full-rate HR ground truth: per-frame PSNR/AAD/SSIM in the CSV",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output TIFF")
+
+    p = sub.add_parser(
+        "evaluate",
+        formatter_class=_formatter,
+        help="PSNR/AAD/SSIM of a fused stack",
+        description="Compare a fused stack with the ground truth frame by frame; writes a CSV "
+        "and prints mean/median PSNR, AAD and SSIM.",
+        epilog=_epilog("""
+            xfusion evaluate fused.tif --truth data/truth.tif
+            xfusion evaluate fused.tif --truth data/truth.tif --csv metrics.csv
+        """),
+    )
+    p.add_argument("fused", type=Path, help="fused TIFF written by xfusion fuse")
+    p.add_argument("--truth", required=True, type=Path, help="full-rate HR ground truth")
+    p.add_argument("--csv", type=Path, help="per-frame CSV (default <fused>_metrics.csv)")
+
+    p = sub.add_parser(
+        "demo",
+        formatter_class=_formatter,
+        help="the main job on the built-in sample",
+        description="Simulate the sample, fuse it with every method whose weights are "
+        "available, write the fused TIFFs and print the metrics table; opens napari when a "
+        "display is available unless --headless.",
+        epilog=_epilog("""
+            xfusion demo
+            xfusion demo -o /tmp/demo --headless
+        """),
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("xfusion-demo"),
+        metavar="DIR",
+        help="output folder (default ./xfusion-demo)",
+    )
+    p.add_argument("--headless", action="store_true", help="never open napari")
+
+    sub.add_parser(
+        "train",
+        formatter_class=_formatter,
+        add_help=False,
+        help="train edvr / edvr-stf",
+        description="Forwarded to napari_xfusion.train (see xfusion train --help).",
+    )
+    return parser
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise CommandError(f"--size must look like HxW (e.g. 400x1024), got {text!r}") from None
+    return h, w
+
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "sample":
+        paths = make_sample(
+            args.out,
+            n_frames=args.frames,
+            shape=_parse_size(args.size),
+            seed=args.seed,
+            speed=args.speed,
+            key_step=args.key_step if args.key_step else 10,
+            first_last=args.first_last,
+            separation=args.separation,
+            lr_psnr=args.lr_psnr,
+        )
+        for role, path in paths.items():
+            print(f"{role}: {path}")
+        return 0
+    if args.command == "simulate":
+        paths = simulate_from_hr(
+            args.hr,
+            args.out,
+            key_step=args.key_step,
+            first_last=args.first_last,
+            separation=args.separation,
+            lr_psnr=args.lr_psnr,
+            seed=args.seed,
+            crop=args.crop,
+            normalise_mode=args.normalise,
+        )
+        for role, path in paths.items():
+            print(f"{role}: {path}")
+        return 0
+    if args.command == "fuse":
+        methods = [m.strip() for m in args.method.split(",") if m.strip()]
+        report = fuse(
+            args.lr,
+            args.hr,
+            args.out,
+            methods=methods,
+            key_step=args.key_step,
+            first_last=args.first_last,
+            key_list=_parse_int_list(args.key_indices, "--key-indices")
+            if args.key_indices
+            else None,
+            frames=_parse_frames(args.frames),
+            separation=args.separation,
+            device=args.device,
+            weights=args.weights,
+            units=args.units,
+            truth_path=args.truth,
+            normalise_mode=args.normalise,
+            progress=not args.no_progress,
+        )
+        if int(os.environ.get("RANK", "0")) != 0:
+            return 130 if report.interrupted else 0
+        if report.metrics and any(report.metrics[m].get("psnr") for m in report.metrics):
+            print(_summary_table(report.metrics))
+        for m, path in report.outputs.items():
+            print(f"{m}: {path} ({report.frames_done[m]} frames), {report.csv_paths[m]}")
+        if report.comparison is not None:
+            print(f"comparison: {report.comparison}")
+        return 130 if report.interrupted else 0
+    if args.command == "evaluate":
+        csv_path, metrics = evaluate(args.fused, args.truth, args.csv)
+        print(_summary_table({args.fused.name: metrics}))
+        print(f"per-frame metrics: {csv_path}")
+        return 0
+    if args.command == "demo":
+        report = run_demo(args.out)
+        if not args.headless and _display_available():
+            _open_gui(args.out, report)
+        return 0
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``xfusion`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from napari_xfusion.train import main as train_main  # lazy: pulls in torch
+
+        return int(train_main(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    from napari_xfusion.core.io import StackError
+    from napari_xfusion.engine import InputError
+
+    try:
+        return _command(args)
+    except (CommandError, InputError, StackError, FileNotFoundError) as exc:
+        _say(f"xfusion {args.command}: error: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
