@@ -51,7 +51,9 @@ class Window:
         return self.target - self.key_before
 
 
-def key_indices(n_frames: int, key_step: int | None = None, *, first_last: bool = False) -> np.ndarray:
+def key_indices(
+    n_frames: int, key_step: int | None = None, *, first_last: bool = False
+) -> np.ndarray:
     """LR time indices at which an HR key frame exists.
 
     Parameters
@@ -106,9 +108,12 @@ def lr_indices(target: int, n_frames: int, separation: int) -> tuple[int, int, i
     """``(t - s, t, t + s)`` clamped to the sequence ``[0, n_frames - 1]``."""
     if int(separation) != separation or separation < 1:
         raise ValueError(f"LR separation must be an integer >= 1, got {separation!r}")
+    if int(target) != target:
+        raise ValueError(f"target frame must be an integer index, got {target!r}")
     if not 0 <= target < n_frames:
         raise ValueError(f"target frame {target} is outside the LR sequence [0, {n_frames - 1}]")
-    last = n_frames - 1
+    # Plain ints: numpy integers would leak into Window and break JSON export metadata.
+    target, separation, last = int(target), int(separation), int(n_frames) - 1
     return (max(target - separation, 0), target, min(target + separation, last))
 
 
@@ -126,8 +131,9 @@ def bracketing_keys(target: int, keys: np.ndarray) -> tuple[int, int]:
 def window(target: int, n_frames: int, separation: int, keys: Sequence[int] | np.ndarray) -> Window:
     """The :class:`Window` of one target LR time (see the module docstring)."""
     keys = _check_keys(keys, n_frames)
+    indices = lr_indices(target, n_frames, separation)  # validates target and separation
     before, after = bracketing_keys(target, keys)
-    return Window(int(target), lr_indices(target, n_frames, separation), before, after, separation)
+    return Window(int(target), indices, before, after, int(separation))
 
 
 def plan(
