@@ -76,7 +76,7 @@ def _upscale_frame(frame: np.ndarray, factor: int, out: np.ndarray) -> None:
     rows = (windows @ bank).reshape(h, w * factor)
 
     # Along the height: whole output rows of one phase are contiguous blocks of `out`, so
-    # accumulate them in place from shifted views of the padded rows (no temporaries).
+    # accumulate them in place from shifted views of the padded rows (one reused scratch row).
     rows = np.pad(rows, ((_PAD, _PAD), (0, 0)), mode="edge")
     by_phase = out.reshape(h, factor, w * factor)
     scratch = np.empty((h, w * factor), dtype=np.float32)
