@@ -253,8 +253,9 @@ class FrameResult:
         Raw scores with the HR key before / after t (None when the method has no key
         attention).
     backward_norm, forward_norm : float or None
-        The same divided by the score at the preceding key's own time (NaN when unknown, e.g.
-        before the first key).
+        The same divided by the score at the time of the window's ``key_before`` (NaN while
+        unknown: before the first key that time comes later; :func:`attention_table` fills
+        those in at the end).
     variance : numpy.ndarray, float32, shape (H, W), or None
         Per-pixel posterior variance when the method has it (``bayesian``).
     seconds : float
@@ -417,16 +418,15 @@ class _MethodState:
     stream: Iterator[Any] | None = None
 
 
-def _group_key(t: int, keys: np.ndarray) -> int | None:
-    """The preceding key of ``t`` (largest key <= t), None before the first key."""
-    pos = int(np.searchsorted(keys, t, side="right")) - 1
-    return int(keys[pos]) if pos >= 0 else None
+def _group_key(t: int, keys: np.ndarray) -> int:
+    """The key whose own-time score normalises t's scores: t's window's ``key_before``
+    (as :func:`napari_xfusion.core.attention.preceding_keys` groups them)."""
+    return win.bracketing_keys(t, keys)[0]
 
 
-def _normalised(
-    t: int, score: float, key: int | None, key_score: float | None, keys: np.ndarray
-) -> float:
-    if key is None or key_score is None:
+def _normalised(t: int, score: float, key: int, key_score: float | None, keys: np.ndarray) -> float:
+    """``score`` of ``t`` normalised by its group key's score (NaN while that is unknown)."""
+    if key_score is None:
         return math.nan
     from napari_xfusion.core.attention import normalise_scores
 
@@ -514,9 +514,7 @@ def _run(
     target_set = {int(t) for t in targets}
     # Preceding keys whose own time is not requested: reconstructed (not yielded) so that the
     # attention of their group can be normalised live.
-    aux = sorted(
-        {k for t in targets if (k := _group_key(int(t), key_idx)) is not None} - target_set
-    )
+    aux = sorted({_group_key(int(t), key_idx) for t in targets} - target_set)
     timeline = sorted(target_set | set(aux))
 
     # Big enough for a window's LR frames (2s + 1 span) plus look-ahead of batched methods.
@@ -577,7 +575,7 @@ def _run(
                 if state.has_attention and att is not None:
                     backward, forward = float(att[_BACKWARD]), float(att[_FORWARD])
                     group = _group_key(t, key_idx)
-                    ref = state.key_scores.get(group) if group is not None else None
+                    ref = state.key_scores.get(group)
                     backward_norm = _normalised(
                         t, backward, group, None if ref is None else ref[_BACKWARD], key_idx
                     )
