@@ -25,9 +25,11 @@ is the laser scan direction, image y points down into the metal; HR pixel = 2 um
 - **Pores**: gas pores born at the keyhole tip, carried backward by the melt flow on a
   swirling path, and **trapped** (frozen in place) once the solidification front passes them.
   Some are born before the first frame, so the sequence can start with trapped pores.
-- **Spatter**: metal droplets ejected from the keyhole mouth, mostly backward, flying
-  ballistically above the surface at ~1..25 px/frame (log-normal; a good fraction faster than
-  4 px = one LR pixel per frame), some already in flight at the first frame.
+- **Spatter**: hot droplets ejected from the keyhole mouth, mostly backward, at ~1..30
+  px/frame (log-normal around 5: a good fraction faster than 4 px = one LR pixel per frame),
+  and cold powder particles picked up from the bed near the keyhole by the vapour-driven gas
+  flow (1..3 px/frame, drawn towards the keyhole). Both fly ballistically (gravity bends a
+  track by ~10 px over 100 frames); some are already in flight at the first frame.
 - **Contrast**: Beer-Lambert transmission ``exp(-mu * t)`` of the projected metal thickness
   ``t`` (``mu`` = 3.5 /mm, roughly Ti-6Al-4V at ~28 keV), a small isotropic blur (source size /
   detector PSF), and propagation phase contrast as the transport-of-intensity first-order term
@@ -42,7 +44,7 @@ is the laser scan direction, image y points down into the metal; HR pixel = 2 um
 What is not modelled
 --------------------
 Real 3-D melt flow (Marangoni convection, the pores' path is a kinematic model), the vapour
-plume, powder entrainment into the keyhole, spatter landing and coalescence, motion blur within
+plume, powder sucked into the melt, spatter landing and coalescence, motion blur within
 an exposure, scintillator afterglow, polychromatic beam hardening, detector read noise and
 dead pixels, and heat-induced density changes of the solid. Feature sizes are physical (um
 converted with ``pixel_size_um``), so a small frame shows a small field of view, not a scaled
@@ -54,7 +56,9 @@ children, one per component), so a seed always gives the same sequence.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -164,7 +168,7 @@ def _flat_field(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     centre = rng.uniform(0.3, 0.7) * h
     beam = np.exp(-0.5 * ((rows - centre) / (1.2 * max(h, 1))) ** 2)  # slow vertical fall-off
     beam = beam * (1 + 0.03 * np.sin(2 * np.pi * rows / rng.uniform(40, 120) + rng.uniform(0, 6)))
-    flat = beam * (1 + 0.04 * _smooth_noise(rng, shape, 25.0))
+    flat = beam * (1 + 0.02 * _smooth_noise(rng, shape, 40.0))
     flat *= 1 + 0.015 * _smooth_noise(rng, shape, 1.0)
     for _ in range(max(1, (h * w) // 60000)):  # dust and scintillator defects
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
@@ -209,25 +213,41 @@ def _stamp_spheres(
 
 
 def _blur_in_place(stack: np.ndarray) -> None:
-    """Separable [1, 2, 1] / 4 blur over the last two axes, edges replicated."""
-    for axis in (1, 2):
-        src = stack.copy()
-        lead = [slice(None)] * 3
-        lag = [slice(None)] * 3
-        mid = [slice(None)] * 3
-        lead[axis], lag[axis], mid[axis] = slice(2, None), slice(None, -2), slice(1, -1)
-        if stack.shape[axis] < 3:
-            continue
-        stack[tuple(mid)] = 0.5 * src[tuple(mid)] + 0.25 * (src[tuple(lead)] + src[tuple(lag)])
+    """Separable [1, 2, 1] / 4 blur over the last two axes of a (T, H, W) stack, in place.
+
+    Stands for the x-ray source size and the detector PSF. The outermost rows and columns are
+    blurred along one axis only. Written with ``out=`` buffers: one temporary stack in all.
+    """
+    _, height, width = stack.shape
+    rows_blurred = stack.copy()
+    if height >= 3:
+        mid = rows_blurred[:, 1:-1]
+        np.add(stack[:, :-2], stack[:, 2:], out=mid)
+        mid += stack[:, 1:-1]
+        mid += stack[:, 1:-1]
+        mid *= 0.25
+    if width >= 3:
+        mid = stack[:, :, 1:-1]
+        np.add(rows_blurred[:, :, :-2], rows_blurred[:, :, 2:], out=mid)
+        mid += rows_blurred[:, :, 1:-1]
+        mid += rows_blurred[:, :, 1:-1]
+        mid *= 0.25
+        stack[:, :, 0] = rows_blurred[:, :, 0]
+        stack[:, :, -1] = rows_blurred[:, :, -1]
+    else:
+        stack[...] = rows_blurred
 
 
 def _laplacian(stack: np.ndarray) -> np.ndarray:
-    """5-point Laplacian over the last two axes (edges replicated), float32 (T, H, W)."""
-    padded = np.pad(stack, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    lap = padded[:, :-2, 1:-1] + padded[:, 2:, 1:-1]
-    lap += padded[:, 1:-1, :-2]
-    lap += padded[:, 1:-1, 2:]
-    lap -= 4 * stack
+    """5-point Laplacian over the last two axes (zero on the outermost rows and columns)."""
+    lap = np.zeros_like(stack)
+    if stack.shape[1] < 3 or stack.shape[2] < 3:
+        return lap
+    mid = lap[:, 1:-1, 1:-1]
+    np.add(stack[:, :-2, 1:-1], stack[:, 2:, 1:-1], out=mid)
+    mid += stack[:, 1:-1, :-2]
+    mid += stack[:, 1:-1, 2:]
+    mid -= 4 * stack[:, 1:-1, 1:-1]
     return lap
 
 
@@ -286,38 +306,24 @@ def simulate_sequence(
     rng_keyhole, rng_powder, rng_pores, rng_spatter, rng_flat, rng_noise = (
         np.random.default_rng(s) for s in seeds
     )
-    um = 1.0 / pixel_size_um  # pixels per micrometre
-    t = np.arange(n_frames, dtype=np.float64)
+    px_per_um = 1.0 / pixel_size_um
     surface = _SURFACE_FRACTION * height
-    plate_rows = height - surface
     if n_pores is None:
-        n_pores = max(2, round(n_frames / 10 * width / 1024 * 2))
+        n_pores = max(2, round(0.2 * n_frames * width / 1024))
     if n_spatter is None:
-        n_spatter = max(6, round(0.5 * n_frames * min(width / 1024, 1.0) + 4))
+        n_spatter = max(6, round(1.2 * n_frames * min(width / 1024, 1.0) + 4))
 
-    # --- keyhole trajectory --------------------------------------------------------------
+    # The keyhole crosses the frame centre mid-sequence (from 10 % of the width at the latest).
     scan = speed * scan_px_per_frame
-    x_start = max(width / 2 - scan * (n_frames - 1) / 2, 0.1 * width) + rng_keyhole.normal(
-        0, 0.03 * width
-    )
+    x_start = max(width / 2 - scan * (n_frames - 1) / 2, 0.1 * width)
+    x_start += rng_keyhole.normal(0, 0.03 * width)
 
     def keyhole_x(times: np.ndarray) -> np.ndarray:
         return x_start + scan * times
 
-    depth_max = min(_KEYHOLE_DEPTH_UM * um, 0.75 * plate_rows)
-    ramp = 0.55 + 0.45 * (1 - np.exp(-t / max(0.25 * n_frames, 1.0)))  # keyhole deepens
-    depth = depth_max * ramp * (1 + 0.18 * _fluctuation(rng_keyhole, t, speed))
-    collapses = rng_keyhole.uniform(0, n_frames, max(1, n_frames // 40))
-    for c in collapses:  # partial collapses: the depth dips for a few frames
-        depth *= 1 - 0.35 * np.exp(-0.5 * ((t - c) / (2.0 / speed)) ** 2)
-    radius = min(_KEYHOLE_RADIUS_UM * um, 0.25 * depth_max) * (
-        1 + 0.2 * _fluctuation(rng_keyhole, t, speed)
-    )
-    tilt_deg = 14 + 8 * _fluctuation(rng_keyhole, t, speed)
-    ripple_phase = rng_keyhole.uniform(0, 2 * np.pi) + 0.9 * speed * t
-    kx = keyhole_x(t)
-    melt_length = _MELT_LENGTH_UM * um * (1 + 0.1 * _fluctuation(rng_keyhole, t, speed))
-    melt_depth = 1.1 * depth + radius
+    depth_max = min(_KEYHOLE_DEPTH_UM * px_per_um, 0.75 * (height - surface))
+    keyhole = _keyhole_motion(rng_keyhole, n_frames, speed, depth_max, px_per_um)
+    kx = keyhole_x(np.arange(n_frames, dtype=np.float64))
 
     # --- projected metal thickness, in micrometres, per frame ----------------------------
     rows = np.arange(height, dtype=np.float64)
@@ -330,22 +336,22 @@ def simulate_sequence(
 
     for i in range(n_frames):
         _carve_keyhole(
-            thickness[i], rows, cols, surface, kx[i], depth[i], radius[i], tilt_deg[i],
-            ripple_phase[i], pixel_size_um,
+            thickness[i], rows, cols, surface, kx[i], keyhole.depth[i], keyhole.radius[i],
+            keyhole.tilt_deg[i], keyhole.ripple_phase[i], pixel_size_um,
         )  # fmt: skip
         _melt_pool_and_bead(
-            thickness[i], rows, cols, surface, kx[i], radius[i], melt_length[i], melt_depth[i],
-            pixel_size_um,
+            thickness[i], surface, kx[i], keyhole.radius[i], keyhole.melt_length[i],
+            keyhole.melt_depth[i], pixel_size_um,
         )  # fmt: skip
 
     # --- powder bed, denuded as the keyhole passes ---------------------------------------
-    layer = min(_POWDER_LAYER_UM * um, 0.5 * surface)
+    layer = min(_POWDER_LAYER_UM * px_per_um, 0.5 * surface)
     _powder(thickness, rng_powder, surface, layer, x_start, scan, pixel_size_um)
 
     # --- pores: born at the keyhole tip, swirl backwards, trapped by solidification ------
     pore_yx, pore_radius, pore_trapped = _pores(
-        rng_pores, n_pores, n_frames, speed, surface, keyhole_x, depth_max, melt_length.mean(),
-        um,
+        rng_pores, n_pores, n_frames, speed, surface, keyhole_x, depth_max,
+        keyhole.melt_length.mean(), px_per_um,
     )  # fmt: skip
     present = ~np.isnan(pore_yx[..., 0])
     fi, pi = np.nonzero(present)
@@ -355,7 +361,7 @@ def simulate_sequence(
 
     # --- spatter: droplets ejected from the keyhole mouth --------------------------------
     spatter_yx, spatter_radius = _spatter(
-        rng_spatter, n_spatter, n_frames, speed, surface, keyhole_x, um
+        rng_spatter, n_spatter, n_frames, speed, surface, layer, keyhole_x, px_per_um
     )
     margin = spatter_radius[None, :] + 1
     with np.errstate(invalid="ignore"):  # NaN before ejection compares False
@@ -387,7 +393,11 @@ def simulate_sequence(
         high = low + 1e-6
     if noise:
         shot = rng_noise.standard_normal(intensity.shape, dtype=np.float32)
-        shot *= np.sqrt(np.maximum(intensity, 0) / photons)
+        sigma = np.maximum(intensity, 0)  # Poisson: variance = mean photon count
+        sigma *= 1.0 / photons
+        np.sqrt(sigma, out=sigma)
+        shot *= sigma
+        del sigma
         intensity += shot
         del shot
     intensity -= low
@@ -400,9 +410,9 @@ def simulate_sequence(
         pixel_size_um=float(pixel_size_um),
         surface_row=float(surface),
         keyhole_x=kx,
-        keyhole_depth=depth,
-        keyhole_radius=radius,
-        keyhole_tilt_deg=tilt_deg,
+        keyhole_depth=keyhole.depth,
+        keyhole_radius=keyhole.radius,
+        keyhole_tilt_deg=keyhole.tilt_deg,
         spatter_yx=spatter_yx,
         spatter_radius=spatter_radius,
         pore_yx=pore_yx,
@@ -412,6 +422,35 @@ def simulate_sequence(
         intensity_range=(float(low), float(high)),
     )
     return frames, state
+
+
+class _KeyholeMotion(NamedTuple):
+    """Per-frame keyhole and melt-pool geometry, each float64 (T,), lengths in pixels."""
+
+    depth: np.ndarray
+    radius: np.ndarray
+    tilt_deg: np.ndarray
+    ripple_phase: np.ndarray  # radians
+    melt_length: np.ndarray
+    melt_depth: np.ndarray
+
+
+def _keyhole_motion(
+    rng: np.random.Generator, n_frames: int, speed: float, depth_max: float, px_per_um: float
+) -> _KeyholeMotion:
+    """Keyhole that deepens over the first quarter of the sequence and keeps fluctuating."""
+    t = np.arange(n_frames, dtype=np.float64)
+    ramp = 0.55 + 0.45 * (1 - np.exp(-t / max(0.25 * n_frames, 1.0)))
+    depth = depth_max * ramp * (1 + 0.18 * _fluctuation(rng, t, speed))
+    for centre in rng.uniform(0, n_frames, max(1, n_frames // 40)):
+        # Partial collapses: the depth dips by up to a third for a few frames.
+        depth *= 1 - 0.35 * np.exp(-0.5 * ((t - centre) * speed / 2.0) ** 2)
+    radius = min(_KEYHOLE_RADIUS_UM * px_per_um, 0.25 * depth_max)
+    radius = radius * (1 + 0.2 * _fluctuation(rng, t, speed))
+    tilt_deg = 14 + 8 * _fluctuation(rng, t, speed)
+    ripple_phase = rng.uniform(0, 2 * np.pi) + 0.9 * speed * t
+    melt_length = _MELT_LENGTH_UM * px_per_um * (1 + 0.1 * _fluctuation(rng, t, speed))
+    return _KeyholeMotion(depth, radius, tilt_deg, ripple_phase, melt_length, 1.1 * depth + radius)
 
 
 def _check_arguments(n_frames, shape, speed, photons, pixel_size_um) -> tuple[int, int, int]:
@@ -463,8 +502,6 @@ def _carve_keyhole(
 
 def _melt_pool_and_bead(
     frame: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
     surface: float,
     x_key: float,
     radius: float,
@@ -472,24 +509,38 @@ def _melt_pool_and_bead(
     melt_depth: float,
     pixel_size_um: float,
 ) -> None:
-    """Lower the density inside the melt pool; add the solidified bead behind the keyhole."""
+    """Lower the density inside the melt pool; add the solidified bead behind the keyhole.
+
+    The pool is two half-ellipses in x (short ahead of the keyhole, ``melt_length`` behind it)
+    that also gets shallower towards its tail; only its bounding box is computed.
+    """
     height, width = frame.shape
     ahead = 2.0 * radius
-    dx = cols - x_key
-    semi_axis = np.where(dx >= 0, ahead, melt_length)
-    shape = np.clip(1 - (dx / semi_axis) ** 2, 0, None)
-    pool_depth = melt_depth * np.sqrt(shape) * (0.4 + 0.6 * np.exp(-np.clip(-dx, 0, None) / (
-        0.6 * melt_length)))  # fmt: skip
-    z = rows[:, None] - surface
-    # A soft edge (one pixel) keeps the boundary a gradient, not aliased steps.
-    inside = np.clip(pool_depth[None, :] - z + 0.5, 0, 1) * (z >= 0)
-    frame -= (_MELT_WIDTH_UM * _MELT_DENSITY_DEFICIT * inside).astype(np.float32)
+    top = int(np.floor(surface))
+    bottom = min(int(np.ceil(surface + melt_depth)) + 2, height)
+    left = max(int(np.floor(x_key - melt_length)) - 1, 0)
+    right = min(int(np.ceil(x_key + ahead)) + 2, width)
+    if bottom > top and right > left:
+        dx = np.arange(left, right, dtype=np.float32) - np.float32(x_key)
+        semi_axis = np.where(dx >= 0, ahead, melt_length)
+        profile = np.sqrt(np.clip(1 - (dx / semi_axis) ** 2, 0, None))
+        taper = 0.4 + 0.6 * np.exp(np.minimum(dx, 0) / (0.6 * melt_length))
+        pool_depth = melt_depth * profile * taper
+        z = np.arange(top, bottom, dtype=np.float32)[:, None] - np.float32(surface)
+        # A one-pixel soft edge keeps the boundary a gradient, not aliased steps.
+        inside = np.clip(pool_depth[None, :] - z + 0.5, 0, 1) * (z >= 0)
+        frame[top:bottom, left:right] -= _MELT_WIDTH_UM * _MELT_DENSITY_DEFICIT * inside
     # Solidified bead: rises behind the keyhole over ~2 radii, constant along the track.
-    bead = _BEAD_HEIGHT_UM / pixel_size_um * np.clip(-(dx + radius) / (2 * radius + 1), 0, 1)
-    top = max(int(np.floor(surface - bead.max())) - 1, 0)
-    zb = surface - rows[top : int(np.ceil(surface)), None]
-    fill = np.clip(bead[None, :] - zb + 0.5, 0, 1) * (zb > 0)
-    frame[top : int(np.ceil(surface))] += (_MELT_WIDTH_UM * fill).astype(np.float32)
+    bead_px = _BEAD_HEIGHT_UM / pixel_size_um
+    end = min(int(np.ceil(x_key - radius)), width)
+    b_top = max(int(np.floor(surface - bead_px)) - 1, 0)
+    b_bottom = int(np.ceil(surface))
+    if end > 0 and b_bottom > b_top:
+        dx = np.arange(end, dtype=np.float32) - np.float32(x_key)
+        bead = bead_px * np.clip(-(dx + radius) / (2 * radius + 1), 0, 1)
+        height_above = np.float32(surface) - np.arange(b_top, b_bottom, dtype=np.float32)[:, None]
+        fill = np.clip(bead[None, :] - height_above + 0.5, 0, 1) * (height_above > 0)
+        frame[b_top:b_bottom, :end] += _MELT_WIDTH_UM * fill
 
 
 def _powder(
@@ -533,66 +584,101 @@ def _powder(
     thickness[:, top:bottom] += deltas[:n_frames]
 
 
-def _pores(rng, n_pores, n_frames, speed, surface, keyhole_x, depth_max, melt_length, um):
-    """Pore tracks (T, P, 2), radii (P,), trapped flags (T, P)."""
-    t = np.arange(n_frames, dtype=np.float64)[:, None]
-    born = rng.uniform(-0.3 * n_frames, n_frames - 1, n_pores)
-    radius = rng.uniform(8, 22, n_pores) * um
+def _pores(
+    rng: np.random.Generator,
+    n_pores: int,
+    n_frames: int,
+    speed: float,
+    surface: float,
+    keyhole_x: Callable[[np.ndarray], np.ndarray],
+    depth_max: float,
+    melt_length: float,
+    px_per_um: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pore centres (T, P, 2) (NaN before birth), radii (P,) and trapped flags (T, P).
+
+    A pore is born near the keyhole tip, drifts backwards with the melt on a circular swirl and
+    freezes at the first frame where the melt pool's rear end (``melt_length`` behind the
+    keyhole) has passed it. Pores born before frame 0 are followed from their birth, so the
+    sequence can open with pores already trapped in the track.
+    """
+    born = rng.uniform(-0.3 * n_frames - 10, n_frames - 1, n_pores)
+    radius = rng.uniform(8, 22, n_pores) * px_per_um
     y0 = surface + depth_max * rng.uniform(0.6, 1.0, n_pores)
-    x0 = keyhole_x(born) - 0.3 * depth_max * rng.uniform(0, 1, n_pores)  # tip lags behind
-    drift = speed * rng.uniform(0.5, 2.5, n_pores)  # backwards with the melt flow, px/frame
-    swirl_r = rng.uniform(2, 10, n_pores) * um * 2
-    omega = speed * rng.uniform(0.15, 0.5, n_pores) * rng.choice([-1, 1], n_pores)
+    x0 = keyhole_x(born) - 0.3 * depth_max * rng.uniform(0, 1, n_pores)  # the tip lags behind
+    drift = speed * rng.uniform(0.5, 2.5, n_pores)  # px/frame, backwards with the melt flow
+    sink = drift * rng.uniform(-0.3, 0.3, n_pores)  # px/frame, up or down
+    swirl = rng.uniform(4, 20, n_pores) * px_per_um
+    omega = speed * rng.uniform(0.15, 0.5, n_pores) * rng.choice([-1, 1], n_pores)  # rad/frame
     phase = rng.uniform(0, 2 * np.pi, n_pores)
+
+    first = int(np.floor(born.min()))
+    t = np.arange(min(first, 0), n_frames, dtype=np.float64)[:, None]  # from the earliest birth
     age = t - born[None, :]
     angle = omega * age + phase
-    y = y0 + swirl_r * (np.sin(angle) - np.sin(phase)) + 0.3 * drift * age * np.sin(phase)
-    x = x0 - drift * age + swirl_r * (np.cos(angle) - np.cos(phase))
-    y = np.clip(y, surface + radius + 2, None)
-    # Trapped at the first frame where the melt pool's rear end has passed the pore.
+    x = x0 - drift * age + swirl * (np.cos(angle) - np.cos(phase))
+    y = y0 + sink * age + swirl * (np.sin(angle) - np.sin(phase))
+    y = np.maximum(y, surface + radius + 2)  # pores stay in the metal
     passed = (keyhole_x(t) - melt_length > x) & (age >= 0)
-    any_passed = passed.any(axis=0)
-    first = np.where(any_passed, passed.argmax(axis=0), n_frames)
-    # Pores born before the sequence: solve the trap time from the start of their life.
-    if np.any(born < 0):
-        early = np.arange(-int(0.3 * n_frames) - 1, 0, dtype=np.float64)[:, None]
-        age_e = early - born[None, :]
-        xe = x0 - drift * age_e + swirl_r * (np.cos(omega * age_e + phase) - np.cos(phase))
-        passed_e = (keyhole_x(early) - melt_length > xe) & (age_e >= 0)
-        trapped_before = passed_e.any(axis=0)
-        idx = passed_e.argmax(axis=0)
-        ye = y0 + swirl_r * (np.sin(omega * age_e + phase) - np.sin(phase))
-        ye = ye + 0.3 * drift * age_e * np.sin(phase)
-        cols = np.arange(n_pores)
-        x = np.where(trapped_before[None, :], xe[idx, cols][None, :], x)
-        y = np.where(trapped_before[None, :], np.clip(ye[idx, cols], surface + radius + 2, None),
-                     y)  # fmt: skip
-        first = np.where(trapped_before, 0, first)
-    trapped = t >= first[None, :]
-    frozen = np.clip(first, 0, n_frames - 1)
+    trap_index = np.where(passed.any(axis=0), passed.argmax(axis=0), t.shape[0])
+    trapped = np.arange(t.shape[0])[:, None] >= trap_index[None, :]
+    frozen = np.minimum(trap_index, t.shape[0] - 1)
     cols = np.arange(n_pores)
     x = np.where(trapped, x[frozen, cols][None, :], x)
     y = np.where(trapped, y[frozen, cols][None, :], y)
     yx = np.stack([y, x], axis=-1)
     yx[age < 0] = np.nan
-    return yx, radius, trapped & (age >= 0)
+    keep = slice(t.shape[0] - n_frames, None)  # drop the frames before frame 0
+    return yx[keep], radius, trapped[keep] & (age[keep] >= 0)
 
 
-def _spatter(rng, n_spatter, n_frames, speed, surface, keyhole_x, um):
-    """Spatter tracks (T, N, 2) in pixels and radii (N,)."""
-    t = np.arange(n_frames, dtype=np.float64)[:, None]
+def _spatter(
+    rng: np.random.Generator,
+    n_spatter: int,
+    n_frames: int,
+    speed: float,
+    surface: float,
+    layer: float,
+    keyhole_x: Callable[[np.ndarray], np.ndarray],
+    px_per_um: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spatter centres (T, N, 2) in pixels (NaN before ejection) and radii (N,).
+
+    Two kinds, both flying in straight lines (gravity is a fraction of a pixel over a
+    sequence at tens of kfps): hot droplets ejected from the keyhole mouth, mostly backwards and
+    fast; and cold powder particles picked up from the bed around the keyhole by the
+    vapour-driven gas flow, slower and drawn towards the keyhole as they lift.
+    """
     born = rng.uniform(-0.15 * n_frames - 3, n_frames - 1, n_spatter)
-    radius = rng.uniform(6, 30, n_spatter) * um
-    # Mostly backward ejection (the inclined front wall throws melt back), some forward.
+    droplet = rng.uniform(size=n_spatter) < 0.65
+    radius = np.where(droplet, rng.uniform(6, 30, n_spatter), rng.uniform(8, 22, n_spatter))
+    radius *= px_per_um
+    # Droplets: the inclined front wall throws melt mostly backwards (negative angles).
     backward = rng.uniform(size=n_spatter) < 0.75
-    angle = np.deg2rad(np.where(backward, -rng.uniform(10, 70, n_spatter),
-                                rng.uniform(0, 50, n_spatter)))  # fmt: skip
-    v = speed * np.clip(rng.lognormal(np.log(4.0), 0.7, n_spatter), 0.8, 30)  # px/frame
+    angle_droplet = np.where(
+        backward, -rng.uniform(10, 70, n_spatter), rng.uniform(0, 50, n_spatter)
+    )
+    speed_droplet = np.clip(rng.lognormal(np.log(5.0), 0.6, n_spatter), 1.0, 30)
+    # Entrained powder: starts 40..250 um from the keyhole, heads up and towards it.
+    side = rng.choice([-1.0, 1.0], n_spatter)
+    offset_powder = side * rng.uniform(40, 250, n_spatter) * px_per_um
+    angle_powder = -side * rng.uniform(20, 70, n_spatter)
+    speed_powder = rng.uniform(0.8, 3.0, n_spatter)
+
+    angle = np.deg2rad(np.where(droplet, angle_droplet, angle_powder))
+    v = speed * np.where(droplet, speed_droplet, speed_powder)  # px/frame
     vy, vx = -v * np.cos(angle), v * np.sin(angle)
-    y0 = surface - radius - rng.uniform(0, 6, n_spatter) * um * 2
-    x0 = keyhole_x(born) + rng.normal(0, 8, n_spatter) * um * 2
+    y0 = np.where(
+        droplet,
+        surface - radius - rng.uniform(0, 12, n_spatter) * px_per_um,
+        surface - rng.uniform(radius, np.maximum(layer, radius + 1e-3)),
+    )
+    x0 = keyhole_x(born) + np.where(
+        droplet, rng.normal(0, 16, n_spatter) * px_per_um, offset_powder
+    )
+    t = np.arange(n_frames, dtype=np.float64)[:, None]
     age = t - born[None, :]
-    gravity = 0.002 * speed**2  # px/frame^2: tiny at tens of kfps, but not zero
+    gravity = 0.002 * speed**2  # px/frame^2 (9.8 m/s^2 at 2 um/px and ~50 kfps)
     y = y0 + vy * age + 0.5 * gravity * age**2
     x = x0 + vx * age
     yx = np.stack([y, x], axis=-1)
