@@ -8,7 +8,7 @@ picking HR key frames is :mod:`napari_xfusion.core.degrade`'s job, not this modu
 What is modelled (side view: the x-ray beam crosses a thin plate along its thickness; image x
 is the laser scan direction, image y points down into the metal; HR pixel = 2 um by default)
 ----------------------------------------------------------------------------------------------
-- **Plate**: a metal plate of constant thickness along the beam (250 um) below a flat top
+- **Plate**: a metal plate of constant thickness along the beam (200 um) below a flat top
   surface at 30 % of the frame height; above it gas.
 - **Powder bed**: a ~50 um layer of spherical powder particles (radii ~8..25 um, ~50 %
   packing) on the surface, rendered as summed sphere chords, so it has a granular texture. The
@@ -31,9 +31,9 @@ is the laser scan direction, image y points down into the metal; HR pixel = 2 um
   flow (1..3 px/frame, drawn towards the keyhole). Both fly ballistically (gravity bends a
   track by ~10 px over 100 frames); some are already in flight at the first frame.
 - **Contrast**: Beer-Lambert transmission ``exp(-mu * t)`` of the projected metal thickness
-  ``t`` (``mu`` = 3.5 /mm, roughly Ti-6Al-4V at ~28 keV), a small isotropic blur (source size /
+  ``t`` (``mu`` = 5 /mm, roughly Ti-6Al-4V at ~25 keV), a small isotropic blur (source size /
   detector PSF), and propagation phase contrast as the transport-of-intensity first-order term
-  ``1 + c * laplacian(t)`` (bright/dark edge fringes).
+  ``1 + z * delta * laplacian(t)`` (bright/dark edge fringes).
 - **Detector**: a static multiplicative flat field (beam profile, scintillator grain, dust
   spots; the same every frame) and photon shot noise (Gaussian approximation of Poisson noise,
   ``photons`` detected photons at unit intensity; optional, from its own seeded stream so the
@@ -65,18 +65,20 @@ import numpy as np
 __all__ = ["SampleState", "simulate_sequence"]
 
 # Physical constants of the default scene, in micrometres unless noted.
-_PLATE_THICKNESS_UM = 250.0  # along the beam
-_MU_PER_UM = 3.5e-3  # linear attenuation coefficient, 3.5 /mm
+_PLATE_THICKNESS_UM = 200.0  # along the beam
+_MU_PER_UM = 5.0e-3  # linear attenuation coefficient, 5 /mm
 _POWDER_LAYER_UM = 50.0
 _POWDER_PACKING = 0.5
 _POWDER_REMAINING = 0.2  # fraction of powder along the beam that lies off the denuded track
 _MELT_DENSITY_DEFICIT = 0.07  # liquid vs solid density
 _MELT_WIDTH_UM = 150.0  # melt-pool width along the beam
 _BEAD_HEIGHT_UM = 16.0
-_KEYHOLE_RADIUS_UM = 36.0
+_KEYHOLE_RADIUS_UM = 40.0
 _KEYHOLE_DEPTH_UM = 300.0
 _MELT_LENGTH_UM = 300.0  # melt pool behind the keyhole
-_PHASE_CONTRAST = 0.005  # fringe strength per um/px^2 of the thickness Laplacian
+# Propagation distance x refractive-index decrement, z * delta (e.g. 2 cm x 1e-6): the first-order
+# transport-of-intensity term is z * delta * laplacian(thickness).
+_PHASE_Z_DELTA_UM = 0.02
 _SURFACE_FRACTION = 0.3  # plate surface row as a fraction of the frame height
 
 
@@ -140,7 +142,9 @@ class SampleState:
             return (y >= 0) & (y < shape[0]) & (x >= 0) & (x < shape[1])
 
 
-def _fluctuation(rng: np.random.Generator, t: np.ndarray, speed: float, n_modes: int = 3):
+def _fluctuation(
+    rng: np.random.Generator, t: np.ndarray, speed: float, n_modes: int = 3
+) -> np.ndarray:
     """Zero-mean random motion in [-1, 1]: a sum of sinusoids of 3..30 frame periods."""
     freqs = rng.uniform(1 / 30, 1 / 3, n_modes) * speed  # cycles per frame
     phases = rng.uniform(0, 2 * np.pi, n_modes)
@@ -359,7 +363,7 @@ def simulate_sequence(
         thickness, fi, pore_yx[fi, pi, 0], pore_yx[fi, pi, 1], pore_radius[pi], -pixel_size_um
     )
 
-    # --- spatter: droplets ejected from the keyhole mouth --------------------------------
+    # --- spatter: droplets from the keyhole mouth and powder picked up from the bed ------
     spatter_yx, spatter_radius = _spatter(
         rng_spatter, n_spatter, n_frames, speed, surface, layer, keyhole_x, px_per_um
     )
@@ -377,7 +381,7 @@ def simulate_sequence(
     np.maximum(thickness, 0, out=thickness)
     _blur_in_place(thickness)
     fringes = _laplacian(thickness)
-    fringes *= _PHASE_CONTRAST
+    fringes *= _PHASE_Z_DELTA_UM / pixel_size_um**2  # Laplacian per px^2 -> per um^2
     fringes += 1
     flat = _flat_field(rng_flat, (height, width))
     intensity = np.multiply(thickness, -_MU_PER_UM, out=thickness)
@@ -453,7 +457,14 @@ def _keyhole_motion(
     return _KeyholeMotion(depth, radius, tilt_deg, ripple_phase, melt_length, 1.1 * depth + radius)
 
 
-def _check_arguments(n_frames, shape, speed, photons, pixel_size_um) -> tuple[int, int, int]:
+def _check_arguments(
+    n_frames: int,
+    shape: tuple[int, int],
+    speed: float,
+    photons: float,
+    pixel_size_um: float,
+) -> tuple[int, int, int]:
+    """Validated ``(n_frames, height, width)``; a ValueError naming the bad argument."""
     if int(n_frames) != n_frames or n_frames < 1:
         raise ValueError(f"n_frames must be an integer >= 1, got {n_frames!r}")
     try:
