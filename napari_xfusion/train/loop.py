@@ -1,0 +1,490 @@
+"""The training loop: one process, or many under ``torchrun`` (DistributedDataParallel).
+
+Several models can be trained side by side on the *same* batches (``config.models``): the
+shipped ``edvr`` and ``edvr-stf`` are trained that way, so their comparison is not confounded by
+different data or budgets.
+
+Layout of a run directory::
+
+    run_dir/config.yaml                    the resolved configuration
+    run_dir/<model>/log.csv                loss, learning rate, validation metrics
+    run_dir/<model>/model_latest.pt        nn.checkpoint format (load with nn.checkpoint)
+    run_dir/<model>/model_iter<N>.pt       snapshots every ``checkpoint_every`` steps
+    run_dir/<model>/state_latest.pt        optimizer/scheduler/step, for ``--resume``
+
+Only rank 0 writes. Determinism: the weights are initialised from ``config.seed`` (identical on
+every rank; DDP also broadcasts them), and each rank's data stream is seeded with
+``(seed, rank, worker, start step)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import platform
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from napari_xfusion.core.degrade import bin_frames
+from napari_xfusion.core.metrics import psnr, ssim
+from napari_xfusion.core.resample import upscale_bicubic
+from napari_xfusion.core.sample import simulate_sequence
+from napari_xfusion.core.windows import key_indices, plan
+from napari_xfusion.nn.edvr import EDVR, NetConfig, build_model, named_config
+from napari_xfusion.train.config import ModelSpec, TrainConfig, ValConfig, save_config
+from napari_xfusion.train.datasets import (
+    TRAINING_SEED_MIN,
+    SimulatedPool,
+    SourcePool,
+    StackFolder,
+    TexturePool,
+    TrainingWindows,
+    WindowSampler,
+)
+
+__all__ = ["train", "charbonnier", "Validator", "DistInfo", "setup_distributed"]
+
+logger = logging.getLogger(__name__)
+
+LOG_FIELDS = (
+    "iteration",
+    "seconds",
+    "loss",
+    "lr",
+    "val_psnr",
+    "val_ssim",
+    "bicubic_psnr",
+    "bicubic_ssim",
+)
+
+
+def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
+    """Charbonnier loss ``mean(sqrt((pred - target)^2 + eps^2))``: a differentiable L1."""
+    return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed set-up
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: ``rank`` of ``world_size`` on ``device``."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: str = "auto") -> DistInfo:
+    """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1).
+
+    The backend is NCCL on GPUs and gloo on CPUs. Each rank uses GPU ``LOCAL_RANK``.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local if dev.index is None else dev.index)
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, dev)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+
+class Validator:
+    """PSNR/SSIM on a fixed held-out simulated sequence, against bicubic up-sampling.
+
+    The sequence is simulated noise-free with ``config.seed`` (< ``TRAINING_SEED_MIN``, so never
+    drawn for training); LR = 4x4 binning; keys every ``key_step`` frames; the ``targets``
+    evaluated are non-key frames spread evenly over the sequence.
+    """
+
+    def __init__(self, config: ValConfig) -> None:
+        if config.seed >= TRAINING_SEED_MIN:
+            raise ValueError(
+                f"the validation seed must be < {TRAINING_SEED_MIN} (training seeds start there)"
+            )
+        hr = simulate_sequence(config.n_frames, tuple(config.shape), seed=config.seed, noise=False)
+        self.hr = hr
+        self.lr = bin_frames(hr)
+        keys = key_indices(config.n_frames, config.key_step)
+        candidates = np.setdiff1d(np.arange(config.n_frames), keys)
+        pick = np.linspace(0, candidates.size - 1, min(config.targets, candidates.size))
+        self.windows = plan(candidates[np.round(pick).astype(int)], config.n_frames,
+                            config.separation, keys)  # fmt: skip
+        bicubic = upscale_bicubic(self.lr[[w.target for w in self.windows]])
+        truth = self.hr[[w.target for w in self.windows]]
+        self.bicubic = {
+            "psnr": float(np.median([psnr(b, t) for b, t in zip(bicubic, truth, strict=True)])),
+            "ssim": float(np.median([ssim(b, t) for b, t in zip(bicubic, truth, strict=True)])),
+        }
+
+    @torch.no_grad()
+    def __call__(self, model: EDVR, device: torch.device) -> dict[str, float]:
+        """Median PSNR and SSIM of ``model`` over the targets (model left in train mode)."""
+        model.eval()
+        scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+        try:
+            for w in self.windows:
+                lr = torch.from_numpy(self.lr[list(w.lr_indices)])[None, :, None].to(device)
+                hr = None
+                if model.config.uses_hr_keys:
+                    hr = torch.from_numpy(self.hr[list(w.keys)])[None, :, None].to(device)
+                out = model(lr, hr).clamp(0, 1)[0, 0].cpu().numpy()
+                truth = self.hr[w.target]
+                scores["psnr"].append(psnr(out, truth))
+                scores["ssim"].append(ssim(out, truth))
+        finally:
+            model.train()
+        return {k: float(np.median(v)) for k, v in scores.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# One model's optimisation state
+# ---------------------------------------------------------------------------------------------
+
+
+def _lr_factor(step: int, iterations: int, warmup: int, floor: float) -> float:
+    """Linear warm-up, then cosine annealing from 1 to ``floor`` (= eta_min / lr)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(iterations - warmup, 1), 1.0)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _net_config(spec: ModelSpec) -> NetConfig:
+    if isinstance(spec.net, str):
+        return named_config(spec.net, spec.arch)
+    return NetConfig.from_dict({**spec.net, "arch": spec.arch})
+
+
+class ModelTrainer:
+    """Model, optimizer, scheduler and outputs of one :class:`ModelSpec`."""
+
+    def __init__(self, spec: ModelSpec, config: TrainConfig, info: DistInfo) -> None:
+        self.spec, self.config, self.info = spec, config, info
+        self.out_dir = Path(config.run_dir) / str(spec.name)
+        if spec.init:
+            from napari_xfusion.nn.checkpoint import load_model
+
+            # The checkpoint defines the network; it must be the architecture asked for.
+            self.model = load_model(spec.init, expect=spec.arch)
+        else:
+            self.model = build_model(_net_config(spec))
+        self.model.to(info.device).train()
+        opt = config.optim
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=opt.lr, betas=tuple(opt.betas)
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: _lr_factor(step, opt.iterations, opt.warmup, opt.eta_min / opt.lr),
+        )
+        self.frozen: bool | None = None
+        self.wrapped: nn.Module = self.model
+        self.set_phase(0)
+
+    def set_phase(self, step: int) -> None:
+        """Freeze all but the fusion module during the TSA warm-up; (re)wrap in DDP.
+
+        DDP registers the parameters that require gradients when it is built, so a phase change
+        builds a new wrapper (it also re-broadcasts rank 0's weights, harmlessly).
+        """
+        frozen = step < self.config.optim.tsa_iterations
+        if frozen == self.frozen:
+            return
+        self.frozen = frozen
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(not frozen or name.startswith("fusion."))
+        if self.info.distributed:
+            ids = [self.info.device.index] if self.info.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(self.model, device_ids=ids)
+
+    def step(self, batch: dict[str, Tensor], step: int) -> float:
+        """One optimizer step on ``batch``; returns the loss."""
+        self.set_phase(step)
+        lr, hr, target = batch["lr"], batch["hr"], batch["target"]
+        out = self.wrapped(lr, hr if self.model.config.uses_hr_keys else None)
+        loss = charbonnier(out, target, self.config.optim.charbonnier_eps)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.optim.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    # -- saving -------------------------------------------------------------------------------
+
+    def save(self, step: int, seconds: float, extra: dict[str, Any], snapshot: bool) -> Path:
+        """Write the model (nn.checkpoint format) and the resume state; rank 0 only."""
+        from napari_xfusion.nn.checkpoint import save_checkpoint
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        provenance = {
+            "training": self.config.to_dict(),
+            "model_name": self.spec.name,
+            "iteration": step,
+            "wall_seconds": round(seconds, 1),
+            "machine": _machine(self.info),
+            "git_commit": _git_commit(),
+            **extra,
+        }
+        latest = self.out_dir / "model_latest.pt"
+        save_checkpoint(latest, self.model, self.model.config, provenance)
+        if snapshot:
+            save_checkpoint(
+                self.out_dir / f"model_iter{step:07d}.pt", self.model, self.model.config,
+                provenance,
+            )  # fmt: skip
+        state = {
+            "iteration": step,
+            "seconds": seconds,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "net_config": self.model.config.to_dict(),
+        }
+        tmp = self.out_dir / "state_latest.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.out_dir / "state_latest.pt")
+        return latest
+
+    def load_state(self) -> tuple[int, float]:
+        """Restore from ``state_latest.pt``; returns ``(step, seconds)`` done."""
+        path = self.out_dir / "state_latest.pt"
+        state = torch.load(path, map_location=self.info.device, weights_only=False)
+        if state["net_config"] != self.model.config.to_dict():
+            raise ValueError(f"{path} holds a different network configuration than the config")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        return int(state["iteration"]), float(state["seconds"])
+
+
+def _machine(info: DistInfo) -> str:
+    if info.device.type == "cuda":
+        what = f"{info.world_size}x {torch.cuda.get_device_name(info.device)}"
+    else:
+        what = f"{info.world_size} process(es) x {torch.get_num_threads()} threads, CPU"
+    return f"{socket.gethostname()} ({platform.processor() or platform.machine()}): {what}"
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def _pools(config: TrainConfig) -> tuple[list[SourcePool], list[float]]:
+    pools: list[SourcePool] = []
+    for src in config.data.sources:
+        if src.kind == "simulated":
+            pools.append(SimulatedPool(**src.options))
+        elif src.kind == "textures":
+            pools.append(TexturePool(**src.options))
+        else:
+            pools.append(StackFolder(src.path, **src.options))
+    return pools, [s.weight for s in config.data.sources]
+
+
+def _batches(config: TrainConfig, info: DistInfo, start: int) -> Iterator[dict[str, Tensor]]:
+    d = config.data
+    sampler = WindowSampler(
+        crop=d.crop,
+        separations=d.separations,
+        key_offsets=tuple(d.key_offsets),
+        log10_b0=None if d.log10_b0 is None else tuple(d.log10_b0),
+        augment=d.augment,
+        focus=d.focus,
+    )
+    pools, weights = _pools(config)
+    # The start step enters the seed: a resumed run continues with fresh, reproducible data.
+    dataset = TrainingWindows(pools, weights, sampler, seed=config.seed, rank=info.rank,
+                              stream=start)  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch_size=d.batch_size,
+        num_workers=d.num_workers,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=d.num_workers > 0,
+    )
+    for batch in loader:
+        yield {k: v.to(info.device, non_blocking=True) for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _param_checksum(model: nn.Module) -> float:
+    return float(sum(p.detach().double().sum().item() for p in model.parameters()))
+
+
+def _gather(value: float, info: DistInfo) -> list[float]:
+    if not info.distributed:
+        return [value]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, value)
+    return [float(v) for v in out]
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict[str, Path]:
+    """Run the training described by ``config``.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    resume : bool
+        Continue from ``run_dir/<model>/state_latest.pt`` (all models must have one).
+
+    Returns
+    -------
+    dict
+        Model name -> path of its final checkpoint (on rank 0; empty on the other ranks).
+    """
+    info = setup_distributed(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    trainers = [ModelTrainer(spec, config, info) for spec in config.models]
+    start, seconds_done = 0, 0.0
+    if resume:
+        done = {tr.load_state() for tr in trainers}
+        if len(done) != 1:
+            raise ValueError(f"the models were saved at different steps: {sorted(done)}")
+        start, seconds_done = done.pop()
+    run_dir = Path(config.run_dir)
+    validator = Validator(config.val) if info.main and config.val.every > 0 else None
+    writers = {}
+    if info.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+        for tr in trainers:
+            tr.out_dir.mkdir(parents=True, exist_ok=True)
+            path = tr.out_dir / "log.csv"
+            new = not (resume and path.exists())
+            f = open(path, "w" if new else "a", newline="", encoding="utf-8")  # noqa: SIM115
+            writers[tr.spec.name] = (f, csv.DictWriter(f, LOG_FIELDS))
+            if new:
+                writers[tr.spec.name][1].writeheader()
+
+    iterations = config.optim.iterations
+    batches = _batches(config, info, start)
+    t0 = time.monotonic() - seconds_done
+    last_save = time.monotonic()
+    losses: dict[str, list[float]] = {str(tr.spec.name): [] for tr in trainers}
+    bar = tqdm(total=iterations, initial=start, disable=not info.main, desc="train",
+               dynamic_ncols=True)  # fmt: skip
+    final: dict[str, Path] = {}
+    try:
+        for step in range(start, iterations):
+            batch = next(batches)
+            for tr in trainers:
+                losses[str(tr.spec.name)].append(tr.step(batch, step))
+            done = step + 1
+            bar.update(1)
+            validate = validator is not None and (
+                done % config.val.every == 0 or done == iterations
+            )
+            log = done % config.log_every == 0 or validate or done == iterations
+            if not info.main:
+                continue
+            elapsed = time.monotonic() - t0
+            if log:
+                post = {}
+                for tr in trainers:
+                    name = str(tr.spec.name)
+                    row: dict[str, Any] = {
+                        "iteration": done,
+                        "seconds": round(elapsed, 1),
+                        "loss": float(np.mean(losses[name])),
+                        "lr": tr.scheduler.get_last_lr()[0],
+                    }
+                    losses[name].clear()
+                    if validate:
+                        scores = validator(tr.model, info.device)
+                        row.update(
+                            val_psnr=scores["psnr"],
+                            val_ssim=scores["ssim"],
+                            bicubic_psnr=validator.bicubic["psnr"],
+                            bicubic_ssim=validator.bicubic["ssim"],
+                        )
+                        post[name] = f"{scores['psnr']:.2f}dB"
+                    else:
+                        post[name] = f"{row['loss']:.4f}"
+                    f, writer = writers[name]
+                    writer.writerow(row)
+                    f.flush()
+                bar.set_postfix(post)
+            snapshot = config.checkpoint_every > 0 and done % config.checkpoint_every == 0
+            timed = time.monotonic() - last_save >= 60 * config.checkpoint_minutes
+            if snapshot or timed:
+                for tr in trainers:
+                    tr.save(done, elapsed, {}, snapshot)
+                last_save = time.monotonic()
+        # Every rank must hold the same weights: check it, and record it in the checkpoint.
+        sums = {str(tr.spec.name): _gather(_param_checksum(tr.model), info) for tr in trainers}
+        if info.main:
+            elapsed = time.monotonic() - t0
+            for tr in trainers:
+                name = str(tr.spec.name)
+                extra = {"rank_checksums": sums[name], "world_size": info.world_size}
+                final[name] = tr.save(iterations, elapsed, extra, snapshot=False)
+            for name, ranks in sums.items():
+                if len(set(ranks)) != 1:
+                    raise RuntimeError(f"{name}: the ranks' weights diverged: {ranks}")
+    finally:
+        bar.close()
+        for f, _ in writers.values():
+            f.close()
+        if info.distributed:
+            dist.destroy_process_group()
+    return final
