@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -37,6 +38,9 @@ def test_write_read_round_trip_with_metadata(tmp_path, stack):
         "missing": None,
     }
     assert [p.name for p in tmp_path.iterdir()] == ["out.tif"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_write_stack_replaces_existing_file_and_refuses_2d(tmp_path, stack):

@@ -268,6 +268,10 @@ def _temp_path(path: Path) -> Path:
     """A new empty file next to ``path`` (same file system, so :func:`os.replace` is atomic)."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600; give the file the permissions a plain open() would (umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
     return Path(name)
 
 
