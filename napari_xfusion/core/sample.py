@@ -56,7 +56,7 @@ children, one per component), so a seed always gives the same sequence.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -378,17 +378,9 @@ def simulate_sequence(
     )  # fmt: skip
 
     # --- x-ray image formation ----------------------------------------------------------
-    np.maximum(thickness, 0, out=thickness)
-    _blur_in_place(thickness)
-    fringes = _laplacian(thickness)
-    fringes *= _PHASE_Z_DELTA_UM / pixel_size_um**2  # Laplacian per px^2 -> per um^2
-    fringes += 1
     flat = _flat_field(rng_flat, (height, width))
-    intensity = np.multiply(thickness, -_MU_PER_UM, out=thickness)
-    np.exp(intensity, out=intensity)
-    intensity *= fringes
-    del fringes
-    intensity *= flat[None]
+    intensity = _transmitted_intensity(thickness, flat, pixel_size_um)  # in place, no copy
+    del thickness
 
     # Clip values from the noise-free stack, so noisy and clean versions share one mapping.
     step = max(1, n_frames // 25)
@@ -396,14 +388,13 @@ def simulate_sequence(
     if high <= low:
         high = low + 1e-6
     if noise:
-        shot = rng_noise.standard_normal(intensity.shape, dtype=np.float32)
-        sigma = np.maximum(intensity, 0)  # Poisson: variance = mean photon count
-        sigma *= 1.0 / photons
-        np.sqrt(sigma, out=sigma)
-        shot *= sigma
-        del sigma
-        intensity += shot
-        del shot
+        for block in _frame_blocks(intensity):
+            shot = rng_noise.standard_normal(block.shape, dtype=np.float32)
+            sigma = np.maximum(block, 0)  # Poisson: variance = mean photon count
+            sigma *= 1.0 / photons
+            np.sqrt(sigma, out=sigma)
+            shot *= sigma
+            block += shot
     intensity -= low
     intensity *= 1.0 / (high - low)
     np.clip(intensity, 0.0, 1.0, out=intensity)
@@ -426,6 +417,37 @@ def simulate_sequence(
         intensity_range=(float(low), float(high)),
     )
     return frames, state
+
+
+def _frame_blocks(stack: np.ndarray, max_bytes: int = 16 << 20) -> Iterator[np.ndarray]:
+    """Views of consecutive frames of ``stack``, each at most ~``max_bytes`` (cache-sized)."""
+    per_frame = max(stack[0].nbytes, 1)
+    n = max(1, max_bytes // per_frame)
+    for start in range(0, stack.shape[0], n):
+        yield stack[start : start + n]
+
+
+def _transmitted_intensity(
+    thickness: np.ndarray, flat: np.ndarray, pixel_size_um: float
+) -> np.ndarray:
+    """Detected intensity from the projected thickness (um), computed in place, (T, H, W).
+
+    Blur (source size and detector PSF), Beer-Lambert attenuation, the first-order
+    transport-of-intensity phase term ``1 + z delta laplacian(t)`` and the flat field. Done a
+    few frames at a time so the temporaries stay small.
+    """
+    np.maximum(thickness, 0, out=thickness)
+    phase_per_px2 = _PHASE_Z_DELTA_UM / pixel_size_um**2  # the Laplacian below is per px^2
+    for block in _frame_blocks(thickness):
+        _blur_in_place(block)
+        fringes = _laplacian(block)
+        fringes *= phase_per_px2
+        fringes += 1
+        fringes *= flat
+        block *= -_MU_PER_UM
+        np.exp(block, out=block)
+        block *= fringes
+    return thickness
 
 
 class _KeyholeMotion(NamedTuple):
