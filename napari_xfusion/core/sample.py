@@ -39,7 +39,12 @@ is the laser scan direction, image y points down into the metal; HR pixel = 2 um
   ``photons`` detected photons at unit intensity; optional, from its own seeded stream so the
   noisy and noise-free versions of a seed show the same scene).
 - **Normalisation**: as the project's data convention: clip at the 0.35th and 99.65th
-  percentiles of the noise-free stack, then scale to [0, 1].
+  percentiles of the noise-free stack (estimated on every ``T // 25``-th frame), then scale to
+  [0, 1].
+
+The keyhole passes the frame centre mid-sequence (or starts at 10 % of the width and leaves on
+the right when the scan is too long to fit), so the default 100 frames sweep it across the
+middle half of the frame.
 
 What is not modelled
 --------------------
@@ -58,7 +63,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple, overload
 
 import numpy as np
 
@@ -255,6 +260,40 @@ def _laplacian(stack: np.ndarray) -> np.ndarray:
     return lap
 
 
+@overload
+def simulate_sequence(
+    n_frames: int = ...,
+    shape: tuple[int, int] = ...,
+    seed: int = ...,
+    speed: float = ...,
+    noise: bool = ...,
+    *,
+    photons: float = ...,
+    n_pores: int | None = ...,
+    n_spatter: int | None = ...,
+    scan_px_per_frame: float = ...,
+    pixel_size_um: float = ...,
+    return_state: Literal[False] = ...,
+) -> np.ndarray: ...
+
+
+@overload
+def simulate_sequence(
+    n_frames: int = ...,
+    shape: tuple[int, int] = ...,
+    seed: int = ...,
+    speed: float = ...,
+    noise: bool = ...,
+    *,
+    photons: float = ...,
+    n_pores: int | None = ...,
+    n_spatter: int | None = ...,
+    scan_px_per_frame: float = ...,
+    pixel_size_um: float = ...,
+    return_state: Literal[True],
+) -> tuple[np.ndarray, SampleState]: ...
+
+
 def simulate_sequence(
     n_frames: int = 100,
     shape: tuple[int, int] = (400, 1024),
@@ -304,6 +343,15 @@ def simulate_sequence(
         Normalised intensities in [0, 1] (bright = more transmission = less metal).
     state : SampleState
         Only with ``return_state=True``.
+
+    Examples
+    --------
+    >>> frames = simulate_sequence(n_frames=8, shape=(64, 128), seed=1)
+    >>> frames.shape, frames.dtype
+    ((8, 64, 128), dtype('float32'))
+    >>> frames, truth = simulate_sequence(n_frames=8, shape=(64, 128), return_state=True)
+    >>> truth.spatter_yx.shape[0]
+    8
     """
     n_frames, height, width = _check_arguments(n_frames, shape, speed, photons, pixel_size_um)
     seeds = np.random.SeedSequence(seed).spawn(6)
