@@ -122,6 +122,12 @@ def test_tiny_odd_sizes(shape):
     assert np.isfinite(frames).all()
 
 
+def test_no_pores_no_spatter():
+    frames, state = simulate_sequence(**SMALL, n_pores=0, n_spatter=0, return_state=True)
+    assert frames.shape == (8, 32, 64)
+    assert state.pore_yx.shape == (8, 0, 2) and state.spatter_yx.shape == (8, 0, 2)
+
+
 def test_single_frame():
     assert simulate_sequence(n_frames=1, shape=(16, 16)).shape == (1, 16, 16)
 
@@ -135,6 +141,8 @@ def test_single_frame():
         ({"speed": 0.0}, "speed"),
         ({"photons": -1.0}, "photons"),
         ({"pixel_size_um": float("nan")}, "pixel_size_um"),
+        ({"n_pores": -1}, "n_pores"),
+        ({"n_spatter": 2.5}, "n_spatter"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):

@@ -364,6 +364,10 @@ def simulate_sequence(
         n_pores = max(2, round(0.2 * n_frames * width / 1024))
     if n_spatter is None:
         n_spatter = max(6, round(1.2 * n_frames * min(width / 1024, 1.0) + 4))
+    for name, count in (("n_pores", n_pores), ("n_spatter", n_spatter)):
+        if int(count) != count or count < 0:
+            raise ValueError(f"{name} must be an integer >= 0 or None, got {count!r}")
+    n_pores, n_spatter = int(n_pores), int(n_spatter)
 
     # The keyhole crosses the frame centre mid-sequence (from 10 % of the width at the latest).
     scan = speed * scan_px_per_frame
@@ -693,8 +697,8 @@ def _pores(
     omega = speed * rng.uniform(0.15, 0.5, n_pores) * rng.choice([-1, 1], n_pores)  # rad/frame
     phase = rng.uniform(0, 2 * np.pi, n_pores)
 
-    first = int(np.floor(born.min()))
-    t = np.arange(min(first, 0), n_frames, dtype=np.float64)[:, None]  # from the earliest birth
+    first = int(np.floor(born.min(initial=0.0)))
+    t = np.arange(first, n_frames, dtype=np.float64)[:, None]  # from the earliest birth
     age = t - born[None, :]
     angle = omega * age + phase
     x = x0 - drift * age + swirl * (np.cos(angle) - np.cos(phase))
