@@ -437,7 +437,7 @@ def fuse(
 
     from napari_xfusion.core.io import StackWriter, read_metadata, read_stack
     from napari_xfusion.core.metrics import frame_metrics
-    from napari_xfusion.engine import resolve_targets, run, split_targets
+    from napari_xfusion.engine import build_methods, resolve_targets, run, split_targets
 
     lr_path, hr_path, out = Path(lr_path), Path(hr_path), Path(out)
     methods = list(dict.fromkeys(methods))
@@ -468,26 +468,33 @@ def fuse(
     out_dtype = np.dtype(hr_norm.dtype) if detector else np.dtype(np.float32)
 
     rank, world = _distributed()
+    device = _rank_device(device, world)
     my_targets = split_targets(targets, rank, world)
+    instances = build_methods(methods, options, device)
+    described = {
+        m.name: _describe(m, options.get(m.name, {}), hashes.get(m.name)) for m in instances
+    }
     results = run(
-        methods,
+        instances,
         lr,
         keys,
         separation=separation,
         frames=my_targets,
-        method_options=options,
         device=device,
         lr_normalisation=lr_norm,
     )
-    described = {label: _describe(label, options.get(label, {}), hashes) for label in methods}
 
     multi = len(methods) > 1
     outputs = {
         m: out.with_name(f"{out.stem}_{m}{out.suffix or '.tif'}") if multi else out for m in methods
     }
-    if world > 1:  # each rank writes its chunk to a private file; rank 0 assembles in order
-        part_dir = Path(os.environ.get("TMPDIR", "/tmp"))
-        writing = {m: part_dir / f".xfusion-{os.getpid()}-rank{rank}-{m}.tif" for m in methods}
+    if world > 1:
+        # Each rank writes its chunk to a private file next to the output (room for a full
+        # stack is needed there anyway); rank 0 then assembles one file in order.
+        writing = {
+            m: outputs[m].with_name(f".{outputs[m].name}.rank{rank}-{os.getpid()}.tif")
+            for m in methods
+        }
     else:
         writing = outputs
     base_meta = {
@@ -584,11 +591,24 @@ def fuse(
     return report
 
 
-def _describe(label: str, options: dict[str, Any], hashes: dict[str, str]) -> dict[str, Any]:
-    meta: dict[str, Any] = {"method": label, "method_options": options}
-    if label in hashes:
-        meta["weights_sha256"] = hashes[label]
+def _describe(method: Any, options: dict[str, Any], weights_sha256: str | None) -> dict[str, Any]:
+    """The method's own description (parameters, weights) plus the options given."""
+    meta: dict[str, Any] = {"method_description": method.describe()}
+    meta.update(method=method.name, method_options=options)
+    if weights_sha256 is not None:
+        meta["weights_sha256"] = weights_sha256
     return meta
+
+
+def _rank_device(device: str, world: int) -> str:
+    """Under torchrun each rank takes its own GPU (``cuda:LOCAL_RANK``)."""
+    if world <= 1 or device not in ("auto", "cuda"):
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+    return "cpu" if device == "auto" else device
 
 
 def _row(res: FrameResult) -> dict[str, Any]:

@@ -44,6 +44,7 @@ __all__ = [
     "InputError",
     "KeyFrames",
     "attention_table",
+    "build_methods",
     "configure_torch_threads",
     "resolve_targets",
     "run",
@@ -350,6 +351,20 @@ def _accepts(name: str, option: str) -> bool:
     module_name, class_name = METHODS[name].split(":")
     cls = getattr(import_module(module_name), class_name)
     return option in inspect.signature(cls).parameters
+
+
+def build_methods(
+    methods: str | Reconstructor | Sequence[str | Reconstructor],
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
+    device: str = "auto",
+) -> list[Reconstructor]:
+    """Instantiate methods by name (instances pass through), as :func:`run` does.
+
+    Network methods get ``device`` unless their options name one; torch's thread count is set
+    once when one is built. Use it to build (and :meth:`~Reconstructor.describe`) methods once
+    and pass the instances to several runs.
+    """
+    return [m for _, m in _make_methods(methods, method_options, _check_device(device))]
 
 
 def _make_methods(

@@ -58,6 +58,7 @@ def test_fuse_bicubic_matches_engine_and_records_metadata(sample, tmp_path, caps
         np.testing.assert_array_equal(fused[t], upscale_bicubic(lr[t], 4))
     meta = read_metadata(out)
     assert meta["method"] == "bicubic" and meta["separation"] == 2  # from the LR metadata
+    assert meta["method_description"] == {"method": "bicubic"}
     assert meta["key_rule"]["key_indices"] == [0, 4, 8] and meta["key_indices"] == [0, 4, 8]
     assert meta["frame_indices"] == list(range(N_FRAMES)) and meta["complete"] is True
     assert meta["software"].startswith("napari-xfusion ") and meta["units"] == "float"
