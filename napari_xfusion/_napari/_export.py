@@ -1,0 +1,103 @@
+"""Export of results: fused stacks as TIFF (atomic, with metadata) and the metrics/attention CSVs.
+
+Plain functions (no dialogs) so the widget, the writer contribution and the tests share them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_xfusion._napari._layers import META, fused_layers
+from napari_xfusion._napari._session import rows_to_csv, session_for
+from napari_xfusion.core.io import write_stack
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Layer
+
+__all__ = ["layer_metadata", "write_layer", "export_results", "write_text_atomic"]
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` through a temp file and a rename (never half a file)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def layer_metadata(
+    name: str, meta: dict[str, Any] | None, scale: Any = None, translate: Any = None
+) -> dict[str, Any]:
+    """Metadata stored with an exported layer: our entry plus what re-creates the layer."""
+    out: dict[str, Any] = {
+        "layer": {
+            "name": name,
+            "scale": [float(s) for s in scale] if scale is not None else None,
+            "translate": [float(t) for t in translate] if translate is not None else None,
+        }
+    }
+    entry = (meta or {}).get(META)
+    if isinstance(entry, dict):
+        out[META] = entry
+    return out
+
+
+def write_layer(path: str | os.PathLike[str], layer: Layer) -> Path:
+    """Write one image layer as a ``(T, H, W)`` TIFF (atomic), with its metadata."""
+    data = np.asarray(layer.data)
+    if data.ndim == 2:
+        data = data[np.newaxis]
+    return write_stack(
+        path, data, layer_metadata(layer.name, layer.metadata, layer.scale, layer.translate)
+    )
+
+
+def _file_stem(name: str) -> str:
+    """``fused [edvr-stf]`` -> ``fused_edvr-stf``: a file name safe on every OS."""
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return "_".join(part for part in keep.split("_") if part) or "layer"
+
+
+def export_results(
+    viewer: napari.Viewer, folder: str | os.PathLike[str], methods: Iterable[str] | None = None
+) -> list[Path]:
+    """Export the fused stacks of ``methods`` (all when None) and the CSVs into ``folder``.
+
+    Files: ``fused_<method>.tif`` per method; ``metrics.csv`` and ``metrics_summary.csv`` when
+    there are metrics; ``attention.csv`` when there are attention scores. Returns the paths.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"export folder {folder} does not exist; create it first")
+    wanted = None if methods is None else set(methods)
+    written = []
+    for layer in fused_layers(viewer):
+        method = layer.metadata[META].get("method", layer.name)
+        if wanted is not None and method not in wanted:
+            continue
+        written.append(write_layer(folder / f"{_file_stem(layer.name)}.tif", layer))
+    if wanted is not None and not written:
+        raise ValueError(f"no fused layer of {', '.join(sorted(wanted))} to export: run it first")
+    session = session_for(viewer)
+    metrics = [r for r in session.metrics_rows() if wanted is None or r["method"] in wanted]
+    if metrics:
+        written.append(write_text_atomic(folder / "metrics.csv", rows_to_csv(metrics)))
+        summary = [r for r in session.metrics_summary() if wanted is None or r["method"] in wanted]
+        written.append(write_text_atomic(folder / "metrics_summary.csv", rows_to_csv(summary)))
+    attention = [r for r in session.attention_rows() if wanted is None or r["method"] in wanted]
+    if attention:
+        written.append(write_text_atomic(folder / "attention.csv", rows_to_csv(attention)))
+    return written

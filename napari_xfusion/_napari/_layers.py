@@ -1,0 +1,274 @@
+"""Result layers: fused stacks filled frame by frame, change views, side-by-side grid.
+
+Every function here runs on the GUI thread. Our layers carry a JSON-able dict under
+``layer.metadata["xfusion"]`` (:data:`META`) with at least a ``role`` (``"lr"``, ``"hr_keys"``,
+``"truth"``, ``"fused"``, ``"change"``); the writer stores it in the TIFF and the reader
+restores it, so an exported fused stack reopens as what it was.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Layer
+
+__all__ = [
+    "META",
+    "CHANGE_MODES",
+    "FrameChange",
+    "role",
+    "meta",
+    "fused_name",
+    "fused_layers",
+    "ensure_fused_layer",
+    "write_frame",
+    "add_change_view",
+    "refresh_change_views",
+    "side_by_side",
+    "lr_overlay_transform",
+]
+
+META = "xfusion"
+"""Key of our entry in ``layer.metadata``."""
+
+CHANGE_MODES = {
+    "ratio": "ratio I[t] / I[t-1]",
+    "difference": "difference I[t] - I[t-1]",
+}
+"""Change-from-previous-frame views: mode -> label."""
+
+_EPS = 1e-6
+
+
+def meta(layer: Layer) -> dict[str, Any]:
+    """Our metadata entry of ``layer`` (created empty if missing)."""
+    return layer.metadata.setdefault(META, {})
+
+
+def role(layer: Layer) -> str | None:
+    """The role recorded in ``layer``'s metadata, or None for a layer we did not make."""
+    entry = layer.metadata.get(META)
+    return entry.get("role") if isinstance(entry, dict) else None
+
+
+def fused_name(method: str) -> str:
+    """Layer name of a method's result: ``fused [edvr-stf]``."""
+    return f"fused [{method}]"
+
+
+def fused_layers(viewer: napari.Viewer) -> list[Image]:
+    """The fused layers of ``viewer``, in layer-list order."""
+    return [layer for layer in viewer.layers if role(layer) == "fused"]
+
+
+def lr_overlay_transform(
+    hr_scale: Sequence[float], hr_translate: Sequence[float], factor: int = 4
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(scale, translate) that overlay an LR ``(T, h, w)`` layer on HR ``(T, H, W)`` layers.
+
+    An LR pixel covers ``factor x factor`` HR pixels; napari puts pixel *centres* at
+    ``translate + scale * index``, so the LR centre sits ``(factor - 1) / 2`` HR pixels in.
+    """
+    t_scale, *yx_scale = hr_scale
+    t_shift, *yx_shift = hr_translate
+    scale = (t_scale, *(factor * s for s in yx_scale))
+    centre = (factor - 1) / 2
+    translate = (t_shift, *(o + centre * s for o, s in zip(yx_shift, yx_scale, strict=True)))
+    return scale, translate
+
+
+def ensure_fused_layer(
+    viewer: napari.Viewer,
+    method: str,
+    shape: tuple[int, int, int],
+    signature: dict[str, Any],
+    *,
+    scale: Sequence[float] = (1.0, 1.0, 1.0),
+    translate: Sequence[float] = (0.0, 0.0, 0.0),
+) -> Image:
+    """The layer ``fused [method]`` of ``shape``, ready to be filled.
+
+    An existing layer is reused, keeping its frames, when its shape and the run's input
+    ``signature`` (layers, separation, keys) are unchanged, so runs on successive time windows
+    add up; otherwise its frames are cleared.
+    """
+    name = fused_name(method)
+    entry = {"role": "fused", "method": method, "inputs": signature, "frames_done": []}
+    if name in viewer.layers:
+        layer = viewer.layers[name]
+        old = meta(layer)
+        if layer.data.shape == tuple(shape) and old.get("inputs") == signature:
+            return layer
+        if layer.data.shape == tuple(shape) and isinstance(layer.data, np.ndarray):
+            layer.data[:] = 0
+            layer.metadata[META] = entry
+            layer.refresh()
+            return layer
+        viewer.layers.remove(layer)
+    return viewer.add_image(
+        np.zeros(shape, dtype=np.float32),
+        name=name,
+        contrast_limits=(0.0, 1.0),
+        colormap="gray",
+        scale=tuple(scale),
+        translate=tuple(translate),
+        metadata={META: entry},
+    )
+
+
+def write_frame(layer: Image, index: int, frame: np.ndarray) -> None:
+    """Put one reconstructed frame into a fused layer and refresh what shows it."""
+    layer.data[index] = frame
+    entry = meta(layer)
+    done = set(entry.get("frames_done", []))
+    done.add(int(index))
+    entry["frames_done"] = sorted(done)
+    layer.refresh()
+
+
+class FrameChange:
+    """Lazy ``(T, H, W)`` view of a layer's change from the previous frame.
+
+    Computed on access from the source layer's current data, so it follows a fused layer as
+    it fills; frames whose pair is not complete yet (and frame 0) show "no change" (ratio 1,
+    difference 0). napari reads it like an array: ``shape``, ``dtype``, ``ndim``, indexing.
+    """
+
+    def __init__(self, source: Layer, mode: str = "ratio") -> None:
+        if mode not in CHANGE_MODES:
+            raise ValueError(f"unknown change view {mode!r}; choose from {', '.join(CHANGE_MODES)}")
+        self._source = weakref.ref(source)
+        self.mode = mode
+        self.shape = tuple(source.data.shape)
+        self.dtype = np.dtype(np.float32)
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def neutral(self) -> float:
+        """Value shown where there is no change (1 for a ratio, 0 for a difference)."""
+        return 1.0 if self.mode == "ratio" else 0.0
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(i for i, k in enumerate(key) if k is Ellipsis)
+            fill = (slice(None),) * (self.ndim - len(key) + 1)
+            key = key[:i] + fill + key[i + 1 :]
+        t_key, rest = (key[0], key[1:]) if key else (slice(None), ())
+        t = np.arange(self.shape[0])[t_key]
+        source = self._source()
+        if source is None or tuple(source.data.shape) != self.shape:
+            probe = np.zeros(self.shape[1:], np.float32)[rest] if rest else np.zeros(self.shape[1:])
+            return np.full(np.shape(t) + np.shape(probe), self.neutral, np.float32)
+        prev_t = np.maximum(t - 1, 0)
+        cur = np.asarray(source.data[(t, *rest)], dtype=np.float32)
+        prev = np.asarray(source.data[(prev_t, *rest)], dtype=np.float32)
+        if self.mode == "ratio":
+            out = np.divide(cur, prev, out=np.ones_like(cur), where=np.abs(prev) > _EPS)
+        else:
+            out = cur - prev
+        valid = (t > 0) & self._done(t) & self._done(prev_t)
+        if np.ndim(valid) == 0:
+            if not valid:
+                out[...] = self.neutral
+        else:
+            out[~valid] = self.neutral
+        return out
+
+    def _done(self, t: np.ndarray) -> np.ndarray:
+        source = self._source()
+        entry = source.metadata.get(META, {}) if source is not None else {}
+        if not isinstance(entry, dict) or entry.get("role") != "fused":
+            return np.ones(np.shape(t), bool)
+        return np.isin(t, np.asarray(entry.get("frames_done", []), dtype=np.int64))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
+def change_name(source: Layer, mode: str) -> str:
+    """Layer name of a change view: ``ratio [fused [edvr-stf]]``."""
+    return f"{mode} [{source.name}]"
+
+
+def add_change_view(viewer: napari.Viewer, source: Layer, mode: str = "ratio") -> Image:
+    """Add (or replace) the change-from-previous-frame view of ``source``.
+
+    Raises ``ValueError`` with what to fix when ``source`` is not a greyscale time series.
+    """
+    from napari.layers import Image
+
+    if not isinstance(source, Image) or source.rgb or source.multiscale or source.ndim != 3:
+        raise ValueError(
+            f"a change view needs a greyscale (T, H, W) image layer; {source.name!r} is not "
+            "one (pick a fused, LR or ground-truth layer)"
+        )
+    name = change_name(source, mode)
+    if name in viewer.layers:
+        viewer.layers.remove(name)
+    view = FrameChange(source, mode)
+    limits = (0.5, 1.5) if mode == "ratio" else (-0.25, 0.25)
+    return viewer.add_image(
+        view,
+        name=name,
+        contrast_limits=limits,
+        colormap="gray" if mode == "ratio" else "PiYG",
+        scale=source.scale,
+        translate=source.translate,
+        metadata={META: {"role": "change", "mode": mode, "source": source.name}},
+    )
+
+
+def refresh_change_views(viewer: napari.Viewer, source: Layer) -> None:
+    """Redraw the change views that read ``source`` (after its data changed in place)."""
+    for layer in viewer.layers:
+        entry = layer.metadata.get(META)
+        if isinstance(entry, dict) and entry.get("role") == "change":
+            if entry.get("source") == source.name:
+                layer.refresh()
+
+
+def _grid(viewer: napari.Viewer) -> Any:
+    canvas = getattr(viewer, "canvas", None)  # napari >= 0.9 moved the grid to viewer.canvas
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
+def side_by_side(viewer: napari.Viewer, layers: Iterable[Layer], enable: bool = True) -> None:
+    """Show ``layers`` in napari's grid view, in the given order, others hidden.
+
+    Time is shared by construction (one dims slider); contrast limits are linked so one
+    adjustment applies to all. ``enable=False`` unlinks them and leaves the grid.
+    """
+    from napari.experimental import link_layers, unlink_layers
+
+    layers = [layer for layer in layers if layer in viewer.layers]
+    grid = _grid(viewer)
+    if not enable:
+        if layers:
+            unlink_layers(layers, ("contrast_limits",))
+        grid.enabled = False
+        return
+    if not layers:
+        raise ValueError("nothing to compare yet: run a method first")
+    for layer in viewer.layers:
+        layer.visible = layer in layers
+    # The grid puts the top-most layer top-left: move them up in reverse order.
+    for layer in reversed(layers):
+        viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+    limits = layers[0].contrast_limits
+    for layer in layers[1:]:
+        layer.contrast_limits = limits
+    link_layers(layers, ("contrast_limits",))
+    grid.stride = 1
+    grid.enabled = True

@@ -1,0 +1,156 @@
+"""Metrics dock: PSNR / AAD / SSIM against the ground truth, per frame and per method, live.
+
+A summary table (mean per method) above a per-frame table; both copy to the clipboard as
+tab-separated text (pastes into a spreadsheet) and save as CSV.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_xfusion._napari._session import FrameRecord, rows_to_csv, session_for
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["MetricsWidget"]
+
+_COLUMNS = {"psnr": "PSNR (dB)", "aad": "AAD", "ssim": "SSIM"}
+_FORMATS = {"psnr": "{:.2f}", "aad": "{:.4f}", "ssim": "{:.4f}"}
+
+
+def _cell(value: Any, key: str) -> QTableWidgetItem:
+    if isinstance(value, float):
+        text = "" if math.isnan(value) else _FORMATS.get(key, "{:.4g}").format(value)
+    else:
+        text = str(value)
+    item = QTableWidgetItem(text)
+    item.setData(Qt.UserRole, value)  # the unrounded value, for sorting and navigation
+    return item
+
+
+class MetricsWidget(QWidget):
+    """Dock with the per-frame and summary metrics of every method run against ground truth."""
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+
+        self.summary = QTableWidget(0, 2 + len(_COLUMNS))
+        self.summary.setHorizontalHeaderLabels(["method", "frames", *_COLUMNS.values()])
+        self.frames = QTableWidget(0, 2 + len(_COLUMNS))
+        self.frames.setHorizontalHeaderLabels(["frame", "method", *_COLUMNS.values()])
+        for table in (self.summary, self.frames):
+            table.verticalHeader().setVisible(False)
+            table.setEditTriggers(QTableWidget.NoEditTriggers)
+            table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.summary.setMaximumHeight(130)
+        self.frames.itemDoubleClicked.connect(self._on_double_click)
+
+        self.note = QLabel("Metrics need a ground truth: run on the sample or in simulate mode.")
+        self.note.setWordWrap(True)
+        copy = QPushButton("Copy")
+        copy.setToolTip("Copy the per-frame metrics as tab-separated text")
+        copy.clicked.connect(self.copy_to_clipboard)
+        save = QPushButton("Save CSV…")
+        save.clicked.connect(self._save_dialog)
+        buttons = QHBoxLayout()
+        buttons.addWidget(copy)
+        buttons.addWidget(save)
+        buttons.addStretch()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.note)
+        layout.addWidget(QLabel("Mean per method"))
+        layout.addWidget(self.summary)
+        layout.addWidget(QLabel("Per frame (double-click a row to go to the frame)"))
+        layout.addWidget(self.frames)
+        layout.addLayout(buttons)
+
+        self.session.started.connect(self.refresh)
+        self.session.frame_added.connect(self._on_frame)
+        self.destroyed.connect(self._disconnect)
+        self.refresh()
+
+    def _disconnect(self, *_: Any) -> None:
+        self.session.started.disconnect(self.refresh)
+        self.session.frame_added.disconnect(self._on_frame)
+
+    def _on_frame(self, record: FrameRecord) -> None:
+        if record.metrics is not None:
+            self.refresh()
+
+    def refresh(self, *_: Any) -> None:
+        """Rebuild both tables from the session (a few hundred rows at most)."""
+        rows = self.session.metrics_rows()
+        self.frames.setRowCount(len(rows))
+        for i, row in enumerate(sorted(rows, key=lambda r: (r["frame"], r["method"]))):
+            self.frames.setItem(i, 0, _cell(row["frame"], "frame"))
+            self.frames.setItem(i, 1, _cell(row["method"], "method"))
+            for j, key in enumerate(_COLUMNS, start=2):
+                self.frames.setItem(i, j, _cell(row[key], key))
+        summary = self.session.metrics_summary()
+        self.summary.setRowCount(len(summary))
+        for i, row in enumerate(summary):
+            self.summary.setItem(i, 0, _cell(row["method"], "method"))
+            self.summary.setItem(i, 1, _cell(row["frames"], "frames"))
+            for j, key in enumerate(_COLUMNS, start=2):
+                self.summary.setItem(i, j, _cell(row[key], key))
+        self.note.setVisible(not rows)
+
+    def csv_text(self, delimiter: str = ",") -> str:
+        """The per-frame metrics as CSV text (``method,frame,psnr,aad,ssim``)."""
+        return rows_to_csv(self.session.metrics_rows(), delimiter)
+
+    def copy_to_clipboard(self) -> None:
+        """Copy the per-frame metrics, tab-separated, to the clipboard."""
+        QApplication.clipboard().setText(self.csv_text("\t"))
+
+    def save_csv(self, path: str | Path) -> Path:
+        """Write the per-frame metrics and the summary (``<name>_summary.csv``) to ``path``."""
+        from napari_xfusion._napari._export import write_text_atomic
+
+        path = Path(path)
+        write_text_atomic(path, self.csv_text())
+        summary = path.with_name(f"{path.stem}_summary{path.suffix or '.csv'}")
+        write_text_atomic(summary, rows_to_csv(self.session.metrics_summary()))
+        return path
+
+    def _save_dialog(self) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        if not self.session.metrics_rows():
+            show_info("No metrics yet: run a method with a ground truth first.")
+            return
+        name, _ = QFileDialog.getSaveFileName(self, "Save metrics", "metrics.csv", "CSV (*.csv)")
+        if not name:
+            return
+        try:
+            path = self.save_csv(name)
+        except OSError as exc:
+            show_error(f"Could not save the metrics to {name}: {exc}. Choose another folder.")
+            return
+        show_info(f"Metrics saved to {path}")
+
+    def _on_double_click(self, item: QTableWidgetItem) -> None:
+        frame = self.frames.item(item.row(), 0)
+        if frame is not None:
+            self.viewer.dims.set_point(0, float(frame.data(Qt.UserRole)))

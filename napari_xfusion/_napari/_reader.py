@@ -1,0 +1,66 @@
+"""npe2 reader: TIFF stacks, ImageJ hyperstacks and folders of TIFF frames as image layers.
+
+Metadata written by napari-xfusion (exports, the writer) is restored: the layer's name, scale
+and translate, and our ``xfusion`` entry (method, parameters, frames done), so an exported
+fused stack reopens as what it was.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_xfusion._napari._layers import META
+from napari_xfusion.core.io import TIFF_SUFFIXES, read_metadata, read_stack
+
+__all__ = ["get_reader", "read_layers"]
+
+LayerData = tuple[Any, dict[str, Any], str]
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in TIFF_SUFFIXES
+
+
+def _readable(path: Path) -> bool:
+    if path.is_dir():
+        return any(_is_tiff(p) and not p.name.startswith(".") for p in path.iterdir())
+    return _is_tiff(path)
+
+
+def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+    """Return :func:`read_layers` if every path is a TIFF or a folder holding TIFFs, else None."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not paths or not all(_readable(Path(p)) for p in paths):
+        return None
+    return read_layers
+
+
+def _layer(path: Path) -> LayerData:
+    stack = read_stack(path)
+    meta = read_metadata(path)
+    stored = meta.get("layer") if isinstance(meta.get("layer"), dict) else {}
+    kwargs: dict[str, Any] = {"name": stored.get("name") or path.stem}
+    for key in ("scale", "translate"):
+        value = stored.get(key)
+        if isinstance(value, list) and len(value) == stack.ndim:
+            kwargs[key] = tuple(float(v) for v in value)
+    entry = meta.get(META)
+    if isinstance(entry, dict):
+        kwargs["metadata"] = {META: entry}
+    else:
+        # Someone else's metadata (ImageJ, a camera): keep it for reference.
+        kwargs["metadata"] = {"tiff": meta} if meta else {}
+    if np.issubdtype(stack.dtype, np.floating) and isinstance(entry, dict):
+        kwargs["contrast_limits"] = (0.0, 1.0)
+    return stack, kwargs, "image"
+
+
+def read_layers(path: str | list[str]) -> list[LayerData]:
+    """Read each TIFF (or folder of TIFF frames) in ``path`` as one ``(T, H, W)`` image layer."""
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    return [_layer(Path(p)) for p in paths]

@@ -1,0 +1,81 @@
+"""Open napari on the built-in sample with the docks ready and a first run going.
+
+``xfusion demo`` calls :func:`launch` when a display is available.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["launch", "default_methods"]
+
+
+def default_methods() -> list[str]:
+    """``["edvr-stf"]`` when its shipped weights load here, else ``["bayesian"]``."""
+    from napari_xfusion.methods import get_reconstructor
+
+    try:
+        get_reconstructor("edvr-stf", device="cpu")
+    except (FileNotFoundError, ImportError, ValueError, RuntimeError):
+        return ["bayesian"]
+    return ["edvr-stf"]
+
+
+def launch(
+    size: str = "small",
+    methods: list[str] | None = None,
+    *,
+    run: bool = True,
+    block: bool = True,
+    viewer: napari.Viewer | None = None,
+) -> napari.Viewer:
+    """Open napari with the simulated sample, the fusion, attention and metrics docks, and
+    (``run=True``) a first fusion running.
+
+    Parameters
+    ----------
+    size : {"small", "full"}
+        The sample: 50 frames of 128x256, or 100 frames of 400x1024.
+    methods : list of str, optional
+        Methods of the first run; default :func:`default_methods` (plus bicubic to compare).
+    run : bool
+        Press Run once everything is docked.
+    block : bool
+        Enter napari's event loop (returns when the window closes).
+    viewer : napari.Viewer, optional
+        Use this viewer instead of opening one (tests).
+    """
+    import napari
+
+    from napari_xfusion._napari._attention import AttentionWidget
+    from napari_xfusion._napari._metrics import MetricsWidget
+    from napari_xfusion._napari._sample import sample_full, sample_small
+    from napari_xfusion._napari._widget import FusionWidget
+
+    if size not in ("small", "full"):
+        raise ValueError(f"unknown sample size {size!r}; choose 'small' or 'full'")
+    viewer = viewer or napari.Viewer(title="napari-xfusion demo")
+    for data, kwargs, _ in (sample_small if size == "small" else sample_full)():
+        viewer.add_image(data, **kwargs)
+    widget = FusionWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Fusion (napari-xfusion)", area="right")
+    viewer.window.add_dock_widget(
+        AttentionWidget(viewer), name="Attention (napari-xfusion)", area="bottom"
+    )
+    viewer.window.add_dock_widget(
+        MetricsWidget(viewer), name="Metrics (napari-xfusion)", area="bottom"
+    )
+    widget.use_layers.setChecked(True)
+    widget.refresh_layers()
+    chosen = methods or ["bicubic", *default_methods()]
+    for name, box in widget.method_boxes.items():
+        box.setChecked(name in chosen)
+    widget.window_all()
+    if run:
+        widget.run()
+    if block:
+        napari.run()
+    return viewer

@@ -1,0 +1,51 @@
+"""Shared fixtures.
+
+- ``tiny_sample``: a seeded simulated sequence small enough for GUI tests on 2 CPU cores
+  (8 frames, HR 64x128, LR 16x32, a key every 4 frames), as napari layer data.
+- ``isolated_settings``: the fusion widget's remembered values go to ``tmp_path``, never to
+  the user's config folder.
+- ``fusion_viewer``: a napari viewer (``make_napari_viewer``) holding ``tiny_sample`` and a
+  docked fusion widget; at teardown any run is cancelled and its thread awaited, and the test
+  fails if a worker thread is still alive.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_sample():
+    """napari layer data ``[(truth, kwargs, "image"), (hr_keys, ...), (lr, ...)]``."""
+    from napari_xfusion._napari._sample import make_sample
+
+    return make_sample(8, (64, 128), key_step=4, noise_psnr=35.0, seed=1)
+
+
+@pytest.fixture
+def isolated_settings(tmp_path):
+    """Point the widget's QSettings (INI, user scope) at a fresh folder for this test."""
+    from qtpy.QtCore import QSettings
+
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "settings"))
+    return tmp_path / "settings"
+
+
+@pytest.fixture
+def fusion_viewer(make_napari_viewer, tiny_sample, isolated_settings, qtbot):
+    """``(viewer, widget)``: the tiny sample loaded and the fusion widget docked."""
+    from qtpy.QtCore import QThreadPool
+
+    from napari_xfusion._napari._widget import FusionWidget
+
+    viewer = make_napari_viewer()
+    for data, kwargs, _ in tiny_sample:
+        viewer.add_image(data.copy(), **kwargs)
+    widget = FusionWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Fusion (napari-xfusion)")
+    yield viewer, widget
+    if widget.running:
+        widget.cancel()
+        qtbot.waitUntil(lambda: not widget.running, timeout=30000)
+    assert QThreadPool.globalInstance().waitForDone(10000), "a worker thread is still running"
+    assert QThreadPool.globalInstance().activeThreadCount() == 0

@@ -1,0 +1,369 @@
+"""The fusion dock in a real napari viewer (Xvfb): runs, cancel, comparison, docks, export."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari.utils.notifications import notification_manager  # noqa: E402
+
+from napari_xfusion._napari._attention import AttentionWidget  # noqa: E402
+from napari_xfusion._napari._metrics import MetricsWidget  # noqa: E402
+from napari_xfusion.core.io import read_metadata, read_stack  # noqa: E402
+from napari_xfusion.methods.bicubic import Bicubic  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+TIMEOUT_MS = 60000
+
+
+def run_and_wait(widget, qtbot, timeout=TIMEOUT_MS):
+    """Press Run and wait for the worker to finish; returns the run's summary."""
+    assert widget.run(), widget.status.text()
+    qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
+    return widget.last_summary
+
+
+def choose(widget, *methods):
+    for name, box in widget.method_boxes.items():
+        box.setChecked(name in methods)
+
+
+@pytest.fixture
+def notifications():
+    """Messages shown to the user during the test."""
+    seen = []
+
+    def record(event):
+        notification = getattr(event, "value", event)
+        seen.append(str(getattr(notification, "message", notification)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+def test_pickers_follow_layer_roles(fusion_viewer):
+    viewer, widget = fusion_viewer
+    assert widget.lr_combo.currentText() == "LR"
+    assert widget.hr_combo.currentText() == "HR keys"
+    assert widget.truth_combo.currentText() == "ground truth"
+    assert widget.keys_note.text().startswith("Keys from the HR layer: 0, 4")
+    assert (widget.start.value(), widget.end.value()) == (0, 7)
+    viewer.layers["LR"].name = "fast camera"
+    assert widget.lr_combo.currentText() == "fast camera"
+
+
+@pytest.mark.parametrize("methods", [("bicubic",), ("bicubic", "bayesian")])
+def test_run_fills_fused_layers_and_metrics(fusion_viewer, qtbot, methods):
+    viewer, widget = fusion_viewer
+    choose(widget, *methods)
+    summary = run_and_wait(widget, qtbot)
+    assert summary.error is None and not summary.cancelled
+    assert summary.frames_done == 8 * len(methods)
+    truth = viewer.layers["ground truth"].data
+    for method in methods:
+        layer = viewer.layers[f"fused [{method}]"]
+        assert layer.data.shape == truth.shape
+        assert layer.metadata["xfusion"]["frames_done"] == list(range(8))
+        assert layer.metadata["xfusion"]["parameters"]["key_indices"] == [0, 4]
+        # Every frame was written, and is closer to the truth than a blank frame.
+        err = np.abs(layer.data - truth).mean(axis=(1, 2))
+        assert np.all(err < np.abs(truth).mean(axis=(1, 2)))
+    assert widget.progress.value() == widget.progress.maximum() == 8 * len(methods)
+    assert "Done" in widget.status.text()
+    summary_rows = widget.session.metrics_summary()
+    assert [row["method"] for row in summary_rows] == list(methods)
+    assert all(row["frames"] == 8 and row["psnr"] > 15 for row in summary_rows)
+    # The metrics dock was opened because there is a ground truth, and shows every frame.
+    metrics = [w for w in viewer.window.dock_widgets.values() if isinstance(w, MetricsWidget)]
+    assert len(metrics) == 1
+    assert metrics[0].frames.rowCount() == 8 * len(methods)
+    assert metrics[0].summary.rowCount() == len(methods)
+
+
+def test_bicubic_layer_equals_upscaled_lr(fusion_viewer, qtbot):
+    from napari_xfusion.core.resample import upscale_bicubic
+
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic")
+    run_and_wait(widget, qtbot)
+    lr = viewer.layers["LR"].data
+    np.testing.assert_allclose(
+        viewer.layers["fused [bicubic]"].data, upscale_bicubic(lr, 4), atol=1e-6
+    )
+
+
+def test_lr_is_shown_upscaled_over_the_fused_layer(fusion_viewer):
+    viewer, _ = fusion_viewer
+    lr = viewer.layers["LR"]
+    # LR pixel (0, 0) covers HR pixels 0..3: its centre sits at HR coordinate 1.5.
+    np.testing.assert_allclose(lr.data_to_world((0, 0, 0)), (0, 1.5, 1.5))
+    np.testing.assert_allclose(lr.data_to_world((0, 1, 1)), (0, 5.5, 5.5))
+
+
+def test_window_and_around_current_frame(fusion_viewer, qtbot):
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic")
+    widget.key_step.setValue(2)
+    viewer.dims.set_point(0, 5)
+    widget.window_around_current()
+    assert (widget.start.value(), widget.end.value()) == (3, 7)
+    run_and_wait(widget, qtbot)
+    layer = viewer.layers["fused [bicubic]"]
+    assert layer.metadata["xfusion"]["frames_done"] == [3, 4, 5, 6, 7]
+    assert not layer.data[:3].any()
+    # A second run on another window adds to the same layer (same inputs).
+    widget.window_all()
+    widget.start.setValue(0)
+    widget.end.setValue(1)
+    run_and_wait(widget, qtbot)
+    assert layer.metadata["xfusion"]["frames_done"] == [0, 1, 3, 4, 5, 6, 7]
+
+
+class GatedBicubic(Bicubic):
+    """Bicubic that waits for the test to let each frame through (deterministic cancel)."""
+
+    gate = threading.Semaphore(0)
+
+    def reconstruct(self, inputs):
+        # A bounded wait: a broken test must not hang the suite.
+        if not self.gate.acquire(timeout=30):
+            raise RuntimeError("test gate never opened")
+        return super().reconstruct(inputs)
+
+
+def test_cancel_keeps_the_frames_done(fusion_viewer, qtbot, monkeypatch, notifications):
+    from napari_xfusion import methods
+
+    monkeypatch.setitem(methods.METHODS, "bicubic", f"{__name__}:GatedBicubic")
+    GatedBicubic.gate = threading.Semaphore(0)
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic")
+    assert widget.run()
+    assert widget.cancel_button.isEnabled() and not widget.run_button.isEnabled()
+    GatedBicubic.gate.release()
+    qtbot.waitUntil(lambda: widget.session.methods() == ["bicubic"], timeout=TIMEOUT_MS)
+    # The worker now waits inside frame 1: a second Run is refused, then cancel.
+    assert not widget.run()
+    assert any("already going" in n for n in notifications)
+    widget.cancel()
+    GatedBicubic.gate.release()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    summary = widget.last_summary
+    assert summary.cancelled and summary.error is None
+    assert summary.frames_done == 2
+    layer = viewer.layers["fused [bicubic]"]
+    assert layer.metadata["xfusion"]["frames_done"] == [0, 1]
+    assert layer.data[:2].any() and not layer.data[2:].any()
+    assert "Cancelled" in widget.status.text()
+    assert widget.run_button.isEnabled()
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (lambda v, w: choose(w), "tick at least one method"),
+        (
+            lambda v, w: (
+                v.add_image(np.zeros((64, 128), np.float32), name="one frame"),
+                w.hr_combo.setCurrentText("one frame"),
+            ),
+            "time series",
+        ),
+        (
+            lambda v, w: (
+                v.add_image(np.zeros((8, 60, 128), np.float32), name="wrong size"),
+                w.hr_combo.setCurrentText("wrong size"),
+            ),
+            "4x the LR",
+        ),
+        (
+            lambda v, w: (
+                v.add_image(np.zeros((3, 64, 128), np.float32), name="three keys"),
+                w.hr_combo.setCurrentText("three keys"),
+                w.key_step.setValue(5),
+            ),
+            "key step",
+        ),
+        (lambda v, w: w.weights["edvr"].setText("/no/such/file.pt"), None),
+    ],
+    ids=["no-method", "2d-layer", "hr-shape", "keys-past-end", "missing-weights"],
+)
+def test_bad_inputs_are_reported_not_raised(fusion_viewer, qtbot, notifications, setup, expected):
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic")
+    setup(viewer, widget)
+    if expected is None:
+        choose(widget, "edvr")
+        expected = "does not exist"
+    started = widget.run()
+    if started:  # some problems are found by the worker: wait for its report
+        qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+        assert widget.last_summary.error is not None
+    assert any(expected.lower() in n.lower() for n in notifications), notifications
+    assert not any("Traceback" in n for n in notifications)
+    assert not widget.running and widget.run_button.isEnabled()
+
+
+def test_missing_shipped_weights_say_what_to_do(fusion_viewer, qtbot, notifications):
+    from napari_xfusion.methods import get_reconstructor
+
+    try:
+        get_reconstructor("edvr-stf", device="cpu")
+    except Exception:
+        pass
+    else:
+        pytest.skip("shipped edvr-stf weights exist here")
+    viewer, widget = fusion_viewer
+    choose(widget, "edvr-stf")
+    assert widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_summary.error
+    assert any("Fusion failed" in n and "weights" in n for n in notifications), notifications
+
+
+def test_simulate_from_hr_stack(fusion_viewer, qtbot):
+    viewer, widget = fusion_viewer
+    widget.simulate.setChecked(True)
+    assert widget.hr_combo.currentText() == "ground truth"
+    assert not widget.lr_combo.isVisibleTo(widget)
+    widget.key_step.setValue(3)
+    widget.noise_psnr.setValue(30.0)
+    choose(widget, "bicubic")
+    summary = run_and_wait(widget, qtbot)
+    assert summary.error is None, summary.error
+    lr = viewer.layers["LR (simulated)"]
+    assert lr.data.shape == (8, 16, 32)
+    assert lr.metadata["xfusion"]["b0"] > 0
+    assert "b0 = " in widget.b0_label.text() and "30.0 dB" in widget.b0_label.text()
+    keys = viewer.layers["HR keys (simulated)"]
+    assert keys.metadata["xfusion"]["key_indices"] == [0, 3, 6]
+    np.testing.assert_array_equal(keys.data, viewer.layers["ground truth"].data[[0, 3, 6]])
+    assert widget.session.metrics_rows()  # the HR stack is the ground truth
+
+
+def test_side_by_side_grid_with_linked_contrast(fusion_viewer, qtbot):
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic", "bayesian")
+    run_and_wait(widget, qtbot)
+    widget.side_by_side_button.setChecked(True)
+    grid = viewer.canvas.grid
+    assert grid.enabled
+    shown = [layer.name for layer in viewer.layers if layer.visible]
+    assert set(shown) == {"LR", "fused [bicubic]", "fused [bayesian]", "ground truth"}
+    # Top of the layer list is the top-left cell: LR first, truth last.
+    assert [layer.name for layer in viewer.layers][-1] == "LR"
+    assert grid.actual_shape(list(viewer.layers)) == (2, 2)
+    viewer.layers["fused [bicubic]"].contrast_limits = (0.1, 0.7)
+    for name in shown:
+        assert tuple(viewer.layers[name].contrast_limits) == pytest.approx((0.1, 0.7))
+    widget.side_by_side_button.setChecked(False)
+    assert not grid.enabled
+    assert viewer.layers["HR keys"].visible
+    viewer.layers["fused [bicubic]"].contrast_limits = (0.0, 1.0)
+    assert tuple(viewer.layers["LR"].contrast_limits) == pytest.approx((0.1, 0.7))
+
+
+@pytest.mark.parametrize("mode", ["ratio", "difference"])
+def test_change_views_follow_the_fused_layer(fusion_viewer, qtbot, mode):
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic")
+    widget.change_mode.setCurrentIndex(widget.change_mode.findData(mode))
+    widget.start.setValue(2)
+    widget.end.setValue(4)
+    run_and_wait(widget, qtbot)
+    (view,) = widget.add_change_views()
+    assert view.name == f"{mode} [fused [bicubic]]"
+    fused = viewer.layers["fused [bicubic]"].data
+    neutral = 1.0 if mode == "ratio" else 0.0
+    expected = fused[3] / fused[2] if mode == "ratio" else fused[3] - fused[2]
+    np.testing.assert_allclose(view.data[3], expected, rtol=1e-5, atol=1e-6)
+    # Frame 2's previous frame is not done yet: no change shown.
+    assert np.all(view.data[2] == neutral)
+    # Filling frame 1 later makes frame 2's change appear.
+    widget.start.setValue(0)
+    widget.end.setValue(1)
+    run_and_wait(widget, qtbot)
+    assert not np.all(view.data[2] == neutral)
+    assert np.asarray(view.data[1:3]).shape == (2, 64, 128)
+
+
+def test_attention_plot_receives_points_and_moves_the_viewer(fusion_viewer):
+    from types import SimpleNamespace
+
+    from matplotlib.backend_bases import MouseEvent
+
+    viewer, widget = fusion_viewer
+    plot = AttentionWidget(viewer)
+    viewer.window.add_dock_widget(plot, area="bottom")
+    session = widget.session
+    session.begin(8, [0, 4], ["edvr-stf"], has_truth=False, keep=False)
+    for t in range(8):
+        key = 0 if t < 4 else 4
+        result = SimpleNamespace(
+            method="edvr-stf",
+            index=t,
+            seconds=0.1,
+            backward=2.0 - 0.2 * (t - key),
+            forward=1.0 + 0.2 * (t - key),
+            backward_norm=None,
+            forward_norm=None,
+        )
+        session.add(result, None)
+    series = plot.series()["edvr-stf"]
+    np.testing.assert_array_equal(series["index"], np.arange(8))
+    # Normalised by the key's own score: 1 at the keys, falling / rising across the gap.
+    np.testing.assert_allclose(series["backward_norm"][[0, 3, 4]], [1.0, 0.7, 1.0])
+    np.testing.assert_allclose(series["forward_norm"][[0, 3]], [1.0, 1.6])
+    lines = {name: plot._lines[("edvr-stf", name)] for name in ("backward", "forward")}
+    assert len(lines["backward"].get_xdata()) == 8
+    plot.canvas.draw()
+    x, y = plot.axes.transData.transform((5.2, 1.0))
+    MouseEvent("button_press_event", plot.canvas, x, y, button=1)._process()
+    assert viewer.dims.point[0] == 5
+
+
+def test_export_writes_tiffs_and_csvs_that_reopen(fusion_viewer, qtbot, tmp_path):
+    from napari_xfusion._napari._reader import get_reader
+
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic", "bayesian")
+    run_and_wait(widget, qtbot)
+    assert widget.export_methods() == ["bicubic", "bayesian"]
+    widget.export_list.item(1).setCheckState(0)  # untick bayesian
+    files = widget.export(tmp_path)
+    names = sorted(p.name for p in files)
+    assert names == ["fused_bicubic.tif", "metrics.csv", "metrics_summary.csv"]
+    stack = read_stack(tmp_path / "fused_bicubic.tif")
+    np.testing.assert_array_equal(stack, viewer.layers["fused [bicubic]"].data)
+    meta = read_metadata(tmp_path / "fused_bicubic.tif")
+    assert meta["xfusion"]["method"] == "bicubic"
+    assert meta["xfusion"]["parameters"]["separation"] == 1
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "method,frame,psnr,aad,ssim" and len(lines) == 9
+    # The exported stack reopens as a fused layer with its parameters.
+    data, kwargs, kind = get_reader(str(tmp_path / "fused_bicubic.tif"))(
+        str(tmp_path / "fused_bicubic.tif")
+    )[0]
+    assert kind == "image" and kwargs["name"] == "fused [bicubic]"
+    assert kwargs["metadata"]["xfusion"]["parameters"]["key_indices"] == [0, 4]
+
+
+def test_values_are_remembered_between_sessions(fusion_viewer, qtbot):
+    from napari_xfusion._napari._widget import FusionWidget
+
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic", "bayesian")
+    widget.separation.setValue(2)
+    widget.noise_psnr.setValue(42.0)
+    run_and_wait(widget, qtbot)
+    again = FusionWidget(viewer)
+    viewer.window.add_dock_widget(again, name="second")
+    assert again.selected_methods() == ["bicubic", "bayesian"]
+    assert again.separation.value() == 2
+    assert again.noise_psnr.value() == 42.0
