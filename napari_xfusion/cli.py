@@ -16,8 +16,10 @@ import csv
 import hashlib
 import math
 import os
+import signal
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -474,15 +476,18 @@ def fuse(
     described = {
         m.name: _describe(m, options.get(m.name, {}), hashes.get(m.name)) for m in instances
     }
-    results = run(
-        instances,
-        lr,
-        keys,
-        separation=separation,
-        frames=my_targets,
-        device=device,
-        lr_normalisation=lr_norm,
-    )
+    if my_targets.size:
+        results = run(
+            instances,
+            lr,
+            keys,
+            separation=separation,
+            frames=my_targets,
+            device=device,
+            lr_normalisation=lr_norm,
+        )
+    else:  # torchrun with more ranks than frames: this rank has nothing to do
+        results = (r for r in ())
 
     multi = len(methods) > 1
     outputs = {
@@ -533,16 +538,20 @@ def fuse(
     interrupted = False
     try:
         for res in results:
-            frame = res.frame
-            if detector:
-                frame = hr_norm.invert(frame, to_dtype=True)
-            writers[res.method].write(frame, index=res.index)
-            row = _row(res)
-            if truth is not None:
-                truth_frame = np.asarray(truth[res.index])
-                truth_frame = hr_norm.apply(truth_frame) if hr_norm is not None else truth_frame
-                row.update(frame_metrics(res.frame, truth_frame))
-            rows[res.method].append(row)
+            # Ctrl-C waits until the frame and its CSV row are both stored, so an interrupted
+            # export never holds a half-written page or a frame without its row.
+            with _DeferredInterrupt():
+                frame = res.frame
+                if detector:
+                    frame = hr_norm.invert(frame, to_dtype=True)
+                writers[res.method].write(frame, index=res.index)
+                row = _row(res)
+                if truth is not None:
+                    truth_frame = np.asarray(truth[res.index])
+                    if hr_norm is not None:
+                        truth_frame = hr_norm.apply(truth_frame)
+                    row.update(frame_metrics(res.frame, truth_frame))
+                rows[res.method].append(row)
             bar.update(world if rank == 0 else 0)
     except KeyboardInterrupt:
         interrupted = True
@@ -589,6 +598,26 @@ def fuse(
                 f"{outputs[m]}"
             )
     return report
+
+
+class _DeferredInterrupt:
+    """Hold Ctrl-C (SIGINT) back until the block ends, then raise KeyboardInterrupt."""
+
+    def __enter__(self) -> _DeferredInterrupt:
+        self.hit = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self.hit = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.hit:
+            raise KeyboardInterrupt
 
 
 def _describe(method: Any, options: dict[str, Any], weights_sha256: str | None) -> dict[str, Any]:

@@ -158,6 +158,31 @@ def test_ctrl_c_keeps_done_frames(sample, tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part.csv", "part.tif"]
 
 
+def test_real_sigint_while_storing_a_frame_keeps_frame_and_row(sample, tmp_path, monkeypatch):
+    import signal
+
+    from napari_xfusion.core import metrics
+
+    real, calls = metrics.frame_metrics, []
+
+    def frame_metrics(pred, truth):
+        calls.append(1)
+        if len(calls) == 3:  # Ctrl-C while frame 2 is being stored: it is finished first
+            signal.raise_signal(signal.SIGINT)
+        return real(pred, truth)
+
+    monkeypatch.setattr(metrics, "frame_metrics", frame_metrics)
+    out = tmp_path / "sig.tif"
+    rc = cli.main(
+        ["fuse", "--lr", str(sample / "lr.tif"), "--hr", str(sample / "hr_keys.tif"),
+         "--truth", str(sample / "truth.tif"), "--no-progress", "-o", str(out)]
+    )  # fmt: skip
+    assert rc == 130
+    assert read_stack(out).shape[0] == 3
+    assert [int(r["frame"]) for r in _csv(tmp_path / "sig.csv")] == [0, 1, 2]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_error_mid_run_keeps_done_frames(sample, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(engine, "run", _interrupt_after(2, RuntimeError("device lost")))
     out = tmp_path / "err.tif"
