@@ -8,6 +8,7 @@ process's peak RSS, which must stay under 2 GiB (issue 6).
 
     .venv/bin/python benchmarks/bench_engine.py
     .venv/bin/python benchmarks/bench_engine.py --frames 200 --methods bicubic,bayesian
+    .venv/bin/python benchmarks/bench_engine.py --cache 40 --methods edvr-stf  # cache speed-up
 """
 
 from __future__ import annotations
@@ -69,6 +70,40 @@ def write_inputs(folder: Path, n_frames: int, lr_shape: tuple[int, int], key_ste
     return folder / "lr.tif", folder / "keys.tif", key_indices
 
 
+def cache_speedup(method: str, n_frames: int, lr_shape: tuple[int, int], key_step: int) -> None:
+    """Frames/s of ``method`` through the engine (time-ordered ``reconstruct_stream``: network
+    methods reuse per-frame features) versus one independent ``reconstruct`` per window."""
+    from napari_xfusion.core.windows import plan
+    from napari_xfusion.engine import build_methods
+    from napari_xfusion.methods import WindowInputs
+
+    hr_shape = (4 * lr_shape[0], 4 * lr_shape[1])
+    lr = np.stack([synthetic_frame(t, lr_shape) for t in range(n_frames)])
+    key_idx = np.arange(0, n_frames, key_step)
+    hr = np.stack([synthetic_frame(int(t), hr_shape) for t in key_idx])
+    keys = KeyFrames(hr, key_idx)
+    (reconstructor,) = build_methods(method)
+
+    tic = time.perf_counter()
+    streamed = [r.frame for r in run([reconstructor], lr, keys, separation=1)]
+    stream_s = time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    reconstructor.reset()
+    single = []
+    for w in plan(range(n_frames), n_frames, 1, key_idx):
+        rows = [int(np.flatnonzero(key_idx == k)[0]) for k in w.keys]
+        inputs = WindowInputs(w, lr[list(w.lr_indices)], hr[rows], lr[list(w.keys)])
+        single.append(reconstructor.reconstruct(inputs).frame)
+    single_s = time.perf_counter() - tic
+    worst = max(float(np.abs(a - b).max()) for a, b in zip(streamed, single, strict=True))
+    print(
+        f"{method}: engine stream {n_frames / stream_s:.2f} frames/s, one window at a time "
+        f"{n_frames / single_s:.2f} frames/s: speed-up x{single_s / stream_s:.2f} "
+        f"(max |difference| {worst:.2e})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=2000, help="LR frames (default 2000)")
@@ -76,9 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-step", type=int, default=20, help="HR key every K frames")
     parser.add_argument("--methods", default="bicubic", help="comma-separated methods")
     parser.add_argument("--dir", type=Path, default=None, help="work folder (default: temp)")
+    parser.add_argument(
+        "--cache",
+        type=int,
+        metavar="N",
+        help="instead: compare the engine's stream with per-window calls on N frames",
+    )
     args = parser.parse_args(argv)
     lr_shape = tuple(int(v) for v in args.lr_size.split("x"))
     methods = args.methods.split(",")
+    if args.cache:
+        for method in methods:
+            cache_speedup(method, args.cache, lr_shape, args.key_step)
+        return 0
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
