@@ -86,21 +86,64 @@ def _inputs(
     return x, offset, mask, weight, bias
 
 
-@pytest.mark.parametrize(
-    ("stride", "padding", "dilation"), [(1, 1, 1), (2, 1, 1), (1, 2, 2), (1, 0, 1)]
-)
-def test_pure_matches_loop_reference(stride, padding, dilation):
-    x, offset, mask, weight, bias = _inputs(stride=stride, padding=padding, dilation=dilation)
-    got = modulated_deform_conv2d(
-        x, offset, mask, weight, bias, stride, padding, dilation, deform_groups=2, backend="pure"
-    )
-    want = _reference(x, offset, mask, weight, bias, stride, padding, dilation, 2)
+@pytest.fixture(params=["one chunk", "small chunks"])
+def chunking(request, monkeypatch):
+    """Run the pure version as one block and as many small chunks of output pixels."""
+    if request.param == "small chunks":
+        # A handful of output pixels per chunk for the tiny inputs below (B * C * K = 72).
+        monkeypatch.setattr(dcn, "_CHUNK_ELEMS", 72 * 7)
+        monkeypatch.setattr(dcn, "_CHUNK_ELEMS_GRAD", 72 * 11)
+    return request.param
+
+
+CASES = {
+    "plain": dict(stride=1, padding=1, dilation=1),
+    "stride 2": dict(stride=2, padding=1, dilation=1),
+    "dilation 2": dict(stride=1, padding=2, dilation=2),
+    "no padding": dict(stride=1, padding=0, dilation=1),
+}
+
+
+@pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_pure_matches_loop_reference(case, grad, chunking):
+    geom = CASES[case]
+    x, offset, mask, weight, bias = _inputs(**geom)
+    want = _reference(x, offset, mask, weight, bias, groups=2, **geom)
+    with torch.set_grad_enabled(grad):
+        if grad:
+            x.requires_grad_()
+        got = modulated_deform_conv2d(
+            x, offset, mask, weight, bias, deform_groups=2, backend="pure", **geom
+        )
     assert got.shape == want.shape
+    torch.testing.assert_close(got.detach(), want, rtol=0, atol=1e-5)
+
+
+def test_integer_offsets_and_points_on_the_border():
+    # Integer offsets put sample points exactly on pixels, on the last row/column, and exactly
+    # one pixel outside (y = -1, y = H), where torchvision reads zero.
+    x, offset, mask, weight, bias = _inputs(scale=2.0)
+    offset = offset.round()
+    got = modulated_deform_conv2d(x, offset, mask, weight, bias, deform_groups=2, backend="pure")
+    want = _reference(x, offset, mask, weight, bias, 1, 1, 1, 2)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 
-def test_gradcheck_pure():
-    x, offset, mask, weight, bias = _inputs(b=1, c=4, h=4, w=5, c_out=2, scale=1.5)
+def test_float32_matches_float64():
+    # Sampling goes through normalised coordinates; in float32 that must cost only round-off.
+    x, offset, mask, weight, bias = _inputs(b=1, c=8, h=30, w=70, c_out=8, scale=3.0, seed=1)
+    want = modulated_deform_conv2d(x, offset, mask, weight, bias, deform_groups=2)
+    got = modulated_deform_conv2d(
+        *(t.float() for t in (x, offset, mask, weight, bias)), deform_groups=2
+    )
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_gradcheck_pure(chunking):
+    # One channel per deformable group keeps the numerical Jacobian small (about 600 columns).
+    x, offset, mask, weight, bias = _inputs(b=1, c=2, h=3, w=4, c_out=2, scale=1.5)
     args = [t.requires_grad_() for t in (x, offset, mask, weight, bias)]
 
     def fn(x, offset, mask, weight, bias):
@@ -108,7 +151,66 @@ def test_gradcheck_pure():
             x, offset, mask, weight, bias, deform_groups=2, backend="pure"
         )
 
-    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-5)
+    # The chunked variant only has to agree on random projections (fast mode).
+    fast = chunking == "small chunks"
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-5, fast_mode=fast)
+
+
+def test_shape_errors():
+    x, offset, mask, weight, bias = _inputs()
+    with pytest.raises(ValueError, match="offset must have shape"):
+        modulated_deform_conv2d(x, offset[:, :-2], mask, weight, bias, deform_groups=2)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        modulated_deform_conv2d(x, offset, mask[:, :-1], weight, bias, deform_groups=2)
+    with pytest.raises(ValueError, match="not divisible"):
+        modulated_deform_conv2d(x, offset, mask, weight, bias, deform_groups=3)
+
+
+def test_backend_choice(monkeypatch):
+    x = torch.zeros(1, 2, 3, 3)
+    monkeypatch.delenv(dcn.BACKEND_ENV, raising=False)
+    # On CPU the pure version is the fast one, whether torchvision imports or not.
+    assert dcn._choose_backend(x, None) == "pure"
+    monkeypatch.setenv(dcn.BACKEND_ENV, "pure")
+    assert dcn._choose_backend(x, "auto") == "pure"
+    with pytest.raises(ValueError, match="unknown DCN backend"):
+        dcn._choose_backend(x, "cudnn")
+    monkeypatch.setattr(dcn, "_tv_deform_conv2d", None)
+    monkeypatch.setenv(dcn.BACKEND_ENV, "torchvision")
+    with pytest.raises(RuntimeError, match="does not import"):
+        dcn._choose_backend(x, None)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_torchvision(case):
+    ops = pytest.importorskip("torchvision.ops", exc_type=ImportError)
+    geom = CASES[case]
+    x, offset, mask, weight, bias = _inputs(**geom)
+    ins = [t.clone().requires_grad_() for t in (x, offset, mask, weight, bias)]
+    got = modulated_deform_conv2d(*ins, deform_groups=2, backend="pure", **geom)
+    ref_ins = [t.clone().requires_grad_() for t in (x, offset, mask, weight, bias)]
+    xr, offr, mr, wr, br = ref_ins
+    want = ops.deform_conv2d(xr, offr, wr, br, mask=mr, **geom)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    grad_out = torch.randn_like(want)
+    grads = torch.autograd.grad(got, ins, grad_out)
+    ref_grads = torch.autograd.grad(want, ref_ins, grad_out)
+    for name, a, b in zip(("x", "offset", "mask", "weight", "bias"), grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-8, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_matches_torchvision_float32_eight_groups():
+    ops = pytest.importorskip("torchvision.ops", exc_type=ImportError)
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 32, 20, 30, generator=gen)
+    offset = 3 * torch.randn(2, 2 * 8 * 9, 20, 30, generator=gen)
+    mask = torch.rand(2, 8 * 9, 20, 30, generator=gen)
+    weight = torch.randn(16, 32, 3, 3, generator=gen) / 17
+    bias = torch.randn(16, generator=gen)
+    got = modulated_deform_conv2d(x, offset, mask, weight, bias, deform_groups=8, backend="pure")
+    want = ops.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+    print(f"max |pure - torchvision| float32: {(got - want).abs().max().item():.3g}")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_dcnv2pack_shapes_and_basicsr_names():

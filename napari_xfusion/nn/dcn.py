@@ -119,6 +119,15 @@ def modulated_deform_conv2d(
     return _pure(x, offset, mask, weight, bias, (sh, sw), (ph, pw), (dh, dw), g, (ho, wo))
 
 
+# Elements of the sampled (B, C * kh * kw, n) column block per chunk: about 2 MiB of float32, so
+# the block stays in cache between sampling, masking and the matmul. Measured on the 64-channel,
+# 100x256 case: 4 output rows per chunk cut the forward by ~30% against one block.
+_CHUNK_ELEMS = 1 << 19
+# With autograd every chunk's grid_sample backward writes a full-size input gradient, so chunks
+# are made larger there.
+_CHUNK_ELEMS_GRAD = 1 << 23
+
+
 def _pure(
     x: Tensor,
     offset: Tensor,
@@ -131,71 +140,52 @@ def _pure(
     g: int,
     out_hw: tuple[int, int],
 ) -> Tensor:
+    """DCNv2 as grid_sample (fused bilinear gather) + mask + one matmul per chunk of pixels.
+
+    grid_sample with zero padding reads every corner outside the image as zero, which is
+    torchvision's border rule, and its CPU kernel is vectorised and has a fused backward.
+    """
     b, c, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     ho, wo = out_hw
     k = kh * kw
     n = ho * wo
     cg = c // g
-    # One ring of zeros lets the four corners of every sample point in (-1, H) x (-1, W) be read
-    # without bounds checks; points further out get zero weight.
-    hp, wp = h + 2, w + 2
-    xp = F.pad(x, (1, 1, 1, 1)).reshape(b, g, cg, hp * wp)
-    off = offset.reshape(b, g, k, 2, ho, wo)
-    msk = mask.reshape(b, g, k, ho, wo)
-    base_y = (torch.arange(ho, device=x.device, dtype=x.dtype) * stride[0] - padding[0]).view(
-        1, 1, ho, 1
+    dev, dt = x.device, x.dtype
+    # Sampling positions of each tap without offsets, mapped to grid_sample's normalised
+    # coordinates (align_corners=False: pixel p -> (2p + 1) / size - 1, valid for size 1 too).
+    tap_i = torch.arange(kh, device=dev, dtype=dt).repeat_interleave(kw) * dilation[0]
+    tap_j = torch.arange(kw, device=dev, dtype=dt).repeat(kh) * dilation[1]
+    row = torch.arange(ho, device=dev, dtype=dt) * stride[0] - padding[0]
+    col = torch.arange(wo, device=dev, dtype=dt) * stride[1] - padding[1]
+    base_y = (tap_i[:, None, None] + row[None, :, None]).expand(k, ho, wo).reshape(k, n)
+    base_x = (tap_j[:, None, None] + col[None, None, :]).expand(k, ho, wo).reshape(k, n)
+    base_y = (2 * base_y + 1) / h - 1
+    base_x = (2 * base_x + 1) / w - 1
+    off = offset.view(b * g, k, 2, n)
+    msk = mask.view(b, g, 1, k, n)
+    xg = x.reshape(b * g, cg, h, w)
+    w_mat = weight.reshape(c_out, c * k)  # columns ordered (channel, tap) like the samples below
+
+    grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, offset, mask, weight, bias)
     )
-    base_x = (torch.arange(wo, device=x.device, dtype=x.dtype) * stride[1] - padding[1]).view(
-        1, 1, 1, wo
-    )
-    w_taps = weight.reshape(c_out, c, k)
-    out = None
-    for tap in range(k):
-        i, j = divmod(tap, kw)
-        py = base_y + i * dilation[0] + off[:, :, tap, 0]  # (B, G, Ho, Wo)
-        px = base_x + j * dilation[1] + off[:, :, tap, 1]
-        cols = _sample(xp, py, px, msk[:, :, tap], h, w).reshape(b, c, n)
-        term = torch.matmul(w_taps[:, :, tap], cols)  # (B, C_out, N)
-        out = term if out is None else out + term
-    out = out.reshape(b, c_out, ho, wo)
+    step = max(1, (_CHUNK_ELEMS_GRAD if grad else _CHUNK_ELEMS) // (b * c * k))
+    outs = []
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        gx = torch.add(base_x[:, n0:n1], off[:, :, 1, n0:n1], alpha=2.0 / w)  # (B*G, K, n)
+        gy = torch.add(base_y[:, n0:n1], off[:, :, 0, n0:n1], alpha=2.0 / h)
+        grid = torch.stack((gx, gy), dim=-1)
+        cols = F.grid_sample(xg, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        cols = cols.view(b, g, cg, k, n1 - n0)
+        # In place where nothing needs the unmasked samples for a backward pass.
+        cols = cols * msk[..., n0:n1] if grad else cols.mul_(msk[..., n0:n1])
+        outs.append(torch.matmul(w_mat, cols.view(b, c * k, n1 - n0)))
+    out = (outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)).view(b, c_out, ho, wo)
     if bias is not None:
-        out = out + bias.view(1, c_out, 1, 1)
+        out = out + bias.view(1, c_out, 1, 1) if grad else out.add_(bias.view(1, c_out, 1, 1))
     return out
-
-
-def _sample(xp: Tensor, py: Tensor, px: Tensor, m: Tensor, h: int, w: int) -> Tensor:
-    """Mask-modulated bilinear samples of ``xp`` (B, G, Cg, (H+2)*(W+2)) at (py, px) (B, G, Ho, Wo).
-
-    Returns (B, G, Cg, Ho*Wo).
-    """
-    b, g, cg, _ = xp.shape
-    wp = w + 2
-    valid = (py > -1) & (py < h) & (px > -1) & (px < w)
-    # Clamp before flooring so that far-away (invalid) points cannot overflow the integer index.
-    py = py.clamp(-1.0, float(h))
-    px = px.clamp(-1.0, float(w))
-    y0 = torch.floor(py)
-    x0 = torch.floor(px)
-    ly = py - y0
-    lx = px - x0
-    mv = m * valid.to(m.dtype)
-    yi = (y0.long() + 1).clamp(0, h)  # padded row of the upper corners, in [0, H]
-    xi = (x0.long() + 1).clamp(0, w)
-    idx00 = (yi * wp + xi).reshape(b, g, 1, -1).expand(b, g, cg, -1)
-    idx01 = idx00 + 1
-    idx10 = idx00 + wp
-    idx11 = idx10 + 1
-    w00 = ((1 - ly) * (1 - lx) * mv).reshape(b, g, 1, -1)
-    w01 = ((1 - ly) * lx * mv).reshape(b, g, 1, -1)
-    w10 = (ly * (1 - lx) * mv).reshape(b, g, 1, -1)
-    w11 = (ly * lx * mv).reshape(b, g, 1, -1)
-    return (
-        w00 * xp.gather(3, idx00)
-        + w01 * xp.gather(3, idx01)
-        + w10 * xp.gather(3, idx10)
-        + w11 * xp.gather(3, idx11)
-    )
 
 
 class DCNv2Pack(nn.Module):
