@@ -164,6 +164,30 @@ def _add_lr_noise(
     }
 
 
+def _check_pair_options(
+    hr_shape: tuple[int, ...], separation: int, lr_psnr: float | None, crop: bool | None
+) -> None:
+    """Refuse bad options before anything is computed or written (``crop=None``: the command
+    has no ``--crop``)."""
+    from napari_xfusion.core.degrade import MAX_TARGET_PSNR_DB, MIN_TARGET_PSNR_DB
+
+    if lr_psnr is not None and not MIN_TARGET_PSNR_DB <= lr_psnr <= MAX_TARGET_PSNR_DB:
+        raise CommandError(
+            f"--lr-psnr must be between {MIN_TARGET_PSNR_DB:g} and {MAX_TARGET_PSNR_DB:g} dB, "
+            f"got {lr_psnr:g}"
+        )
+    if separation < 1:
+        raise CommandError(f"--separation must be >= 1, got {separation}")
+    h, w = hr_shape
+    if not crop and (h % 4 or w % 4):
+        hint = "" if crop is None else " (use --crop to drop the rows/columns left over)"
+        raise CommandError(
+            f"HR frames are {h}x{w}: both sides must be multiples of 4 for 4x4 binning{hint}"
+        )
+    if min(h, w) < 4:
+        raise CommandError(f"HR frames are {h}x{w}: too small for 4x4 binning")
+
+
 def _write_pair(
     out_dir: Path,
     truth: np.ndarray,
@@ -182,9 +206,10 @@ def _write_pair(
     from napari_xfusion.core.io import StackWriter, write_stack
     from napari_xfusion.core.windows import key_indices
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     n_frames = truth.shape[0]
     keys = key_indices(n_frames, key_step, first_last=first_last)
+    _check_pair_options(truth.shape[1:], separation, lr_psnr, crop)
+    out_dir.mkdir(parents=True, exist_ok=True)
     key_rule = {"first_last": True} if first_last else {"key_step": key_step}
     common = {"software": SOFTWARE, **provenance, "key_rule": key_rule, "separation": separation}
     if hr_normalisation is not None:
@@ -240,7 +265,11 @@ def make_sample(
     indices in its metadata (``key_indices``). Returns the three paths by role.
     """
     from napari_xfusion.core.sample import simulate_sequence
+    from napari_xfusion.core.windows import key_indices
 
+    # Check the options before the (slow) simulation.
+    key_indices(n_frames, None if first_last else key_step, first_last=first_last)
+    _check_pair_options(tuple(shape), separation, lr_psnr, crop=None)
     truth = simulate_sequence(n_frames, tuple(shape), seed=seed, speed=speed)
     provenance = {
         "sample": {"n_frames": n_frames, "shape": list(shape), "seed": seed, "speed": speed}
@@ -919,6 +948,9 @@ def build_parser() -> argparse.ArgumentParser:
         """),
     )
     parser.add_argument("--version", action="version", version=SOFTWARE)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of input errors"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
@@ -1207,7 +1239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _command(args)
-    except (CommandError, InputError, StackError, FileNotFoundError) as exc:
+    except (CommandError, InputError, StackError, FileNotFoundError, ValueError) as exc:
+        # Bad input (a file, a frame, an option): the message says what to fix; a traceback
+        # would only bury it. --debug shows it anyway.
+        if args.debug:
+            raise
         _say(f"xfusion {args.command}: error: {exc}")
         return 2
 

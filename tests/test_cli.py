@@ -308,3 +308,22 @@ def test_module_entry_point_runs():
         [sys.executable, "-m", "napari_xfusion.cli", "--version"], capture_output=True, text=True
     )
     assert done.returncode == 0 and done.stdout.startswith("napari-xfusion ")
+
+
+def test_sample_and_simulate_refuse_bad_options_before_writing(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert cli.main(["sample", "-o", str(out), "--frames", "24", "--size", "30x64"]) == 2
+    assert "HR frames are 30x64: both sides must be multiples of 4" in capsys.readouterr().err
+    assert cli.main(["sample", "-o", str(out), "--frames", "8", "--key-step", "3",
+                     "--size", "32x64", "--lr-psnr", "80"]) == 2  # fmt: skip
+    assert "--lr-psnr must be between 20 and 60 dB" in capsys.readouterr().err
+    assert cli.main(["sample", "-o", str(out), "--frames", "8", "--size", "32x64"]) == 2
+    assert "key_step=10 leaves fewer than 2 HR keys in 8 frames" in capsys.readouterr().err
+    assert not out.exists()
+    write_stack(tmp_path / "odd.tif", np.random.default_rng(0).random((6, 18, 21), np.float32))
+    args = ["simulate", str(tmp_path / "odd.tif"), "--key-step", "2", "-o", str(out)]
+    assert cli.main(args) == 2
+    assert "18x21" in capsys.readouterr().err and not out.exists()
+    assert cli.main([*args, "--crop"]) == 0
+    assert read_stack(out / "lr.tif").shape == (6, 4, 5)
+    assert read_stack(out / "hr_keys.tif").shape == (3, 16, 20)
