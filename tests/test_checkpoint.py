@@ -1,0 +1,133 @@
+"""Checkpoints: round trip, hash, config mismatch, BasicSR-style state dicts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from napari_xfusion.nn.checkpoint import (
+    ConfigMismatchError,
+    infer_config,
+    load_model,
+    read_checkpoint,
+    save_checkpoint,
+    sha256_file,
+)
+from napari_xfusion.nn.edvr import NetConfig, build_model, named_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: on 2 shared cores, a second thread costs more in synchronisation than it saves.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _lr_hr(h: int = 6, w: int = 5, stf: bool = True):
+    g = torch.Generator().manual_seed(0)
+    lr = torch.rand(1, 3, 1, h, w, generator=g)
+    return lr, (torch.rand(1, 2, 1, 4 * h, 4 * w, generator=g) if stf else None)
+
+
+def test_round_trip(tmp_path):
+    torch.manual_seed(0)
+    config = named_config("tiny", "edvr-stf")
+    model = build_model(config).eval()
+    path = tmp_path / "sub" / "m.pt"
+    digest = save_checkpoint(path, model, provenance={"iterations": 3, "data": ["toy"]})
+    assert digest == sha256_file(path) and len(digest) == 64
+    assert not list(path.parent.glob("*.tmp"))  # atomic write leaves nothing behind
+
+    loaded = load_model(path, expect=config)
+    assert not loaded.training
+    assert loaded.config == config
+    info = loaded.checkpoint_info
+    assert info["sha256"] == digest and info["provenance"] == {"iterations": 3, "data": ["toy"]}
+    assert info["config"] == config.to_dict()
+    lr, hr = _lr_hr()
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(lr, hr), model(lr, hr), rtol=0, atol=0)
+
+
+def test_mismatch_is_refused_with_the_differences(tmp_path):
+    config = named_config("tiny", "edvr-stf")
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, build_model(config))
+    with pytest.raises(
+        ConfigMismatchError,
+        match=r"arch: 'edvr-stf' in the checkpoint m\.pt, "
+        r"expected 'edvr'",
+    ):
+        load_model(path, expect="edvr")
+    with pytest.raises(ConfigMismatchError, match="num_feat: 8 .* expected 16"):
+        load_model(path, expect=replace(config, num_feat=16))
+    with pytest.raises(ConfigMismatchError, match="num_reconstruct_block: 1 .* expected 5"):
+        load_model(path, expect={"arch": "edvr-stf", "num_reconstruct_block": 5})
+    with pytest.raises(ValueError, match="unknown NetConfig field"):
+        load_model(path, expect={"channels": 8})
+
+
+def test_save_rejects_bad_inputs(tmp_path):
+    model = build_model(named_config("tiny", "edvr"))
+    with pytest.raises(ConfigMismatchError):
+        save_checkpoint(tmp_path / "a.pt", model, config=named_config("tiny", "edvr-stf"))
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        save_checkpoint(tmp_path / "b.pt", model, provenance={"when": object()})
+    assert not list(tmp_path.iterdir())
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        read_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+        read_checkpoint(tmp_path / "junk.pt")
+    torch.save({"params": {"foo": torch.zeros(1)}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an EDVR state dict"):
+        read_checkpoint(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("arch", ["edvr", "edvr-stf"])
+def test_basicsr_state_dict_loads(tmp_path, arch):
+    # A BasicSR-trained model as BasicSR saves it: RGB, wrapped in DDP ("module."), with EMA.
+    torch.manual_seed(1)
+    rgb = build_model(replace(named_config("tiny", arch), num_in_ch=3)).eval()
+    ema = {f"module.{k}": v for k, v in rgb.state_dict().items()}
+    junk = {k: torch.zeros_like(v) for k, v in ema.items()}
+    torch.save({"params": junk, "params_ema": ema}, tmp_path / "net_g_1000.pth")
+
+    assert infer_config(rgb.state_dict()) == rgb.config
+    as_rgb = load_model(tmp_path / "net_g_1000.pth", expect=rgb.config)
+    assert as_rgb.checkpoint_info["source"] == "basicsr:params_ema"
+
+    # Grey: equal to the RGB model's channel mean on a grey frame copied to R, G and B.
+    grey = load_model(tmp_path / "net_g_1000.pth", expect={"arch": arch, "num_in_ch": 1})
+    assert grey.config == named_config("tiny", arch)
+    lr, hr = _lr_hr(stf=arch == "edvr-stf")
+    with torch.inference_mode():
+        want = rgb(
+            lr.expand(-1, -1, 3, -1, -1), None if hr is None else hr.expand(-1, -1, 3, -1, -1)
+        )
+        torch.testing.assert_close(grey(lr, hr), want.mean(1, keepdim=True), rtol=1e-5, atol=1e-5)
+
+
+def test_basicsr_five_frame_model_is_refused_for_a_three_frame_window(tmp_path):
+    five = build_model(
+        NetConfig(
+            arch="edvr",
+            num_feat=8,
+            deformable_groups=2,
+            num_frame=5,
+            num_extract_block=1,
+            num_reconstruct_block=1,
+            num_feat_hr=8,
+        )
+    )
+    torch.save(five.state_dict(), tmp_path / "bare.pth")
+    with pytest.raises(ConfigMismatchError, match="num_frame: 5 .* expected 3"):
+        read_checkpoint(tmp_path / "bare.pth", expect={"arch": "edvr", "num_frame": 3})
+    assert read_checkpoint(tmp_path / "bare.pth").source == "basicsr:-"
