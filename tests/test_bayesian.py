@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.cluster import KMeans
 
 from napari_xfusion.core import bayesian as core
 from napari_xfusion.core.degrade import add_shot_noise, bin_frames, solve_b0
@@ -20,70 +21,82 @@ from napari_xfusion.methods.bayesian import Bayesian
 # Reference: the module docstring's equations, one pixel at a time.
 
 
-def _reference(hr_keys, lr_at_keys, lr_t, lr_labels, k, beta0, target_is_key, block_prior, n0):
+def _reference(hr_keys, lr_at_keys, lr_t, lr_labels, k, beta0, block_prior, n0):
     h, w = lr_t.shape
-    # 1. calibration: block means by hand, least squares from sums
-    pairs = []
+    wb, wa = beta0
+    # 1. calibration: block means by hand (float32, as bin_frames returns), least squares
+    binned = np.zeros((2, h, w))
     for f in range(2):
         for j0 in range(h):
             for j1 in range(w):
-                block = [hr_keys[f, 4 * j0 + a, 4 * j1 + b] for a in range(4) for b in range(4)]
-                pairs.append(
-                    (float(np.float32(sum(float(v) for v in block) / 16)), lr_at_keys[f, j0, j1])
-                )
+                block = [hr_keys[f, 4 * j0 + u, 4 * j1 + v] for u in range(4) for v in range(4)]
+                binned[f, j0, j1] = np.float32(sum(float(x) for x in block) / 16)
+    pairs = [(binned[f, j0, j1], float(lr_at_keys[f, j0, j1])) for f in range(2)
+             for j0 in range(h) for j1 in range(w)]  # fmt: skip
     n = len(pairs)
-    mx = sum(p[0] for p in pairs) / n
-    my = sum(float(p[1]) for p in pairs) / n
-    sxx = sum((p[0] - mx) ** 2 for p in pairs)
-    sxy = sum((p[0] - mx) * (float(p[1]) - my) for p in pairs)
-    a = sxy / sxx
+    mx = sum(x for x, _ in pairs) / n
+    my = sum(y for _, y in pairs) / n
+    a = sum((x - mx) * (y - my) for x, y in pairs) / sum((x - mx) ** 2 for x, _ in pairs)
     b = my - a * mx
-    sigma2 = sum((float(p[1]) - a * p[0] - b) ** 2 for p in pairs) / (n - 2)
-    s2 = sigma2 / a**2
+    sq = [(y - a * x - b) ** 2 for x, y in pairs]
+    sigma2 = sum(sq) / (n - 2)
+    q = [a * x + b for x, _ in pairs]
+    mq, msq = sum(q) / n, sum(sq) / n
+    slope = sum((qi - mq) * (si - msq) for qi, si in zip(q, sq, strict=True)) / sum(
+        (qi - mq) ** 2 for qi in q
+    )
+    floor = sigma2 - slope * mq
 
-    # 2. class statistics of the calibrated series
-    series, labels = [], []
+    # 2. block-level series, noise per LR pixel, K-means features
+    series, labels, s2, feats = [], [], [], []
     for j0 in range(h):
         for j1 in range(w):
-            y = (lr_at_keys[0, j0, j1], lr_t[j0, j1], lr_at_keys[1, j0, j1])
-            series.append([(float(v) - b) / a for v in y])
+            z = [binned[0, j0, j1], (float(lr_t[j0, j1]) - b) / a, binned[1, j0, j1]]
+            p = wb * z[0] + wa * z[2]
+            s2.append(max(floor + slope * (a * p + b), 0.01 * sigma2 + 1e-12) / a**2)
+            series.append(z)
             labels.append(int(lr_labels[j0, j1]))
-    series = np.array(series)
-    gmean = [sum(z[d] for z in series) / len(series) for d in range(3)]
+    n = len(series)
+    power = sum((z[1] - wb * z[0] - wa * z[2]) ** 2 for z in series) / n
+    g = max(0.0, 1 - (sum(s2) / n) / power)
+    for z in series:
+        p = wb * z[0] + wa * z[2]
+        feats.append([z[0], p + g * (z[1] - p), z[2]])
+    gmean = [sum(z[d] for z in series) / n for d in range(3)]
     gcov = np.zeros((3, 3))
     for z in series:
-        for p in range(3):
-            for q in range(3):
-                gcov[p, q] += (z[p] - gmean[p]) * (z[q] - gmean[q]) / len(series)
-    noise = np.eye(3)
-    if target_is_key[0]:
-        noise[0, 1] = noise[1, 0] = 1
-    if target_is_key[1]:
-        noise[1, 2] = noise[2, 1] = 1
-    means, covs, counts = [], [], []
+        for u in range(3):
+            for v in range(3):
+                gcov[u, v] += (z[u] - gmean[u]) * (z[v] - gmean[v]) / n
+    means, centroids, covs, noise = [], [], [], []
     for c in range(k):
-        members = [z for z, lab in zip(series, labels, strict=True) if lab == c]
-        mean = [sum(z[d] for z in members) / len(members) for d in range(3)] if members else gmean
+        idx = [i for i in range(n) if labels[i] == c]
+        mean = [sum(series[i][d] for i in idx) / len(idx) for d in range(3)] if idx else gmean
+        centroids.append(
+            [sum(feats[i][d] for i in idx) / len(idx) for d in range(3)] if idx else None
+        )
         scatter = np.zeros((3, 3))
-        for z in members:
-            for p in range(3):
-                for q in range(3):
-                    scatter[p, q] += (z[p] - mean[p]) * (z[q] - mean[q])
-        cov = (scatter + n0 * gcov) / (len(members) + n0) - s2 * noise
+        for i in idx:
+            for u in range(3):
+                for v in range(3):
+                    scatter[u, v] += (series[i][u] - mean[u]) * (series[i][v] - mean[v])
+        nc = (sum(s2[i] for i in idx) + n0 * sum(s2) / n) / (len(idx) + n0)
+        cov = (scatter + n0 * gcov) / (len(idx) + n0)
+        cov[1, 1] -= nc
         evals, evecs = np.linalg.eigh(cov)
         cov = evecs @ np.diag(np.maximum(evals, 0)) @ evecs.T
         means.append(mean)
         covs.append(cov)
-        counts.append(len(members))
+        noise.append(nc)
 
-    # 4. conditional per class
+    # 4. regularised conditional per class
     beta, var_c = [], []
     for c in range(k):
         s = covs[c]
         s_oo = np.array([[s[0, 0], s[0, 2]], [s[2, 0], s[2, 2]]])
-        ridge = s2 + 1e-9 * (s_oo[0, 0] + s_oo[1, 1]) / 2 + 1e-12
+        ridge = noise[c] + 1e-9 * (s_oo[0, 0] + s_oo[1, 1]) / 2 + 1e-12
         s_to = np.array([s[1, 0], s[1, 2]])
-        bc = beta0 + np.linalg.solve(s_oo + ridge * np.eye(2), s_to - s_oo @ beta0)
+        bc = np.array(beta0) + np.linalg.solve(s_oo + ridge * np.eye(2), s_to - s_oo @ beta0)
         beta.append(bc)
         var_c.append(max(s[1, 1] - 2 * bc @ s_to + bc @ s_oo @ bc, 0.0))
 
@@ -91,18 +104,20 @@ def _reference(hr_keys, lr_at_keys, lr_t, lr_labels, k, beta0, target_is_key, bl
     var_out = np.zeros(hr_keys.shape[1:])
     for j0 in range(h):
         for j1 in range(w):
-            yt = (float(lr_t[j0, j1]) - b) / a
+            jj = j0 * w + j1
+            yt = series[jj][1]
+            pj = wb * series[jj][0] + wa * series[jj][2]
             mu, var = {}, {}
             for i0 in range(4 * j0, 4 * j0 + 4):
                 for i1 in range(4 * j1, 4 * j1 + 4):
                     xb, xa = float(hr_keys[0, i0, i1]), float(hr_keys[1, i0, i1])
-                    # 3. nearest class mean (first one on ties)
+                    f = [xb, wb * xb + wa * xa + g * (yt - pj), xa]
+                    # 3. nearest centroid (first one on ties), classes without pixels excluded
                     best, cls = np.inf, 0
                     for c in range(k):
-                        if counts[c] == 0:
+                        if centroids[c] is None:
                             continue
-                        m = means[c]
-                        d = (xb - m[0]) ** 2 + (yt - m[1]) ** 2 + (xa - m[2]) ** 2
+                        d = sum((f[u] - centroids[c][u]) ** 2 for u in range(3))
                         if d < best:
                             best, cls = d, c
                     m = means[cls]
@@ -113,10 +128,10 @@ def _reference(hr_keys, lr_at_keys, lr_t, lr_labels, k, beta0, target_is_key, bl
             if block_prior == "correlated":
                 msd = sum(np.sqrt(v) for v in var.values()) / 16
                 for i in mu:
-                    mean_out[i] = mu[i] + np.sqrt(var[i]) * msd * r / (msd**2 + s2)
-                    var_out[i] = var[i] * s2 / (msd**2 + s2)
+                    mean_out[i] = mu[i] + np.sqrt(var[i]) * msd * r / (msd**2 + s2[jj])
+                    var_out[i] = var[i] * s2[jj] / (msd**2 + s2[jj])
             else:
-                denom = sum(var.values()) / 256 + s2
+                denom = sum(var.values()) / 256 + s2[jj]
                 for i in mu:
                     mean_out[i] = mu[i] + var[i] / 16 * r / denom
                     var_out[i] = var[i] - (var[i] / 16) ** 2 / denom
@@ -142,30 +157,34 @@ def _tiny_case(seed: int = 0, h: int = 8, w: int = 8):
 
 
 @pytest.mark.parametrize("block_prior", ["correlated", "independent"])
-@pytest.mark.parametrize(
-    ("beta0", "target_is_key"),
-    [((0.7, 0.3), (False, False)), ((1.0, 0.0), (True, False)), ((0.0, 1.0), (False, True))],
-)
-def test_vectorised_equals_loop_reference(block_prior, beta0, target_is_key) -> None:
+@pytest.mark.parametrize("beta0", [(0.5, 0.5), (0.8, 0.2), (1.0, 0.0)])
+def test_vectorised_equals_loop_reference(block_prior, beta0) -> None:
     hr_keys, lr_at_keys, lr_t = _tiny_case(seed=3)
-    if target_is_key[0]:
-        lr_t = lr_at_keys[0].copy()
-    if target_is_key[1]:
-        lr_t = lr_at_keys[1].copy()
     k = 4
     # Fixed labels, one class left empty (3): the comparison is of the maths, not of K-means.
     labels = np.random.default_rng(7).integers(0, 3, size=lr_t.shape)
+    keys = core.prepare_keys(hr_keys, lr_at_keys)
     got = core.fuse_window(
-        hr_keys, lr_at_keys, lr_t, labels, k,
-        time_weights=beta0, target_is_key=target_is_key, block_prior=block_prior, prior_weight=5.0,
-    )  # fmt: skip
-    mean, var = _reference(
-        hr_keys, lr_at_keys, lr_t, labels, k, np.array(beta0), target_is_key, block_prior, 5.0
+        keys, lr_t, labels, k, weights=beta0, block_prior=block_prior, prior_weight=5.0
     )
+    mean, var = _reference(hr_keys, lr_at_keys, lr_t, labels, k, beta0, block_prior, 5.0)
     np.testing.assert_allclose(got.mean, mean, rtol=0, atol=1e-6)
     np.testing.assert_allclose(got.variance, var, rtol=0, atol=1e-6)
     assert got.mean.dtype == got.variance.dtype == np.float32
-    assert np.all(got.variance >= 0)
+    assert np.all(got.variance >= 0) and 0 < got.feature_weight <= 1
+    assert len(np.unique(got.hr_labels)) == 3  # the reference's class choice is exercised
+
+
+def test_maths_at_a_key_time_return_nearly_the_key() -> None:
+    hr_keys, lr_at_keys, _ = _tiny_case(seed=5)
+    keys = core.prepare_keys(hr_keys, lr_at_keys)
+    features, _ = core.cluster_features(
+        core.block_series(keys, lr_at_keys[0]), (1.0, 0.0), keys.degradation.calibrated_noise_var
+    )
+    labels = KMeans(3, n_init=1, random_state=0).fit_predict(features).reshape(8, 8)
+    got = core.fuse_window(keys, lr_at_keys[0], labels, 3, weights=(1.0, 0.0))
+    # Only the LR noise at t (std ~0.01, averaged over 16 pixels) may leak into the key.
+    assert psnr(got.mean, hr_keys[0]) > 45
 
 
 def test_calibration_recovers_gain_offset_and_noise() -> None:
@@ -181,6 +200,21 @@ def test_calibration_recovers_gain_offset_and_noise() -> None:
     # Flat keys carry no gain information: fall back to gain 1 rather than divide by zero.
     flat = core.calibrate(np.full((2, 8, 8), 0.5, np.float32), np.full((2, 2, 2), 0.6))
     assert flat.gain == 1.0 and flat.offset == pytest.approx(0.1)
+
+
+def test_calibration_finds_shot_noise_growing_with_the_level() -> None:
+    rng = np.random.default_rng(1)
+    # Block-constant keys spread over [0, 1]: the level range pins down the slope.
+    clean = rng.random((2, 32, 32)).astype(np.float32)
+    hr_keys = np.repeat(np.repeat(clean, 4, axis=1), 4, axis=2)
+    deg = core.calibrate(hr_keys, add_shot_noise(clean, 1e3, rng=2))
+    # Poisson(b0 I) / b0 has variance I / b0: slope 1e-3, floor ~0 (clipping at 1 bends it).
+    assert deg.noise_slope == pytest.approx(1e-3, rel=0.2)
+    assert abs(deg.noise_floor) < 2e-4
+    assert (
+        deg.calibrated_noise_var_at(np.array([0.1]))[0]
+        < deg.calibrated_noise_var_at(np.array([0.9]))[0]
+    )
 
 
 def test_default_n_classes_follows_the_paper_rule() -> None:
@@ -275,7 +309,7 @@ def test_deterministic_and_stream_equals_single(sample) -> None:
 def test_hr_not_4x_lr_names_both_shapes() -> None:
     hr_keys, lr_at_keys, lr_t = _tiny_case()
     with pytest.raises(ValueError, match=r"LR 8x8 needs HR 32x32, got HR 30x32"):
-        core.fuse_window(hr_keys[:, :30], lr_at_keys, lr_t, np.zeros((8, 8), int), 2)
+        core.prepare_keys(hr_keys[:, :30], lr_at_keys)
     w = window(1, 3, 1, [0, 2])
     with pytest.raises(ValueError, match=r"LR 8x8 needs HR keys 32x32, got 24x32"):
         WindowInputs(w, np.stack([lr_t] * 3), hr_keys[:, :24], lr_at_keys)
@@ -284,7 +318,7 @@ def test_hr_not_4x_lr_names_both_shapes() -> None:
 def test_fewer_than_two_keys() -> None:
     hr_keys, lr_at_keys, lr_t = _tiny_case()
     with pytest.raises(ValueError, match=r"need exactly 2 HR key frames .* got 1"):
-        core.fuse_window(hr_keys[:1], lr_at_keys, lr_t, np.zeros((8, 8), int), 2)
+        core.prepare_keys(hr_keys[:1], lr_at_keys)
     with pytest.raises(ValueError, match=r"at least 2 HR key frames, got 1"):
         window(1, 3, 1, [0])
 
@@ -297,7 +331,8 @@ def test_non_finite_input(field) -> None:
     with pytest.raises(ValueError, match=rf"{field} of target frame 1 contains 1 non-finite"):
         Bayesian().reconstruct(inputs)
     with pytest.raises(ValueError, match="non-finite"):
-        core.fuse_window(inputs.hr_keys, inputs.lr_at_keys, inputs.lr[1], np.zeros((8, 8), int), 2)
+        keys = core.prepare_keys(inputs.hr_keys, inputs.lr_at_keys)
+        core.fuse_window(keys, inputs.lr[1], np.zeros((8, 8), int), 2)
 
 
 def test_bad_options() -> None:

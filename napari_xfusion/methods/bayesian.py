@@ -8,20 +8,24 @@ cache of the calibrated degradation model for time-ordered streams.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
 
 from napari_xfusion.core.bayesian import (
     BlockPrior,
-    Degradation,
-    calibrate,
-    calibrated_series,
+    KeyPair,
+    block_series,
+    cluster_features,
     default_n_classes,
     fuse_window,
     interpolation_weights,
+    noise_map,
+    prepare_keys,
 )
 from napari_xfusion.methods.base import Reconstruction, Reconstructor, WindowInputs
 
@@ -34,9 +38,11 @@ def classify_series(series: np.ndarray, n_classes: int, seed: int = 0) -> np.nda
     Parameters
     ----------
     series : ndarray, shape (N, 3)
-        Calibrated LR series ``[y~(t_b), y~(t), y~(t_a)]`` (HR intensity units).
+        Features of the LR pixels (:func:`~napari_xfusion.core.bayesian.cluster_features`,
+        HR intensity units).
     n_classes : int
-        K; reduced to the number of distinct series when there are fewer.
+        K. With fewer distinct series than K some labels stay unused (classes without
+        pixels are ignored downstream).
     seed : int
         Seed of the k-means++ initialisation.
 
@@ -48,11 +54,15 @@ def classify_series(series: np.ndarray, n_classes: int, seed: int = 0) -> np.nda
     # float32 halves the memory traffic of Lloyd's iterations; the class statistics are then
     # computed in float64 from the labels alone, so the precision of the centres is irrelevant.
     x = np.ascontiguousarray(series, dtype=np.float32)
-    k = min(int(n_classes), len(np.unique(x, axis=0)))
+    k = min(int(n_classes), x.shape[0])
     if k < 2:
         return np.zeros(x.shape[0], dtype=np.int64)
     km = KMeans(n_clusters=k, init="k-means++", n_init=1, max_iter=100, random_state=seed)
-    return km.fit_predict(x).astype(np.int64)
+    with warnings.catch_warnings():
+        # Fewer distinct series than K (flat test images): harmless, the surplus classes are
+        # empty. Counting distinct rows first would cost more than the K-means itself.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return km.fit_predict(x).astype(np.int64)
 
 
 class Bayesian(Reconstructor):
@@ -103,20 +113,16 @@ class Bayesian(Reconstructor):
         return self._fuse(inputs, None)
 
     def reconstruct_stream(self, inputs: Iterable[WindowInputs]) -> Iterator[Reconstruction]:
-        """As :meth:`reconstruct`, calibrating the degradation model once per key pair.
+        """As :meth:`reconstruct`, binning and calibrating the keys once per key pair.
 
-        Only the calibration depends on the key pair alone; the classes depend on the LR frame
-        at t, so they are recomputed for every target (results equal :meth:`reconstruct`'s).
+        Only that depends on the key pair alone; the classes depend on the LR frame at t, so
+        they are recomputed for every target (results equal :meth:`reconstruct`'s).
         """
-        cached_keys: tuple[int, int] | None = None
-        degradation: Degradation | None = None
+        cached: tuple[tuple[int, int], KeyPair] | None = None
         for item in inputs:
-            keys = item.window.keys
-            if keys != cached_keys:
-                _check_finite(item)
-                degradation = calibrate(item.hr_keys, item.lr_at_keys)
-                cached_keys = keys
-            yield self._fuse(item, degradation)
+            if cached is None or cached[0] != item.window.keys:
+                cached = (item.window.keys, self._prepare(item))
+            yield self._fuse(item, cached[1])
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -128,24 +134,36 @@ class Bayesian(Reconstructor):
             "clip": self.clip,
         }
 
-    def _fuse(self, inputs: WindowInputs, degradation: Degradation | None) -> Reconstruction:
+    @staticmethod
+    def _prepare(inputs: WindowInputs) -> KeyPair:
+        try:
+            return prepare_keys(inputs.hr_keys, inputs.lr_at_keys)
+        except ValueError as err:
+            raise ValueError(f"bayesian, target frame {inputs.window.target}: {err}") from None
+
+    def _fuse(self, inputs: WindowInputs, keys: KeyPair | None) -> Reconstruction:
         _check_finite(inputs)
         win = inputs.window
+        if win.target in win.keys:
+            # The HR frame at t is observed: the posterior is the key itself, with no variance.
+            key = inputs.hr_keys[win.keys.index(win.target)]
+            frame = np.asarray(key, dtype=np.float32).copy()
+            return Reconstruction(frame=frame, variance=np.zeros_like(frame))
+        if keys is None:
+            keys = self._prepare(inputs)
         lr_t = inputs.lr[1]
-        if degradation is None:
-            degradation = calibrate(inputs.hr_keys, inputs.lr_at_keys)
+        weights = interpolation_weights(win.target, win.key_before, win.key_after)
+        deg = keys.degradation
         n_classes = self.n_classes or default_n_classes(lr_t.shape)
-        series = calibrated_series(inputs.lr_at_keys, lr_t, degradation)
-        labels = classify_series(series, n_classes, self.seed)
+        series = block_series(keys, lr_t)
+        features, _ = cluster_features(series, weights, noise_map(series, weights, deg))
+        labels = classify_series(features, n_classes, self.seed)
         result = fuse_window(
-            inputs.hr_keys,
-            inputs.lr_at_keys,
+            keys,
             lr_t,
             labels.reshape(lr_t.shape),
             n_classes,
-            time_weights=interpolation_weights(win.target, win.key_before, win.key_after),
-            target_is_key=(win.target == win.key_before, win.target == win.key_after),
-            degradation=degradation,
+            weights=weights,
             block_prior=self.block_prior,
             prior_weight=self.prior_weight,
         )
@@ -154,9 +172,10 @@ class Bayesian(Reconstructor):
             frame=frame,
             variance=result.variance,
             extras={
-                "gain": degradation.gain,
-                "offset": degradation.offset,
-                "noise_var": degradation.noise_var,
+                "gain": deg.gain,
+                "offset": deg.offset,
+                "noise_var": deg.noise_var,
+                "feature_weight": result.feature_weight,
             },
         )
 
