@@ -11,6 +11,7 @@ thread: first one :class:`Prepared` (the inputs as the engine sees them), then o
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 import threading
@@ -77,6 +78,9 @@ class FusionRequest:
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
     seed : int
         Seed of the simulated noise.
+    method_cache : dict, optional
+        Methods built by earlier runs, reused when name, options and device match (a network
+        loads its weights once per session, not once per Run). Only one job uses it at a time.
     """
 
     methods: tuple[str, ...]
@@ -93,6 +97,7 @@ class FusionRequest:
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
     seed: int = 0
+    method_cache: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -113,6 +118,7 @@ class Prepared:
     has_truth: bool = False
     normalisation: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    descriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -216,10 +222,28 @@ class _Inputs:
     keys: Any  # engine.KeyFrames
     truth: np.ndarray | None
     truth_norm: Normalisation | None
+    methods: list[Any]  # Reconstructor instances, in request order
 
     def truth_frame(self, t: int) -> np.ndarray:
         frame = self.truth[t]
         return self.truth_norm.apply(frame) if self.truth_norm is not None else frame
+
+
+def _build_methods(request: FusionRequest) -> list[Any]:
+    """The request's methods, from its cache where name, options and device match."""
+    from napari_xfusion.engine import build_methods
+
+    cache = request.method_cache if request.method_cache is not None else {}
+    out = []
+    for name in request.methods:
+        options = request.method_options.get(name, {})
+        key = json.dumps([name, options, request.device], sort_keys=True, default=str)
+        if key not in cache:
+            (cache[key],) = build_methods(
+                [name], {name: options} if options else None, request.device
+            )
+        out.append(cache[key])
+    return out
 
 
 def prepare(request: FusionRequest) -> tuple[Prepared, _Inputs]:
@@ -280,6 +304,7 @@ def prepare(request: FusionRequest) -> tuple[Prepared, _Inputs]:
         truth_norm = _normaliser(truth, "ground truth", notes)
     elif full_rate:
         truth, truth_norm = hr, hr_norm  # a full-rate HR stack is the ground truth
+    methods = _build_methods(request)
     prepared = Prepared(
         n_frames=n_frames,
         hr_shape=(SCALE * h, SCALE * w),
@@ -292,10 +317,11 @@ def prepare(request: FusionRequest) -> tuple[Prepared, _Inputs]:
         has_truth=truth is not None,
         normalisation=hr_norm.to_dict() if hr_norm is not None else {},
         notes=notes,
+        descriptions={m.name: m.describe() for m in methods},
     )
     if request.simulate:
         prepared.key_frames = np.stack([keyframes[int(k)] for k in prepared.key_indices])
-    return prepared, _Inputs(lr, lr_norm, keyframes, truth, truth_norm)
+    return prepared, _Inputs(lr, lr_norm, keyframes, truth, truth_norm, methods)
 
 
 def fusion_job(request: FusionRequest, cancel: threading.Event) -> Iterator[Prepared | FrameDone]:
@@ -315,12 +341,11 @@ def fusion_job(request: FusionRequest, cancel: threading.Event) -> Iterator[Prep
         yield prepared
         first, last = prepared.frames
         stream = engine.run(
-            list(request.methods),
+            inputs.methods,
             inputs.lr,
             inputs.keys,
             separation=request.separation,
             frames=range(first, last + 1),
-            method_options=request.method_options,
             device=request.device,
             lr_normalisation=inputs.lr_norm,
         )

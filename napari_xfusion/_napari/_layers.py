@@ -263,8 +263,9 @@ def side_by_side(viewer: napari.Viewer, layers: Iterable[Layer], enable: bool = 
         raise ValueError("nothing to compare yet: run a method first")
     for layer in viewer.layers:
         layer.visible = layer in layers
-    # The grid puts the top-most layer top-left: move them up in reverse order.
-    for layer in reversed(layers):
+    # The grid fills its cells in layer-list order (lowest index top-left): move each layer to
+    # the top in turn, so they end up in the given order above all others.
+    for layer in layers:
         viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
     limits = layers[0].contrast_limits
     for layer in layers[1:]:

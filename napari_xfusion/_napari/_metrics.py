@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QAbstractScrollArea,
     QApplication,
     QFileDialog,
     QHBoxLayout,
@@ -61,7 +62,8 @@ class MetricsWidget(QWidget):
             table.verticalHeader().setVisible(False)
             table.setEditTriggers(QTableWidget.NoEditTriggers)
             table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
-        self.summary.setMaximumHeight(130)
+        self.summary.setSizeAdjustPolicy(QAbstractScrollArea.AdjustToContents)
+        self.summary.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.frames.itemDoubleClicked.connect(self._on_double_click)
 
         self.note = QLabel("Metrics need a ground truth: run on the sample or in simulate mode.")
@@ -115,6 +117,14 @@ class MetricsWidget(QWidget):
             for j, key in enumerate(_COLUMNS, start=2):
                 self.summary.setItem(i, j, _cell(row[key], key))
         self.note.setVisible(not rows)
+        self._fit_summary()
+
+    def _fit_summary(self) -> None:
+        """Show every summary row (a handful) without a scroll bar."""
+        table = self.summary
+        height = table.horizontalHeader().height() + 2 * table.frameWidth()
+        height += sum(table.rowHeight(i) for i in range(table.rowCount()))
+        table.setFixedHeight(height)
 
     def csv_text(self, delimiter: str = ",") -> str:
         """The per-frame metrics as CSV text (``method,frame,psnr,aad,ssim``)."""

@@ -136,6 +136,7 @@ class FusionWidget(QWidget):
         self._job: _Job | None = None
         self.last_summary: Finished | None = None
         self._visibility: dict[Layer, bool] | None = None  # restored when leaving side by side
+        self._methods: dict[str, Any] = {}  # built methods (loaded networks) reused across runs
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(6, 6, 6, 6)
@@ -537,6 +538,7 @@ class FusionWidget(QWidget):
             frames=(self.start.value(), self.end.value()),
             method_options=options,
             device=self.device.currentText(),
+            method_cache=self._methods,
         )
         signature = {
             "lr": f"simulated from {hr.name}" if simulate else lr.name,
@@ -637,6 +639,7 @@ class FusionWidget(QWidget):
                 "key_indices": prep.key_indices.tolist(),
                 "device": job.request.device,
                 "options": job.request.method_options.get(method, {}),
+                "describe": prep.descriptions.get(method, {}),
                 "b0": prep.b0,
                 "normalisation": prep.normalisation,
             }
@@ -869,7 +872,12 @@ class FusionWidget(QWidget):
         }
         known = {self.export_list.item(i).text() for i in range(self.export_list.count())}
         self.export_list.clear()
-        for layer in fused_layers(self.viewer):
+        order = {name: i for i, name in enumerate(METHOD_NAMES)}
+        layers = sorted(
+            fused_layers(self.viewer),
+            key=lambda layer: order.get(meta(layer).get("method"), len(order)),
+        )
+        for layer in layers:
             method = meta(layer).get("method", layer.name)
             item = QListWidgetItem(method)
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
