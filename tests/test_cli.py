@@ -327,3 +327,40 @@ def test_sample_and_simulate_refuse_bad_options_before_writing(tmp_path, capsys)
     assert cli.main([*args, "--crop"]) == 0
     assert read_stack(out / "lr.tif").shape == (6, 4, 5)
     assert read_stack(out / "hr_keys.tif").shape == (3, 16, 20)
+
+
+def test_attention_scores_exported_per_frame(sample, tmp_path, monkeypatch):
+    from napari_xfusion import methods
+
+    # KeyBlend (tests/test_engine.py) reports fake attention scores like edvr-stf does.
+    monkeypatch.setitem(methods.METHODS, "blend", "test_engine:KeyBlend")
+    out = tmp_path / "att.tif"
+    rc = cli.main(
+        ["fuse", "--lr", str(sample / "lr.tif"), "--hr", str(sample / "hr_keys.tif"),
+         "--method", "blend", "--frames", "5:10", "--no-progress", "-o", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    frames = read_metadata(out)["frames"]
+    assert frames["index"] == [5, 6, 7, 8, 9]
+    # keys at 0, 4, 8: frame 5's group key is 4 (not requested, computed for normalising)
+    assert frames["backward_norm"][0] == pytest.approx((2.0 - 1 / 4) / 2.0)
+    assert frames["forward_norm"][0] == pytest.approx((1.0 + 5) / (1.0 + 4))
+    # frame 8 is the last key: its window uses keys (4, 8), so it stays in key 4's group
+    assert frames["backward_norm"][3] == pytest.approx((2.0 - 4 / 4) / 2.0)
+    rows = _csv(tmp_path / "att.csv")
+    assert float(rows[0]["backward"]) == pytest.approx(2.0 - 1 / 4)
+    assert float(rows[4]["forward_norm"]) == pytest.approx((1.0 + 9) / (1.0 + 4))
+
+
+def test_weights_for_a_method_without_weights_refused(sample, tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"not used")
+    rc = cli.main(
+        ["fuse", "--lr", str(sample / "lr.tif"), "--hr", str(sample / "hr_keys.tif"),
+         "--weights", str(weights), "-o", str(tmp_path / "x.tif")]
+    )  # fmt: skip
+    assert rc == 2 and "none of ['bicubic'] uses network weights" in capsys.readouterr().err
+    assert cli._weights_options(["edvr-stf"], [f"edvr-stf={weights}"], "cpu") == (
+        {"edvr-stf": {"weights": str(weights)}},
+        {"edvr-stf": "91e5fc2337da7b5c71431121a4e2ad00df8b935b91d1ff668051a1410288ba52"},
+    )
