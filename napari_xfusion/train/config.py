@@ -146,7 +146,11 @@ class OptimConfig:
     Attributes
     ----------
     iterations : int
-        Total optimizer steps.
+        Total optimizer steps (an upper bound when ``time_budget_minutes`` is set).
+    time_budget_minutes : float or None
+        Also end the run after this much wall time (training time, summed over resumes),
+        with the cosine annealing spread over it: for a fixed slot on a shared machine. The
+        step count then depends on the machine's speed, so the run is not bit-reproducible.
     lr : float
         Peak learning rate of Adam.
     betas : [float, float]
@@ -164,6 +168,7 @@ class OptimConfig:
     """
 
     iterations: int = 10000
+    time_budget_minutes: float | None = None
     lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
     eta_min: float = 1e-7

@@ -10,7 +10,7 @@ Layout of a run directory::
     run_dir/<model>/log.csv                loss, learning rate, validation metrics
     run_dir/<model>/model_latest.pt        nn.checkpoint format (load with nn.checkpoint)
     run_dir/<model>/model_iter<N>.pt       snapshots every ``checkpoint_every`` steps
-    run_dir/<model>/state_latest.pt        optimizer/scheduler/step, for ``--resume``
+    run_dir/<model>/state_latest.pt        optimizer state, step and time, for ``--resume``
 
 Only rank 0 writes. Determinism: the weights are initialised from ``config.seed`` (identical on
 every rank; DDP also broadcasts them), and each rank's data stream is seeded with
@@ -46,7 +46,13 @@ from napari_xfusion.core.resample import upscale_bicubic
 from napari_xfusion.core.sample import simulate_sequence
 from napari_xfusion.core.windows import key_indices, plan
 from napari_xfusion.nn.edvr import EDVR, NetConfig, build_model, named_config
-from napari_xfusion.train.config import ModelSpec, TrainConfig, ValConfig, save_config
+from napari_xfusion.train.config import (
+    ModelSpec,
+    OptimConfig,
+    TrainConfig,
+    ValConfig,
+    save_config,
+)
 from napari_xfusion.train.datasets import (
     TRAINING_SEED_MIN,
     SimulatedPool,
@@ -57,7 +63,15 @@ from napari_xfusion.train.datasets import (
     WindowSampler,
 )
 
-__all__ = ["train", "charbonnier", "Validator", "DistInfo", "setup_distributed"]
+__all__ = [
+    "train",
+    "charbonnier",
+    "learning_rate",
+    "run_progress",
+    "Validator",
+    "DistInfo",
+    "setup_distributed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -177,12 +191,25 @@ class Validator:
 # ---------------------------------------------------------------------------------------------
 
 
-def _lr_factor(step: int, iterations: int, warmup: int, floor: float) -> float:
-    """Linear warm-up, then cosine annealing from 1 to ``floor`` (= eta_min / lr)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min((step - warmup) / max(iterations - warmup, 1), 1.0)
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+def learning_rate(optim: OptimConfig, step: int, progress: float) -> float:
+    """Learning rate at ``step`` with the run ``progress`` in [0, 1].
+
+    Linear warm-up over the first ``optim.warmup`` steps, times a cosine from ``optim.lr`` at
+    progress 0 down to ``optim.eta_min`` at progress 1.
+    """
+    floor = optim.eta_min / optim.lr
+    cosine = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    warm = min(1.0, (step + 1) / optim.warmup) if optim.warmup > 0 else 1.0
+    return optim.lr * warm * cosine
+
+
+def run_progress(optim: OptimConfig, step: int, seconds: float) -> float:
+    """Fraction of the run done: steps over ``iterations``, or the wall-clock share of
+    ``time_budget_minutes`` when that is larger (the run ends at 1)."""
+    progress = step / optim.iterations
+    if optim.time_budget_minutes:
+        progress = max(progress, seconds / (60.0 * optim.time_budget_minutes))
+    return progress
 
 
 def _net_config(spec: ModelSpec) -> NetConfig:
@@ -209,11 +236,9 @@ class ModelTrainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=opt.lr, betas=tuple(opt.betas)
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda step: _lr_factor(step, opt.iterations, opt.warmup, opt.eta_min / opt.lr),
-        )
         self.frozen: bool | None = None
+        self.skipped = 0  # steps skipped for non-finite gradients
+        self.commit = _git_commit()  # the code this run imported, not a later HEAD
         self.wrapped: nn.Module = self.model
         self.set_phase(0)
 
@@ -233,18 +258,29 @@ class ModelTrainer:
             ids = [self.info.device.index] if self.info.device.type == "cuda" else None
             self.wrapped = DistributedDataParallel(self.model, device_ids=ids)
 
-    def step(self, batch: dict[str, Tensor], step: int) -> float:
-        """One optimizer step on ``batch``; returns the loss."""
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def step(self, batch: dict[str, Tensor], step: int, lr: float) -> float:
+        """One optimizer step on ``batch`` at learning rate ``lr``; returns the loss."""
         self.set_phase(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         lr, hr, target = batch["lr"], batch["hr"], batch["target"]
         out = self.wrapped(lr, hr if self.model.config.uses_hr_keys else None)
         loss = charbonnier(out, target, self.config.optim.charbonnier_eps)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.optim.grad_clip:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        # The gradients are all-reduced, so every rank takes the same decision here.
+        clip = self.config.optim.grad_clip or math.inf
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if not torch.isfinite(norm):
+            # One bad batch (e.g. exploding deformable offsets) must not poison the weights.
+            self.skipped += 1
+            logger.warning("%s: non-finite gradient at step %d, step skipped", self.spec.name, step)
+            return float("nan")
         self.optimizer.step()
-        self.scheduler.step()
         return float(loss.detach())
 
     # -- saving -------------------------------------------------------------------------------
@@ -260,7 +296,8 @@ class ModelTrainer:
             "iteration": step,
             "wall_seconds": round(seconds, 1),
             "machine": _machine(self.info),
-            "git_commit": _git_commit(),
+            "git_commit": self.commit,
+            "skipped_steps": self.skipped,
             **extra,
         }
         latest = self.out_dir / "model_latest.pt"
@@ -275,7 +312,6 @@ class ModelTrainer:
             "seconds": seconds,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "net_config": self.model.config.to_dict(),
         }
         tmp = self.out_dir / "state_latest.pt.tmp"
@@ -291,7 +327,6 @@ class ModelTrainer:
             raise ValueError(f"{path} holds a different network configuration than the config")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         return int(state["iteration"]), float(state["seconds"])
 
 
@@ -364,6 +399,15 @@ def _batches(config: TrainConfig, info: DistInfo, start: int) -> Iterator[dict[s
 # ---------------------------------------------------------------------------------------------
 
 
+def _agree(value: float, info: DistInfo) -> float:
+    """Rank 0's ``value`` on every rank (wall-clock decisions must not split the ranks)."""
+    if not info.distributed:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=info.device)
+    dist.broadcast(t, 0)
+    return float(t.item())
+
+
 def _param_checksum(model: nn.Module) -> float:
     return float(sum(p.detach().double().sum().item() for p in model.parameters()))
 
@@ -424,32 +468,37 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Path]:
     bar = tqdm(total=iterations, initial=start, disable=not info.main, desc="train",
                dynamic_ncols=True)  # fmt: skip
     final: dict[str, Path] = {}
+    step = start
+    validated_at = -1
     try:
-        for step in range(start, iterations):
+        while True:
+            elapsed = _agree(time.monotonic() - t0, info)  # one clock for every rank
+            progress = run_progress(config.optim, step, elapsed)
+            if progress >= 1.0:
+                break
+            lr = learning_rate(config.optim, step, progress)
             batch = next(batches)
             for tr in trainers:
-                losses[str(tr.spec.name)].append(tr.step(batch, step))
-            done = step + 1
+                losses[str(tr.spec.name)].append(tr.step(batch, step, lr))
+            step += 1
             bar.update(1)
-            validate = validator is not None and (
-                done % config.val.every == 0 or done == iterations
-            )
-            log = done % config.log_every == 0 or validate or done == iterations
+            last = run_progress(config.optim, step, time.monotonic() - t0) >= 1.0
+            validate = validator is not None and (step % config.val.every == 0 or last)
             if not info.main:
                 continue
-            elapsed = time.monotonic() - t0
-            if log:
+            if step % config.log_every == 0 or validate or last:
                 post = {}
                 for tr in trainers:
                     name = str(tr.spec.name)
                     row: dict[str, Any] = {
-                        "iteration": done,
-                        "seconds": round(elapsed, 1),
-                        "loss": float(np.mean(losses[name])),
-                        "lr": tr.scheduler.get_last_lr()[0],
+                        "iteration": step,
+                        "seconds": round(time.monotonic() - t0, 1),
+                        "loss": float(np.nanmean(losses[name])) if losses[name] else math.nan,
+                        "lr": lr,
                     }
                     losses[name].clear()
                     if validate:
+                        validated_at = step
                         scores = validator(tr.model, info.device)
                         row.update(
                             val_psnr=scores["psnr"],
@@ -464,12 +513,28 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Path]:
                     writer.writerow(row)
                     f.flush()
                 bar.set_postfix(post)
-            snapshot = config.checkpoint_every > 0 and done % config.checkpoint_every == 0
+            snapshot = config.checkpoint_every > 0 and step % config.checkpoint_every == 0
             timed = time.monotonic() - last_save >= 60 * config.checkpoint_minutes
             if snapshot or timed:
                 for tr in trainers:
-                    tr.save(done, elapsed, {}, snapshot)
+                    tr.save(step, time.monotonic() - t0, {}, snapshot)
                 last_save = time.monotonic()
+        if validator is not None and validated_at != step and info.main:
+            # The time budget ran out between two checks: validate the final weights too.
+            for tr in trainers:
+                scores = validator(tr.model, info.device)
+                f, writer = writers[str(tr.spec.name)]
+                writer.writerow(
+                    {
+                        "iteration": step,
+                        "seconds": round(time.monotonic() - t0, 1),
+                        "val_psnr": scores["psnr"],
+                        "val_ssim": scores["ssim"],
+                        "bicubic_psnr": validator.bicubic["psnr"],
+                        "bicubic_ssim": validator.bicubic["ssim"],
+                    }
+                )
+                f.flush()
         # Every rank must hold the same weights: check it, and record it in the checkpoint.
         sums = {str(tr.spec.name): _gather(_param_checksum(tr.model), info) for tr in trainers}
         if info.main:
@@ -477,7 +542,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Path]:
             for tr in trainers:
                 name = str(tr.spec.name)
                 extra = {"rank_checksums": sums[name], "world_size": info.world_size}
-                final[name] = tr.save(iterations, elapsed, extra, snapshot=False)
+                final[name] = tr.save(step, elapsed, extra, snapshot=False)
             for name, ranks in sums.items():
                 if len(set(ranks)) != 1:
                     raise RuntimeError(f"{name}: the ranks' weights diverged: {ranks}")
