@@ -600,7 +600,7 @@ def fuse(
         w.update_metadata({"frames": _attention_columns(rows[m])})
         done[m] = w.abort() if interrupted else w.close()
     if world > 1:
-        done = _assemble(methods, writing, outputs, rows, rank, world)
+        done = _assemble(methods, writing, outputs, rows, interrupted, rank, world)
     seconds = time.perf_counter() - start
     report = FuseReport(
         outputs=outputs,
@@ -719,13 +719,15 @@ def _assemble(
     parts: dict[str, Path],
     outputs: dict[str, Path],
     rows: dict[str, list[dict[str, Any]]],
+    interrupted: bool,
     rank: int,
     world: int,
 ) -> dict[str, int]:
     """torchrun: rank 0 writes every rank's frames into one file per method, in time order.
 
-    Ranks send their frames one at a time (bounded memory, no shared file system needed) and
-    their per-frame rows as objects.
+    Ranks send their frames one at a time as raw bytes (bounded memory, any dtype, no shared
+    file system needed) and their per-frame rows as objects. The result is marked incomplete
+    when any rank was interrupted.
     """
     import torch
     import torch.distributed as dist
@@ -734,48 +736,46 @@ def _assemble(
 
     done: dict[str, int] = {}
     for m in methods:
-        gathered: list[Any] = [None] * world if rank == 0 else []
-        dist.gather_object(rows[m], gathered if rank == 0 else None, dst=0)
-        counts = [0] * world
-        count = len(rows[m])
-        counts_t = torch.tensor([count], dtype=torch.int64)
-        all_counts = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
-        dist.all_gather(all_counts, counts_t)
-        counts = [int(c.item()) for c in all_counts]
+        gathered: list[Any] = [None] * world
+        dist.gather_object((rows[m], interrupted), gathered if rank == 0 else None, dst=0)
         if rank == 0:
+            chunks = [chunk for chunk, _ in gathered]
             part = read_stack(parts[m], check_finite=False)
             meta = read_metadata(parts[m])
             for key in ("frame_indices", "frames_written", "complete", "frames"):
                 meta.pop(key, None)
-            all_rows = [r for chunk in gathered for r in chunk]
-            rows[m][:] = all_rows
-            meta["frames"] = _attention_columns(all_rows)
+            rows[m][:] = [r for chunk in chunks for r in chunk]
+            meta["frames"] = _attention_columns(rows[m])
+            counts = [len(chunk) for chunk in chunks]
             meta["distributed"] = {"world_size": world, "frames_per_rank": counts}
-            with StackWriter(outputs[m], (sum(counts), *part.shape[1:]), part.dtype, meta) as w:
-                for row, frame in zip(gathered[0], part, strict=True):
-                    w.write(frame, index=row["frame"])
-                buf = torch.empty(part.shape[1:], dtype=_torch_dtype(part.dtype))
+            shape = (sum(counts), *part.shape[1:])
+            writer = StackWriter(outputs[m], shape, part.dtype, meta)
+            try:
+                for row, frame in zip(chunks[0], part, strict=True):
+                    writer.write(frame, index=row["frame"])
+                buf = np.empty(part.shape[1:], dtype=part.dtype)
+                received = torch.from_numpy(buf.reshape(-1).view(np.uint8))
                 for src in range(1, world):
-                    for row in gathered[src]:
-                        dist.recv(buf, src=src)
-                        w.write(buf.numpy(), index=row["frame"])
-            done[m] = w.count
+                    for row in chunks[src]:
+                        dist.recv(received, src=src)  # fills buf through the shared memory
+                        writer.write(buf, index=row["frame"])
+            except BaseException:
+                writer.abort()
+                raise
+            any_interrupted = any(flag for _, flag in gathered)
+            done[m] = writer.abort() if any_interrupted else writer.close()
             del part
         else:
+            count = len(rows[m])
             part = read_stack(parts[m], check_finite=False) if count else None
             for i in range(count):
-                dist.send(torch.from_numpy(np.array(part[i])), dst=0)
+                frame = np.array(part[i])  # a writable copy: torch refuses read-only memmaps
+                dist.send(torch.from_numpy(frame.reshape(-1).view(np.uint8)), dst=0)
             done[m] = count
             del part
         dist.barrier()
         parts[m].unlink(missing_ok=True)
     return done
-
-
-def _torch_dtype(dtype: np.dtype) -> Any:
-    import torch
-
-    return torch.from_numpy(np.zeros(1, dtype=dtype)).dtype
 
 
 # ----------------------------------------------------------------------------- evaluate
