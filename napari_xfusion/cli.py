@@ -493,6 +493,11 @@ def fuse(
                 f"{keys.frame_shape[0]}x{keys.frame_shape[1]} (the LR times at HR size)"
             )
     hr_norm = keys.normalisation
+    # The truth is compared in the fused frames' [0, 1] units: the HR camera's normalisation,
+    # or (float HR keys) its own when it is not already float in [0, 1].
+    truth_norm = hr_norm
+    if truth is not None and hr_norm is None:
+        truth_norm = _normalisation_for(truth, normalise_mode, targets)
     if units == "detector" and hr_norm is None:
         _say("xfusion fuse: HR input is already float in [0, 1]; --units detector writes float32")
     detector = units == "detector" and hr_norm is not None
@@ -577,8 +582,8 @@ def fuse(
                 row = _row(res)
                 if truth is not None:
                     truth_frame = np.asarray(truth[res.index])
-                    if hr_norm is not None:
-                        truth_frame = hr_norm.apply(truth_frame)
+                    if truth_norm is not None:
+                        truth_frame = truth_norm.apply(truth_frame)
                     row.update(frame_metrics(res.frame, truth_frame))
                 rows[res.method].append(row)
             bar.update(world if rank == 0 else 0)

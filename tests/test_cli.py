@@ -256,6 +256,12 @@ def test_simulate_from_detector_stack_and_export_detector_units(sample, tmp_path
     # evaluate maps detector units back with the normalisation stored in the metadata
     csv_path, metrics = cli.evaluate(out, tmp_path / "hr_raw.tif")
     assert len(metrics["psnr"]) == N_FRAMES and min(metrics["psnr"]) > 15
+    # float keys with a raw uint16 truth: the truth is normalised on its own for the metrics
+    rc = cli.main(
+        ["fuse", "--lr", str(sim / "lr.tif"), "--hr", str(sim / "hr_keys.tif"), "--truth",
+         str(tmp_path / "hr_raw.tif"), "--no-progress", "-o", str(tmp_path / "f.tif")]
+    )  # fmt: skip
+    assert rc == 0 and min(float(r["psnr"]) for r in _csv(tmp_path / "f.csv")) > 15
 
 
 def test_fuse_full_rate_hr_with_key_step_and_key_indices(sample, tmp_path):
