@@ -859,7 +859,7 @@ def _available_methods() -> tuple[list[str], dict[str, str]]:
     for name in NETWORK_METHODS:
         try:
             get_reconstructor(name, device="cpu")
-        except (FileNotFoundError, ImportError, ValueError) as exc:
+        except Exception as exc:  # a probe: any failure means "not available here", say why
             skipped[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         else:
             available.append(name)
