@@ -369,3 +369,97 @@ def test_values_are_remembered_between_sessions(fusion_viewer, qtbot):
     assert again.selected_methods() == ["bicubic", "bayesian"]
     assert again.separation.value() == 2
     assert again.noise_psnr.value() == 42.0
+
+
+def test_metrics_copy_and_save_csv(fusion_viewer, qtbot, tmp_path):
+    from qtpy.QtWidgets import QApplication
+
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic")
+    run_and_wait(widget, qtbot)
+    metrics = MetricsWidget(viewer)
+    viewer.window.add_dock_widget(metrics, name="more metrics", area="bottom")
+    assert metrics.frames.rowCount() == 8 and not metrics.note.isVisible()
+    metrics.copy_to_clipboard()
+    copied = QApplication.clipboard().text().splitlines()
+    assert copied[0].split("\t") == ["method", "frame", "psnr", "aad", "ssim"]
+    assert len(copied) == 9
+    path = metrics.save_csv(tmp_path / "m.csv")
+    assert path.read_text().splitlines()[1].startswith("bicubic,0,")
+    summary = (tmp_path / "m_summary.csv").read_text().splitlines()
+    assert summary[0] == "method,frames,psnr,aad,ssim" and summary[1].startswith("bicubic,8,")
+    # Double-clicking a row moves the viewer to that frame.
+    metrics.frames.itemDoubleClicked.emit(metrics.frames.item(5, 1))
+    assert viewer.dims.point[0] == 5
+
+
+def test_closed_docks_stop_listening(fusion_viewer, qtbot):
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication
+
+    from napari_xfusion._napari._widget import FusionWidget
+
+    viewer, widget = fusion_viewer
+    extra = FusionWidget(viewer)
+    plot = AttentionWidget(viewer)
+    for i, dock in enumerate((extra, plot)):
+        viewer.window.add_dock_widget(dock, name=f"closing {i}")
+    before = len(viewer.layers.events.inserted.callbacks)
+    listeners = len(widget.session.frame_added)
+    for dock in (extra, plot):
+        viewer.window.remove_dock_widget(dock)
+        dock.deleteLater()  # what closing napari does to every dock
+    QApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    assert len(viewer.layers.events.inserted.callbacks) == before - 2  # refresh + name watch
+    assert len(widget.session.frame_added) == listeners - 1
+    # Events after the docks are gone reach only the live widget.
+    viewer.add_image(np.zeros((8, 16, 32), np.float32), name="new LR")
+    assert widget.lr_combo.findText("new LR") >= 0
+    choose(widget, "bicubic")
+    run_and_wait(widget, qtbot)
+    assert widget.last_summary.error is None
+
+
+def test_demo_launch_docks_everything_and_runs(make_napari_viewer, qtbot, isolated_settings):
+    from napari_xfusion._napari.demo import launch
+
+    viewer = make_napari_viewer()
+    launch("small", ["bicubic"], run=True, block=False, viewer=viewer)
+    docks = viewer.window.dock_widgets
+    assert {
+        "Fusion (napari-xfusion)",
+        "Attention (napari-xfusion)",
+        "Metrics (napari-xfusion)",
+    } <= set(docks)
+    widget = docks["Fusion (napari-xfusion)"]
+    assert widget.running
+    widget.cancel()  # the test needs the wiring, not 50 frames
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_summary.error is None
+    assert {"LR", "HR keys", "ground truth", "fused [bicubic]"} <= {l.name for l in viewer.layers}
+
+
+def test_closing_the_dock_mid_run_stops_the_worker(fusion_viewer, qtbot, monkeypatch):
+    from qtpy.QtCore import QEvent, QThreadPool
+    from qtpy.QtWidgets import QApplication
+
+    from napari_xfusion import methods
+    from napari_xfusion._napari._widget import FusionWidget
+
+    monkeypatch.setitem(methods.METHODS, "bicubic", f"{__name__}:GatedBicubic")
+    GatedBicubic.gate = threading.Semaphore(0)
+    viewer, _ = fusion_viewer
+    doomed = FusionWidget(viewer)
+    viewer.window.add_dock_widget(doomed, name="doomed")
+    choose(doomed, "bicubic")
+    assert doomed.run()
+    job = doomed._job
+    GatedBicubic.gate.release()
+    qtbot.waitUntil(lambda: job.done == 1, timeout=TIMEOUT_MS)
+    viewer.window.remove_dock_widget(doomed)
+    doomed.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    assert job.cancel.is_set()
+    GatedBicubic.gate.release()  # the frame in progress ends, then the worker stops
+    assert QThreadPool.globalInstance().waitForDone(TIMEOUT_MS)
+    assert viewer.layers["fused [bicubic]"].metadata["xfusion"]["frames_done"] == [0]

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from napari_xfusion._napari._session import FrameRecord, session_for
+from napari_xfusion._napari._util import connect_while_alive
 
 if TYPE_CHECKING:
     import napari
@@ -66,17 +67,11 @@ class AttentionWidget(QWidget):
         self._lines: dict[tuple[str, str], Any] = {}
         self._key_artists: list[Any] = []
         self.canvas.mpl_connect("button_press_event", self._on_click)
-        self.session.started.connect(self._on_started)
-        self.session.frame_added.connect(self._on_frame)
-        self.viewer.events.theme.connect(self._apply_theme)
-        self.destroyed.connect(self._disconnect)
+        connect_while_alive(self, self.session.started, self._on_started)
+        connect_while_alive(self, self.session.frame_added, self._on_frame)
+        connect_while_alive(self, self.viewer.events.theme, self._apply_theme)
         self._apply_theme()
         self.redraw()
-
-    def _disconnect(self, *_: Any) -> None:
-        self.session.started.disconnect(self._on_started)
-        self.session.frame_added.disconnect(self._on_frame)
-        self.viewer.events.theme.disconnect(self._apply_theme)
 
     # --- drawing -----------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_xfusion._napari._session import FrameRecord, rows_to_csv, session_for
+from napari_xfusion._napari._util import connect_while_alive
 
 if TYPE_CHECKING:
     import napari
@@ -87,14 +88,9 @@ class MetricsWidget(QWidget):
         layout.addWidget(self.frames)
         layout.addLayout(buttons)
 
-        self.session.started.connect(self.refresh)
-        self.session.frame_added.connect(self._on_frame)
-        self.destroyed.connect(self._disconnect)
+        connect_while_alive(self, self.session.started, self.refresh)
+        connect_while_alive(self, self.session.frame_added, self._on_frame)
         self.refresh()
-
-    def _disconnect(self, *_: Any) -> None:
-        self.session.started.disconnect(self.refresh)
-        self.session.frame_added.disconnect(self._on_frame)
 
     def _on_frame(self, record: FrameRecord) -> None:
         if record.metrics is not None:

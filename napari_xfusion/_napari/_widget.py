@@ -67,6 +67,7 @@ from napari_xfusion._napari._layers import (
     write_frame,
 )
 from napari_xfusion._napari._session import session_for
+from napari_xfusion._napari._util import connect_while_alive
 
 if TYPE_CHECKING:
     import napari
@@ -124,6 +125,10 @@ class _Job:
     done: int = 0
     prepared: Prepared | None = None
 
+    def stop_on_close(self, *_: Any) -> None:
+        """Connected to the widget's ``destroyed``: no method of the dying widget is called."""
+        self.cancel.set()
+
 
 class FusionWidget(QWidget):
     """Dock widget: inputs, parameters, Run/Cancel with progress, results and export."""
@@ -151,10 +156,10 @@ class FusionWidget(QWidget):
         self.refresh_layers()
         events = self.viewer.layers.events
         for event in (events.inserted, events.removed, events.moved):
-            event.connect(self.refresh_layers)
+            connect_while_alive(self, event, self.refresh_layers)
         for layer in self.viewer.layers:
-            layer.events.name.connect(self.refresh_layers)
-        events.inserted.connect(self._watch_layer_name)
+            connect_while_alive(self, layer.events.name, self.refresh_layers)
+        connect_while_alive(self, events.inserted, self._watch_layer_name)
 
     # --- building -------------------------------------------------------------------------
 
@@ -347,7 +352,7 @@ class FusionWidget(QWidget):
     # --- layer pickers ---------------------------------------------------------------------
 
     def _watch_layer_name(self, event: Any) -> None:
-        event.value.events.name.connect(self.refresh_layers)
+        connect_while_alive(self, event.value.events.name, self.refresh_layers)
 
     def _image_names(self) -> list[str]:
         from napari.layers import Image
@@ -580,6 +585,8 @@ class FusionWidget(QWidget):
         self.worker.finished.connect(self._on_finished)
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        # Closing the dock (or napari) mid-run stops the worker after its current frame.
+        self.destroyed.connect(job.stop_on_close)
         self.progress.setRange(0, 0)  # busy until the inputs are prepared
         self.status.setText("Preparing inputs…")
         self.worker.start()
@@ -655,6 +662,7 @@ class FusionWidget(QWidget):
         job.total = (last - first + 1) * len(job.request.methods)
         self.progress.setRange(0, job.total)
         self.progress.setValue(0)
+        self.progress.setFormat("%v / %m frames")
         self.status.setText(
             f"Running {', '.join(job.request.methods)} on frames {first}..{last}; "
             f"keys {describe_keys(prep.key_indices)}"
@@ -714,6 +722,7 @@ class FusionWidget(QWidget):
         job.done += 1
         self.progress.setValue(min(job.done, job.total))
         eta = getattr(result, "eta_seconds", None)
+        self.progress.setFormat(f"%v / %m frames, ETA {_format_seconds(eta)}")
         self.status.setText(
             f"{result.method}: frame {result.index} ({job.done}/{job.total}), "
             f"ETA {_format_seconds(eta)}"
@@ -752,6 +761,8 @@ class FusionWidget(QWidget):
         self.status.setText("Cancelled.")
 
     def _on_finished(self) -> None:
+        if self._job is not None:
+            self.destroyed.disconnect(self._job.stop_on_close)
         self.worker = None
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
