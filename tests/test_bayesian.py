@@ -340,3 +340,15 @@ def test_bad_options() -> None:
         Bayesian(n_classes=0)
     with pytest.raises(ValueError, match="block_prior"):
         Bayesian(block_prior="diagonal")
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("level", [0.0, 0.5])
+def test_flat_frames_come_back_flat(level) -> None:
+    # No structure, no noise: every fit is degenerate, nothing may divide by zero.
+    w = window(1, 3, 1, [0, 2])
+    lr = np.full((3, 8, 8), level, np.float32)
+    inputs = WindowInputs(w, lr, np.full((2, 32, 32), level, np.float32), lr[:2].copy())
+    result = Bayesian().reconstruct(inputs)
+    np.testing.assert_allclose(result.frame, level, atol=1e-6)
+    assert np.all(np.isfinite(result.variance))

@@ -349,7 +349,9 @@ def block_series(keys: KeyPair, lr_t: np.ndarray) -> np.ndarray:
     return np.stack([keys.binned[0], yt, keys.binned[1]], axis=-1).reshape(-1, 3)
 
 
-def noise_map(series: np.ndarray, weights: tuple[float, float], degradation: Degradation):
+def noise_map(
+    series: np.ndarray, weights: tuple[float, float], degradation: Degradation
+) -> np.ndarray:
     """``s2_j``: noise variance of ``y~_j(t)`` at the keys' level ``p_j`` (HR units squared).
 
     Returns

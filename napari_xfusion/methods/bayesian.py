@@ -2,8 +2,9 @@
 
 The equations, their symbols and the choices made where the paper leaves room are written down
 in :mod:`napari_xfusion.core.bayesian`, which holds the maths in plain numpy. This module adds the
-K-means classification of the LR pixel time series (scikit-learn, seeded) and the per-key-pair
-cache of the calibrated degradation model for time-ordered streams.
+K-means classification of the LR pixels (scikit-learn, seeded), the shortcut at key times (the
+HR frame is observed there) and, for time-ordered streams, the per-key-pair cache of the binned
+keys and the calibrated degradation model.
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ from napari_xfusion.core.bayesian import (
 )
 from napari_xfusion.methods.base import Reconstruction, Reconstructor, WindowInputs
 
-__all__ = ["Bayesian", "classify_series"]
+__all__ = ["Bayesian", "kmeans_labels"]
 
 
-def classify_series(series: np.ndarray, n_classes: int, seed: int = 0) -> np.ndarray:
-    """K-means (Euclidean, k-means++ seeding, one seeded run) of LR pixel time series.
+def kmeans_labels(features: np.ndarray, n_classes: int, seed: int = 0) -> np.ndarray:
+    """K-means (Euclidean, k-means++ seeding, one seeded run) of the LR pixels' features.
 
     Parameters
     ----------
-    series : ndarray, shape (N, 3)
+    features : ndarray, shape (N, 3)
         Features of the LR pixels (:func:`~napari_xfusion.core.bayesian.cluster_features`,
         HR intensity units).
     n_classes : int
@@ -54,7 +55,7 @@ def classify_series(series: np.ndarray, n_classes: int, seed: int = 0) -> np.nda
     """
     # float32 halves the memory traffic of Lloyd's iterations; the class statistics are then
     # computed in float64 from the labels alone, so the precision of the centres is irrelevant.
-    x = np.ascontiguousarray(series, dtype=np.float32)
+    x = np.ascontiguousarray(features, dtype=np.float32)
     k = min(int(n_classes), x.shape[0])
     if k < 2:
         return np.zeros(x.shape[0], dtype=np.int64)
@@ -161,7 +162,7 @@ class Bayesian(Reconstructor):
         n_classes = self.n_classes or default_n_classes(lr_t.shape)
         series = block_series(keys, lr_t)
         features, _ = cluster_features(series, weights, noise_map(series, weights, deg))
-        labels = classify_series(features, n_classes, self.seed)
+        labels = kmeans_labels(features, n_classes, self.seed)
         result = fuse_window(
             keys,
             lr_t,
