@@ -73,7 +73,9 @@ part. ``B`` is the 4x4 block mean, ``j`` an LR pixel and ``i`` one of its 16 HR 
    Either way the block's residual goes to its pixels in proportion to their uncertainty (sd or
    variance): well-predicted classes (static background) hardly move, classes that change
    between the keys take the correction. ``var_i`` is the posterior variance map (HR intensity
-   units squared).
+   units squared). On the simulated 400x1024 sample with clean HR truth (key step 10, targets
+   2, 5, 8) the correlated prior gave 37.5 / 38.9 dB at 40 / 60 dB LR PSNR against 36.2 /
+   37.7 dB for the independent one, which was ahead only at 20 dB (31.5 against 31.3 dB).
 
 At a key time the HR frame is observed: the method returns the key with zero variance (the
 maths above, given ``w = (1, 0)``, returns it up to the LR noise at t it still lets in). HR keys
