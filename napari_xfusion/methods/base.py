@@ -48,15 +48,20 @@ class WindowInputs:
         if self.lr.ndim != 3 or self.lr.shape[0] != 3:
             raise ValueError(f"lr must have shape (3, h, w), got {self.lr.shape}")
         h, w = self.lr.shape[1:]
-        if self.hr_keys.shape != (2, SCALE * h, SCALE * w):
+        if self.hr_keys.ndim != 3 or self.hr_keys.shape[0] != 2:
+            raise ValueError(
+                f"hr_keys must hold the 2 HR key frames around t, shape (2, H, W); "
+                f"got {self.hr_keys.shape}"
+            )
+        if self.hr_keys.shape[1:] != (SCALE * h, SCALE * w):
             raise ValueError(
                 f"HR keys must be exactly {SCALE}x the LR frames: LR {h}x{w} needs HR keys "
                 f"{SCALE * h}x{SCALE * w}, got {self.hr_keys.shape[1]}x{self.hr_keys.shape[2]}"
-                if self.hr_keys.ndim == 3
-                else f"hr_keys must have shape (2, H, W), got {self.hr_keys.shape}"
             )
         if self.lr_at_keys.shape != (2, h, w):
-            raise ValueError(f"lr_at_keys must have shape (2, {h}, {w}), got {self.lr_at_keys.shape}")
+            raise ValueError(
+                f"lr_at_keys must have shape (2, {h}, {w}), got {self.lr_at_keys.shape}"
+            )
 
 
 @dataclass
@@ -104,7 +109,8 @@ class Reconstructor(ABC):
             yield self.reconstruct(item)
 
     def reset(self) -> None:
-        """Forget any state kept between windows (feature caches)."""
+        """Forget any state kept between windows (feature caches); stateless methods keep none."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable description saved in export metadata (name, parameters, weights)."""
