@@ -20,6 +20,7 @@ import os
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 __all__ = ["modulated_deform_conv2d", "DCNv2Pack", "BACKEND_ENV"]
 
@@ -119,13 +120,140 @@ def modulated_deform_conv2d(
     return _pure(x, offset, mask, weight, bias, (sh, sw), (ph, pw), (dh, dw), g, (ho, wo))
 
 
-# Elements of the sampled (B, C * kh * kw, n) column block per chunk: about 2 MiB of float32, so
-# the block stays in cache between sampling, masking and the matmul. Measured on the 64-channel,
-# 100x256 case: 4 output rows per chunk cut the forward by ~30% against one block.
+# Output pixels per chunk are chosen so the sampled (B, C * kh * kw, n) block holds about this
+# many elements (2 MiB of float32) and stays in cache between sampling, masking and the matmul.
+# Measured on the 64-channel, 100x256 case: 4 output rows per chunk cut the forward by ~30%
+# against one block.
 _CHUNK_ELEMS = 1 << 19
-# With autograd every chunk's grid_sample backward writes a full-size input gradient, so chunks
-# are made larger there.
-_CHUNK_ELEMS_GRAD = 1 << 23
+# The backward pass works in larger chunks: each chunk's grid_sample backward writes (and this
+# module sums) a gradient of the whole input. 1 << 20 measured best of 1 << 19 ... 1 << 22.
+_CHUNK_ELEMS_GRAD = 1 << 20
+
+
+class _Geometry:
+    """Tap positions without offsets, in grid_sample's normalised coordinates, and shapes.
+
+    ``align_corners=False`` maps pixel ``p`` to ``(2p + 1) / size - 1`` (valid for size 1 too);
+    an offset ``d`` then adds ``2 d / size``. grid_sample's zero padding reads every corner
+    outside the image as zero, which is torchvision's border rule.
+    """
+
+    def __init__(self, x: Tensor, weight: Tensor, stride, padding, dilation, g: int, out_hw):
+        self.b, self.c, self.h, self.w = x.shape
+        self.c_out, _, kh, kw = weight.shape
+        self.g, self.k = g, kh * kw
+        self.ho, self.wo = out_hw
+        self.n = self.ho * self.wo
+        dev, dt = x.device, x.dtype
+        tap_i = torch.arange(kh, device=dev, dtype=dt).repeat_interleave(kw) * dilation[0]
+        tap_j = torch.arange(kw, device=dev, dtype=dt).repeat(kh) * dilation[1]
+        row = torch.arange(self.ho, device=dev, dtype=dt) * stride[0] - padding[0]
+        col = torch.arange(self.wo, device=dev, dtype=dt) * stride[1] - padding[1]
+        base_y = (tap_i[:, None, None] + row[None, :, None]).expand(self.k, self.ho, self.wo)
+        base_x = (tap_j[:, None, None] + col[None, None, :]).expand(self.k, self.ho, self.wo)
+        self.base_y = (2 * base_y.reshape(self.k, self.n) + 1) / self.h - 1
+        self.base_x = (2 * base_x.reshape(self.k, self.n) + 1) / self.w - 1
+
+    def grid(self, off: Tensor, n0: int, n1: int) -> Tensor:
+        """Sampling grid (B*G, K, n1 - n0, 2) as (x, y) from offsets viewed (B*G, K, 2, N)."""
+        gx = torch.add(self.base_x[:, n0:n1], off[:, :, 1, n0:n1], alpha=2.0 / self.w)
+        gy = torch.add(self.base_y[:, n0:n1], off[:, :, 0, n0:n1], alpha=2.0 / self.h)
+        return torch.stack((gx, gy), dim=-1)
+
+    def step(self, elems: int) -> int:
+        return max(1, elems // (self.b * self.c * self.k))
+
+
+def _sample(xg: Tensor, grid: Tensor) -> Tensor:
+    return F.grid_sample(xg, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _forward(geo: _Geometry, x: Tensor, offset: Tensor, mask: Tensor, weight: Tensor) -> Tensor:
+    """DCNv2 without bias and without autograd: (B, C_out, N), chunk by chunk of pixels."""
+    b, c, g, k = geo.b, geo.c, geo.g, geo.k
+    off = offset.reshape(b * g, k, 2, geo.n)
+    msk = mask.reshape(b, g, 1, k, geo.n)
+    xg = x.reshape(b * g, c // g, geo.h, geo.w)
+    w_mat = weight.reshape(geo.c_out, c * k)  # columns ordered (channel, tap) like the samples
+    out = x.new_empty(b, geo.c_out, geo.n)
+    step = geo.step(_CHUNK_ELEMS)
+    for n0 in range(0, geo.n, step):
+        n1 = min(geo.n, n0 + step)
+        cols = _sample(xg, geo.grid(off, n0, n1)).view(b, g, c // g, k, n1 - n0)
+        cols.mul_(msk[..., n0:n1])
+        torch.matmul(w_mat, cols.view(b, c * k, n1 - n0), out=out[:, :, n0:n1])
+    return out
+
+
+class _ModulatedDeformConv(torch.autograd.Function):
+    """Autograd for the pure version that saves only the inputs and recomputes the samples.
+
+    Saving the (B, C * kh * kw, Ho * Wo) samples for the backward pass would cost 9x the input
+    per layer; recomputing them is one grid_sample per chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, x, offset, mask, weight, bias, geo):  # noqa: ANN001, ANN205 - autograd API
+        out = _forward(geo, x, offset, mask, weight)
+        if bias is not None:
+            out.add_(bias.view(1, -1, 1))
+        ctx.geo = geo
+        ctx.save_for_backward(x, offset, mask, weight)
+        return out.view(geo.b, geo.c_out, geo.ho, geo.wo)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):  # noqa: ANN001, ANN205 - autograd API
+        x, offset, mask, weight = ctx.saved_tensors
+        need_x, need_off, need_mask, need_w, need_b, _ = ctx.needs_input_grad
+        geo: _Geometry = ctx.geo
+        b, c, g, k, n = geo.b, geo.c, geo.g, geo.k, geo.n
+        cg = c // g
+        off = offset.reshape(b * g, k, 2, n)
+        msk = mask.reshape(b, g, 1, k, n)
+        xg = x.reshape(b * g, cg, geo.h, geo.w)
+        w_mat = weight.reshape(geo.c_out, c * k)
+        gout = grad_out.reshape(b, geo.c_out, n)
+        gx = torch.zeros_like(xg) if need_x else None
+        goff = torch.empty_like(off) if need_off else None
+        gmask = torch.empty(b, g, k, n, dtype=mask.dtype, device=mask.device) if need_mask else None
+        gw = torch.zeros_like(w_mat) if need_w else None
+        step = geo.step(_CHUNK_ELEMS_GRAD)
+        for n0 in range(0, n, step):
+            n1 = min(n, n0 + step)
+            m = n1 - n0
+            grid = geo.grid(off, n0, n1)
+            go = gout[:, :, n0:n1]
+            # The samples themselves are only needed for the mask and weight gradients.
+            if need_mask or need_w:
+                cols = _sample(xg, grid).view(b, g, cg, k, m)
+            gcols = None
+            if need_x or need_off or need_mask:
+                gcols = torch.matmul(w_mat.t(), go).view(b, g, cg, k, m)
+            if need_mask:
+                torch.sum(gcols * cols, dim=2, out=gmask[..., n0:n1])
+            if need_w:
+                masked = cols.mul_(msk[..., n0:n1]).view(b, c * k, m)  # raw samples done with
+                gw += torch.matmul(go, masked.transpose(1, 2)).sum(0)
+            if need_x or need_off:
+                gcols.mul_(msk[..., n0:n1])
+                gi, gg = torch.ops.aten.grid_sampler_2d_backward(
+                    gcols.view(b * g, cg, k, m), xg, grid, 0, 0, False, [need_x, need_off]
+                )
+                if need_x:
+                    gx += gi
+                if need_off:
+                    # grid = base + offset * 2 / size, with (x, y) swapped against (dy, dx).
+                    torch.mul(gg[..., 1], 2.0 / geo.h, out=goff[:, :, 0, n0:n1])
+                    torch.mul(gg[..., 0], 2.0 / geo.w, out=goff[:, :, 1, n0:n1])
+        return (
+            gx.view_as(x) if need_x else None,
+            goff.view_as(offset) if need_off else None,
+            gmask.view_as(mask) if need_mask else None,
+            gw.view_as(weight) if need_w else None,
+            gout.sum((0, 2)) if need_b else None,
+            None,
+        )
 
 
 def _pure(
@@ -140,52 +268,16 @@ def _pure(
     g: int,
     out_hw: tuple[int, int],
 ) -> Tensor:
-    """DCNv2 as grid_sample (fused bilinear gather) + mask + one matmul per chunk of pixels.
-
-    grid_sample with zero padding reads every corner outside the image as zero, which is
-    torchvision's border rule, and its CPU kernel is vectorised and has a fused backward.
-    """
-    b, c, h, w = x.shape
-    c_out, _, kh, kw = weight.shape
-    ho, wo = out_hw
-    k = kh * kw
-    n = ho * wo
-    cg = c // g
-    dev, dt = x.device, x.dtype
-    # Sampling positions of each tap without offsets, mapped to grid_sample's normalised
-    # coordinates (align_corners=False: pixel p -> (2p + 1) / size - 1, valid for size 1 too).
-    tap_i = torch.arange(kh, device=dev, dtype=dt).repeat_interleave(kw) * dilation[0]
-    tap_j = torch.arange(kw, device=dev, dtype=dt).repeat(kh) * dilation[1]
-    row = torch.arange(ho, device=dev, dtype=dt) * stride[0] - padding[0]
-    col = torch.arange(wo, device=dev, dtype=dt) * stride[1] - padding[1]
-    base_y = (tap_i[:, None, None] + row[None, :, None]).expand(k, ho, wo).reshape(k, n)
-    base_x = (tap_j[:, None, None] + col[None, None, :]).expand(k, ho, wo).reshape(k, n)
-    base_y = (2 * base_y + 1) / h - 1
-    base_x = (2 * base_x + 1) / w - 1
-    off = offset.view(b * g, k, 2, n)
-    msk = mask.view(b, g, 1, k, n)
-    xg = x.reshape(b * g, cg, h, w)
-    w_mat = weight.reshape(c_out, c * k)  # columns ordered (channel, tap) like the samples below
-
-    grad = torch.is_grad_enabled() and any(
+    """DCNv2 as grid_sample (fused bilinear gather) + mask + one matmul per chunk of pixels."""
+    geo = _Geometry(x, weight, stride, padding, dilation, g, out_hw)
+    if torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, offset, mask, weight, bias)
-    )
-    step = max(1, (_CHUNK_ELEMS_GRAD if grad else _CHUNK_ELEMS) // (b * c * k))
-    outs = []
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
-        gx = torch.add(base_x[:, n0:n1], off[:, :, 1, n0:n1], alpha=2.0 / w)  # (B*G, K, n)
-        gy = torch.add(base_y[:, n0:n1], off[:, :, 0, n0:n1], alpha=2.0 / h)
-        grid = torch.stack((gx, gy), dim=-1)
-        cols = F.grid_sample(xg, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        cols = cols.view(b, g, cg, k, n1 - n0)
-        # In place where nothing needs the unmasked samples for a backward pass.
-        cols = cols * msk[..., n0:n1] if grad else cols.mul_(msk[..., n0:n1])
-        outs.append(torch.matmul(w_mat, cols.view(b, c * k, n1 - n0)))
-    out = (outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)).view(b, c_out, ho, wo)
+    ):
+        return _ModulatedDeformConv.apply(x, offset, mask, weight, bias, geo)
+    out = _forward(geo, x, offset, mask, weight)
     if bias is not None:
-        out = out + bias.view(1, c_out, 1, 1) if grad else out.add_(bias.view(1, c_out, 1, 1))
-    return out
+        out.add_(bias.view(1, -1, 1))
+    return out.view(geo.b, geo.c_out, geo.ho, geo.wo)
 
 
 class DCNv2Pack(nn.Module):
