@@ -26,11 +26,14 @@ def main(argv: list[str] | None = None) -> Path:
 
     import matplotlib.image
     import napari
+    import napari._qt.qt_main_window
     from qtpy.QtCore import QEventLoop, QThreadPool
     from qtpy.QtWidgets import QApplication
 
     from napari_xfusion._napari.demo import default_methods, launch
 
+    # napari's one-off PyQt5 deprecation toast would sit on the canvas: not for the README.
+    napari._qt.qt_main_window.SHOW_QT_WARNING = False
     methods = ["bicubic", "bayesian", *(m for m in default_methods() if m != "bayesian")]
     viewer = launch("small", methods, run=False, block=False)
     viewer.window.resize(1700, 1050)

@@ -264,8 +264,10 @@ def test_side_by_side_grid_with_linked_contrast(fusion_viewer, qtbot):
     viewer.layers["fused [bicubic]"].contrast_limits = (0.1, 0.7)
     for name in shown:
         assert tuple(viewer.layers[name].contrast_limits) == pytest.approx((0.1, 0.7))
+    assert all(viewer.layers[name].name_overlay.visible for name in shown)
     widget.side_by_side_button.setChecked(False)
     assert not grid.enabled
+    assert not any(layer.name_overlay.visible for layer in viewer.layers)
     assert viewer.layers["HR keys"].visible
     viewer.layers["fused [bicubic]"].contrast_limits = (0.0, 1.0)
     assert tuple(viewer.layers["LR"].contrast_limits) == pytest.approx((0.1, 0.7))

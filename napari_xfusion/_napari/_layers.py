@@ -257,6 +257,7 @@ def side_by_side(viewer: napari.Viewer, layers: Iterable[Layer], enable: bool = 
     if not enable:
         if layers:
             unlink_layers(layers, ("contrast_limits",))
+        _show_names(layers, False)
         grid.enabled = False
         return
     if not layers:
@@ -271,5 +272,14 @@ def side_by_side(viewer: napari.Viewer, layers: Iterable[Layer], enable: bool = 
     for layer in layers[1:]:
         layer.contrast_limits = limits
     link_layers(layers, ("contrast_limits",))
+    _show_names(layers, True)
     grid.stride = 1
     grid.enabled = True
+
+
+def _show_names(layers: Iterable[Layer], visible: bool) -> None:
+    """Label each grid cell with its layer's name (napari >= 0.6 has a name overlay)."""
+    for layer in layers:
+        overlay = getattr(layer, "name_overlay", None)
+        if overlay is not None:
+            overlay.visible = visible

@@ -60,6 +60,7 @@ def launch(
     viewer = viewer or napari.Viewer(title="napari-xfusion demo")
     for data, kwargs, _ in (sample_small if size == "small" else sample_full)():
         viewer.add_image(data, **kwargs)
+    viewer.dims.axis_labels = ("t", "y", "x")
     widget = FusionWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Fusion (napari-xfusion)", area="right")
     viewer.window.add_dock_widget(
