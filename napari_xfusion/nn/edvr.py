@@ -61,6 +61,12 @@ def _lrelu(x: Tensor) -> Tensor:
     return F.leaky_relu(x, 0.1, inplace=True)
 
 
+def _lrelu_new(x: Tensor) -> Tensor:
+    # Out of place: a DCN backend may return a view from a custom autograd Function, which
+    # autograd forbids modifying in place.
+    return F.leaky_relu(x, 0.1)
+
+
 def _up2(x: Tensor) -> Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
@@ -237,13 +243,13 @@ class PCDAlignment(nn.Module):
             if i < 3:
                 feat = self.feat_conv[level](torch.cat([feat, up_feat], 1))
             if i > 1:
-                feat = _lrelu(feat)
+                feat = _lrelu_new(feat)
                 # Offsets are in pixels of their level: doubling the grid doubles them.
                 up_offset = _up2(offset) * 2
                 up_feat = _up2(feat)
         offset = torch.cat([feat, ref.l1], 1)
         offset = _lrelu(self.cas_offset_conv2(_lrelu(self.cas_offset_conv1(offset))))
-        return _lrelu(self.cas_dcnpack(feat, offset))
+        return _lrelu_new(self.cas_dcnpack(feat, offset))
 
 
 class TSAFusion(nn.Module):
