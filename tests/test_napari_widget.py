@@ -465,3 +465,84 @@ def test_closing_the_dock_mid_run_stops_the_worker(fusion_viewer, qtbot, monkeyp
     GatedBicubic.gate.release()  # the frame in progress ends, then the worker stops
     assert QThreadPool.globalInstance().waitForDone(TIMEOUT_MS)
     assert viewer.layers["fused [bicubic]"].metadata["xfusion"]["frames_done"] == [0]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """An untrained ``tiny`` EDVR-STF saved with its config (the widget only needs a valid file)."""
+    pytest.importorskip("napari_xfusion.methods.network")
+    import torch
+
+    from napari_xfusion.nn.checkpoint import save_checkpoint
+    from napari_xfusion.nn.edvr import build_model, named_config
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "edvr-stf-tiny.pt"
+    save_checkpoint(path, build_model(named_config("tiny", "edvr-stf")), provenance={"test": 1})
+    return path
+
+
+def test_edvr_stf_with_a_checkpoint_file_plots_attention(fusion_viewer, qtbot, tiny_checkpoint):
+    viewer, widget = fusion_viewer
+    choose(widget, "edvr-stf")
+    widget.weights["edvr-stf"].setText(str(tiny_checkpoint))
+    widget.device.setCurrentText("cpu")
+    summary = run_and_wait(widget, qtbot, timeout=120000)
+    assert summary.error is None, summary.error
+    layer = viewer.layers["fused [edvr-stf]"]
+    assert layer.metadata["xfusion"]["frames_done"] == list(range(8))
+    assert np.isfinite(layer.data).all() and layer.data.std() > 0
+    parameters = layer.metadata["xfusion"]["parameters"]
+    assert parameters["options"]["weights"] == str(tiny_checkpoint)
+    assert parameters["describe"]  # the method's own description (weights, config)
+    # The attention dock opened itself and plots both curves over every frame; at each key
+    # the normalised score is 1 by definition.
+    (plot,) = [w for w in viewer.window.dock_widgets.values() if isinstance(w, AttentionWidget)]
+    series = plot.series()["edvr-stf"]
+    np.testing.assert_array_equal(series["index"], np.arange(8))
+    np.testing.assert_allclose(series["backward_norm"][[0, 4]], 1.0)
+    assert len(plot._lines[("edvr-stf", "forward")].get_xdata()) == 8
+    assert not plot.hint.isVisible()
+    # The loaded network is kept for the next run (no second load from disk).
+    assert len(widget._methods) == 1
+    cached = next(iter(widget._methods.values()))
+    widget.end.setValue(2)
+    run_and_wait(widget, qtbot, timeout=120000)
+    assert next(iter(widget._methods.values())) is cached
+
+
+def test_own_uint16_tiffs_fuse_and_export_in_detector_units(
+    fusion_viewer, qtbot, tmp_path, tiny_sample, notifications
+):
+    import tifffile
+
+    from napari_xfusion._napari._reader import get_reader
+
+    viewer, widget = fusion_viewer
+    truth = tiny_sample[0][0]
+    counts = lambda x: (200 + 3000 * x).astype(np.uint16)  # noqa: E731 (detector values)
+    tifffile.imwrite(tmp_path / "fast.tif", counts(tiny_sample[2][0]), photometric="minisblack")
+    tifffile.imwrite(tmp_path / "slow.tif", counts(truth[[0, 4]]), photometric="minisblack")
+    for name in ("fast", "slow"):
+        path = str(tmp_path / f"{name}.tif")
+        for data, kwargs, _ in get_reader(path)(path):
+            viewer.add_image(data, **kwargs)
+    widget.lr_combo.setCurrentText("fast")
+    widget.hr_combo.setCurrentText("slow")
+    widget.truth_combo.setCurrentText("(none)")
+    assert widget.key_step.isEnabled()  # no key metadata: the key rule applies
+    widget.key_step.setValue(4)
+    choose(widget, "bicubic")
+    summary = run_and_wait(widget, qtbot)
+    assert summary.error is None, summary.error
+    assert any("LR normalised" in n for n in notifications)
+    # The LR layer now overlays the HR-sized result (shown x4).
+    assert tuple(viewer.layers["fast"].scale[1:]) == (4.0, 4.0)
+    fused = viewer.layers["fused [bicubic]"].data
+    assert 0.0 <= fused.mean() <= 1.0
+    widget.detector_units.setChecked(True)
+    (path,) = widget.export(tmp_path)
+    exported = read_stack(path)
+    assert exported.dtype == np.uint16
+    assert 150 < exported.mean() < 3300
+    assert read_metadata(path)["units"] == "detector"

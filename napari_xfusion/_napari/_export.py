@@ -21,7 +21,13 @@ if TYPE_CHECKING:
     import napari
     from napari.layers import Layer
 
-__all__ = ["layer_metadata", "write_layer", "export_results", "write_text_atomic"]
+__all__ = [
+    "layer_metadata",
+    "write_layer",
+    "in_detector_units",
+    "export_results",
+    "write_text_atomic",
+]
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
@@ -71,13 +77,34 @@ def _file_stem(name: str) -> str:
     return "_".join(part for part in keep.split("_") if part) or "layer"
 
 
+def in_detector_units(layer: Layer) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """A fused layer's frames mapped back to the HR detector's units, and the mapping used.
+
+    The HR input's normalisation (clip values, dtype) is stored with each run; without one
+    (inputs already in [0, 1]) the data are returned unchanged with None.
+    """
+    from napari_xfusion.core.normalise import Normalisation
+
+    entry = layer.metadata.get(META, {})
+    stored = entry.get("parameters", {}).get("normalisation") if isinstance(entry, dict) else None
+    if not stored:
+        return np.asarray(layer.data), None
+    return Normalisation.from_dict(stored).invert(np.asarray(layer.data)), stored
+
+
 def export_results(
-    viewer: napari.Viewer, folder: str | os.PathLike[str], methods: Iterable[str] | None = None
+    viewer: napari.Viewer,
+    folder: str | os.PathLike[str],
+    methods: Iterable[str] | None = None,
+    *,
+    detector_units: bool = False,
 ) -> list[Path]:
     """Export the fused stacks of ``methods`` (all when None) and the CSVs into ``folder``.
 
-    Files: ``fused_<method>.tif`` per method; ``metrics.csv`` and ``metrics_summary.csv`` when
-    there are metrics; ``attention.csv`` when there are attention scores. Returns the paths.
+    Files: ``fused_<method>.tif`` per method (float32 in [0, 1], or with ``detector_units``
+    mapped back to the HR detector's values and dtype where the inputs were normalised);
+    ``metrics.csv`` and ``metrics_summary.csv`` when there are metrics; ``attention.csv`` when
+    there are attention scores. Returns the paths.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -88,7 +115,14 @@ def export_results(
         method = layer.metadata[META].get("method", layer.name)
         if wanted is not None and method not in wanted:
             continue
-        written.append(write_layer(folder / f"{_file_stem(layer.name)}.tif", layer))
+        path = folder / f"{_file_stem(layer.name)}.tif"
+        if detector_units:
+            data, mapping = in_detector_units(layer)
+            meta = layer_metadata(layer.name, layer.metadata, layer.scale, layer.translate)
+            meta["units"] = "detector" if mapping is not None else "normalised"
+            written.append(write_stack(path, data, meta))
+        else:
+            written.append(write_layer(path, layer))
     if wanted is not None and not written:
         raise ValueError(f"no fused layer of {', '.join(sorted(wanted))} to export: run it first")
     session = session_for(viewer)

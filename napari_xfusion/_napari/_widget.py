@@ -339,6 +339,11 @@ class FusionWidget(QWidget):
         self.export_list = QListWidget()
         self.export_list.setMaximumHeight(80)
         self.export_list.setToolTip("Fused stacks to export")
+        self.detector_units = QCheckBox("in detector units")
+        self.detector_units.setToolTip(
+            "Map the fused stacks back to the HR detector's values and dtype (e.g. uint16) "
+            "with the normalisation of the run's inputs; otherwise float32 in [0, 1]"
+        )
         export = QPushButton("Export…")
         export.setToolTip("Write the ticked fused stacks (TIFF) and the metrics/attention CSVs")
         export.clicked.connect(self._export_dialog)
@@ -346,7 +351,10 @@ class FusionWidget(QWidget):
         layout.addLayout(row)
         layout.addWidget(QLabel("Export"))
         layout.addWidget(self.export_list)
-        layout.addWidget(export)
+        export_row = QHBoxLayout()
+        export_row.addWidget(self.detector_units)
+        export_row.addWidget(export)
+        layout.addLayout(export_row)
         return box
 
     # --- layer pickers ---------------------------------------------------------------------
@@ -911,7 +919,9 @@ class FusionWidget(QWidget):
         methods = self.export_methods()
         if not methods:
             raise ValueError("tick at least one fused stack to export (run a method first)")
-        return export_results(self.viewer, folder, methods)
+        return export_results(
+            self.viewer, folder, methods, detector_units=self.detector_units.isChecked()
+        )
 
     def _export_dialog(self) -> None:
         from napari.utils.notifications import show_error, show_info
