@@ -1,0 +1,211 @@
+"""``edvr`` and ``edvr-stf``: the networks of :mod:`napari_xfusion.nn` behind the
+:class:`~napari_xfusion.methods.base.Reconstructor` interface.
+
+:meth:`reconstruct` runs one window; :meth:`reconstruct_stream` (what the engine drives) batches
+``batch_size`` consecutive windows per forward and reuses per-frame features (LR encoder, HR key
+encoder, trunk, pyramid) across windows through a :class:`~napari_xfusion.nn.edvr.FeatureCache`,
+so only alignment, fusion and reconstruction run per target. Both give the same frames up to
+float32 round-off.
+
+``torch.inference_mode`` is entered inside every call: it is thread-local, and the GUI runs
+methods in a worker thread. Torch's thread count is left to the caller (the engine sets it once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from napari_xfusion.methods.base import Reconstruction, Reconstructor, WindowInputs
+from napari_xfusion.nn.checkpoint import load_model
+from napari_xfusion.nn.edvr import FeatureCache, forward_cached, forward_tiled
+
+__all__ = ["EDVRMethod", "EDVRSTFMethod", "WEIGHTS_DIR", "resolve_device", "shipped_weights"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "resources" / "weights"
+"""Shipped weights: ``resources/weights/<method>-small.pt`` at the repository top level."""
+
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def shipped_weights(name: str) -> Path:
+    """Path of the shipped ``small`` weights of method ``name`` (may not exist)."""
+    return WEIGHTS_DIR / f"{name}-small.pt"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if available, else Apple MPS, else CPU; other names pass through."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class _NetworkMethod(Reconstructor):
+    """Shared implementation; subclasses set :attr:`name` / :attr:`uses_hr_keys`.
+
+    Parameters
+    ----------
+    weights : path-like, optional
+        A checkpoint of :func:`napari_xfusion.nn.checkpoint.save_checkpoint` (or a BasicSR
+        state dict whose config fits). None: the shipped ``resources/weights/<name>-small.pt``.
+    device : str
+        ``"auto"`` (CUDA > MPS > CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+    batch_size : int
+        Windows per forward in :meth:`reconstruct_stream`.
+    tile : int, optional
+        Run frames in tiles of ``tile`` x ``tile`` LR pixels (plus ``overlap`` of context) to
+        bound memory on large frames; tiled runs do not use the feature cache.
+    overlap : int
+        LR pixels of context around each tile.
+    precision : {"float32", "bfloat16", "float16"}
+        Autocast dtype of the forward (float32: none). Outputs are float32 either way.
+    cache_size : int
+        Frames kept in the feature cache (>= 2s + 3 for separation s avoids recomputation).
+    """
+
+    name: ClassVar[str]
+    uses_hr_keys: ClassVar[bool]
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        device: str = "auto",
+        batch_size: int = 1,
+        tile: int | None = None,
+        overlap: int = 16,
+        precision: str = "float32",
+        cache_size: int = 16,
+    ) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if tile is not None and int(tile) < 4:
+            raise ValueError(f"tile must be None or >= 4 LR pixels, got {tile}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        if weights is None:
+            path = shipped_weights(self.name)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"no shipped weights for {self.name!r} (looked for {path}); train a model "
+                    f"(napari_xfusion.train) and pass weights=<checkpoint path>"
+                )
+        else:
+            path = Path(weights)
+        self.weights = path
+        self.device = resolve_device(device)
+        self.batch_size = int(batch_size)
+        self.tile = None if tile is None else int(tile)
+        self.overlap = int(overlap)
+        self.precision = precision
+        arch = "edvr-stf" if self.uses_hr_keys else "edvr"
+        # Grey frames and a 3-frame LR window are what WindowInputs carries.
+        self.model = load_model(
+            path, expect={"arch": arch, "num_in_ch": 1, "num_frame": 3}, map_location=self.device
+        )
+        self.cache = FeatureCache(cache_size)
+
+    # -- Reconstructor ----------------------------------------------------------------------
+
+    def reconstruct(self, inputs: WindowInputs) -> Reconstruction:
+        return self._run([inputs], use_cache=False)[0]
+
+    def reconstruct_stream(self, inputs: Iterable[WindowInputs]) -> Iterator[Reconstruction]:
+        batch: list[WindowInputs] = []
+        for item in inputs:
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield from self._run(batch, use_cache=self.tile is None)
+                batch = []
+        if batch:
+            yield from self._run(batch, use_cache=self.tile is None)
+
+    def reset(self) -> None:
+        self.cache.clear()
+
+    def describe(self) -> dict[str, Any]:
+        info = dict(self.model.checkpoint_info)
+        return {
+            "method": self.name,
+            "weights": info.pop("weights"),
+            "sha256": info.pop("sha256"),
+            "config": info.pop("config"),
+            "provenance": info.pop("provenance"),
+            "weights_source": info.pop("source"),
+            "device": str(self.device),
+            "batch_size": self.batch_size,
+            "tile": self.tile,
+            "overlap": self.overlap,
+            "precision": self.precision,
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _run(self, items: list[WindowInputs], use_cache: bool) -> list[Reconstruction]:
+        """One forward for ``items`` (all of one frame size)."""
+        to = {"device": self.device, "dtype": torch.float32}
+        lr = torch.from_numpy(np.stack([np.asarray(it.lr, np.float32) for it in items]))
+        lr = lr.unsqueeze(2).to(**to)  # (B, 3, 1, h, w)
+        hr = None
+        if self.uses_hr_keys:
+            hr = torch.from_numpy(np.stack([np.asarray(it.hr_keys, np.float32) for it in items]))
+            hr = hr.unsqueeze(2).to(**to)  # (B, 2, 1, 4h, 4w)
+        with_attention = self.model.config.with_tsa
+        with torch.inference_mode(), self._autocast():
+            if self.tile is not None:
+                result = forward_tiled(
+                    self.model,
+                    lr,
+                    hr,
+                    tile=self.tile,
+                    overlap=self.overlap,
+                    return_attention=with_attention,
+                )
+            elif use_cache:
+                result = forward_cached(
+                    self.model,
+                    lr,
+                    hr,
+                    [it.window.lr_indices for it in items],
+                    [it.window.keys for it in items] if self.uses_hr_keys else None,
+                    self.cache,
+                    return_attention=with_attention,
+                )
+            else:
+                result = self.model(lr, hr, return_attention=with_attention)
+        out, scores = result if with_attention else (result, None)
+        frames = out[:, 0].float().cpu().numpy()
+        attention = None if scores is None else scores.double().cpu().numpy()
+        return [
+            Reconstruction(frame=frames[i], attention=None if attention is None else attention[i])
+            for i in range(len(items))
+        ]
+
+
+class EDVRMethod(_NetworkMethod):
+    """EDVR (LR frames t-s, t, t+s only). Attention: the 3 LR scores."""
+
+    name = "edvr"
+    uses_hr_keys = False
+
+
+class EDVRSTFMethod(_NetworkMethod):
+    """EDVR-STF (LR frames + the 2 HR keys). Attention: 3 LR scores, key before, key after."""
+
+    name = "edvr-stf"
+    uses_hr_keys = True

@@ -1,0 +1,117 @@
+"""``edvr`` / ``edvr-stf`` behind the Reconstructor interface, with tiny checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_xfusion.core import windows as win
+from napari_xfusion.methods import WindowInputs, get_reconstructor, network
+from napari_xfusion.nn.checkpoint import save_checkpoint, sha256_file
+from napari_xfusion.nn.edvr import build_model, named_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: on 2 shared cores, a second thread costs more in synchronisation than it saves.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    paths = {}
+    for arch in ("edvr", "edvr-stf"):
+        torch.manual_seed(0)
+        model = build_model(named_config("tiny", arch))
+        with torch.no_grad():  # an output that differs visibly from the bilinear base
+            for p in model.parameters():
+                p.mul_(2)
+        paths[arch] = folder / f"{arch}.pt"
+        save_checkpoint(paths[arch], model, provenance={"purpose": "test"})
+    return paths
+
+
+def _sequence(n: int = 9, h: int = 7, w: int = 10, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    hr = rng.random((n, 4 * h, 4 * w), dtype=np.float32)
+    lr = hr.reshape(n, h, 4, w, 4).mean((2, 4))
+    return lr, hr
+
+
+def _windows(lr, hr, s=1, key_step=4):
+    keys = win.key_indices(len(lr), key_step)
+    for w in win.plan(range(len(lr)), len(lr), s, keys):
+        yield WindowInputs(
+            window=w,
+            lr=lr[list(w.lr_indices)],
+            hr_keys=hr[list(w.keys)],
+            lr_at_keys=lr[list(w.keys)],
+        )
+
+
+@pytest.mark.parametrize("name", ["edvr", "edvr-stf"])
+def test_reconstruct(checkpoints, name):
+    method = get_reconstructor(name, weights=checkpoints[name], device="cpu")
+    assert method.uses_hr_keys == (name == "edvr-stf")
+    lr, hr = _sequence()
+    item = next(iter(_windows(lr, hr)))
+    rec = method.reconstruct(item)
+    assert rec.frame.shape == (28, 40) and rec.frame.dtype == np.float32
+    assert rec.attention.shape == ((5,) if name == "edvr-stf" else (3,))
+    assert rec.attention.dtype == np.float64
+
+    info = method.describe()
+    assert info["method"] == name
+    assert info["sha256"] == sha256_file(checkpoints[name])
+    assert info["config"]["arch"] == name and info["provenance"] == {"purpose": "test"}
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_stream_equals_frame_by_frame(checkpoints, batch_size):
+    method = get_reconstructor(
+        "edvr-stf", weights=checkpoints["edvr-stf"], device="cpu", batch_size=batch_size
+    )
+    lr, hr = _sequence()
+    items = list(_windows(lr, hr, s=2))
+    streamed = list(method.reconstruct_stream(iter(items)))
+    assert len(streamed) == len(items)
+    assert method.cache.misses == len(lr) + 3  # every frame and each of keys 0, 4, 8 once
+    for item, rec in zip(items, streamed, strict=True):
+        ref = method.reconstruct(item)
+        np.testing.assert_allclose(rec.frame, ref.frame, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(rec.attention, ref.attention, rtol=1e-5, atol=1e-6)
+    method.reset()
+    assert len(method.cache) == 0
+
+
+def test_tiled_method(checkpoints):
+    lr, hr = _sequence(h=12, w=9)
+    item = next(iter(_windows(lr, hr)))
+    whole = get_reconstructor("edvr", weights=checkpoints["edvr"], device="cpu").reconstruct(item)
+    tiled = get_reconstructor("edvr", weights=checkpoints["edvr"], device="cpu", tile=6, overlap=8)
+    rec = tiled.reconstruct(item)
+    assert rec.frame.shape == whole.frame.shape
+    assert np.abs(rec.frame - whole.frame).max() < 0.05 * np.abs(whole.frame).max()
+    assert tiled.describe()["tile"] == 6
+
+
+def test_wrong_or_missing_weights(checkpoints, tmp_path, monkeypatch):
+    with pytest.raises(
+        ValueError, match="arch: 'edvr' in the checkpoint edvr.pt, expected 'edvr-stf'"
+    ):
+        get_reconstructor("edvr-stf", weights=checkpoints["edvr"])
+    monkeypatch.setattr(network, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="no shipped weights for 'edvr-stf'.*pass weights="):
+        get_reconstructor("edvr-stf")
+    with pytest.raises(ValueError, match="batch_size"):
+        get_reconstructor("edvr", weights=checkpoints["edvr"], batch_size=0)
+
+
+def test_resolve_device():
+    assert network.resolve_device("cpu") == torch.device("cpu")
+    assert network.resolve_device("auto").type in {"cpu", "cuda", "mps"}
