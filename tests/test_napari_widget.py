@@ -191,8 +191,9 @@ def test_cancel_keeps_the_frames_done(fusion_viewer, qtbot, monkeypatch, notific
             "key step",
         ),
         (lambda v, w: w.weights["edvr"].setText("/no/such/file.pt"), None),
+        (lambda v, w: (w.start.setValue(5), w.end.setValue(2)), "after its end"),
     ],
-    ids=["no-method", "2d-layer", "hr-shape", "keys-past-end", "missing-weights"],
+    ids=["no-method", "2d-layer", "hr-shape", "keys-past-end", "missing-weights", "window"],
 )
 def test_bad_inputs_are_reported_not_raised(fusion_viewer, qtbot, notifications, setup, expected):
     viewer, widget = fusion_viewer
@@ -546,3 +547,28 @@ def test_own_uint16_tiffs_fuse_and_export_in_detector_units(
     assert exported.dtype == np.uint16
     assert 150 < exported.mean() < 3300
     assert read_metadata(path)["units"] == "detector"
+
+
+def test_contributions_work_through_napari(make_napari_viewer, isolated_settings, tmp_path):
+    from napari_xfusion._napari._widget import FusionWidget
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-xfusion", "keyhole_small")
+    assert [layer.name for layer in viewer.layers] == ["ground truth", "HR keys", "LR"]
+    for name, cls in (
+        ("Fusion", FusionWidget),
+        ("Attention", AttentionWidget),
+        ("Metrics", MetricsWidget),
+    ):
+        _, widget = viewer.window.add_plugin_dock_widget("napari-xfusion", name)
+        assert isinstance(widget, cls)
+    fusion = viewer.window.dock_widgets["Fusion (napari-xfusion)"]
+    assert fusion.lr_combo.currentText() == "LR"
+    # Save through napari's writer choice and reopen through our reader.
+    path = tmp_path / "keys.tif"
+    written = viewer.layers["HR keys"].save(str(path), plugin="napari-xfusion")
+    assert written == [str(path)]
+    (layer,) = viewer.open(str(path), plugin="napari-xfusion")
+    assert layer.name.startswith("HR keys")  # napari makes the name unique
+    assert layer.metadata["xfusion"]["key_indices"] == [0, 10, 20, 30, 40]
+    assert tuple(layer.scale) == (10.0, 1.0, 1.0)

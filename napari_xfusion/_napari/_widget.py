@@ -447,7 +447,7 @@ class FusionWidget(QWidget):
     def _update_frame_range(self, *_: Any) -> None:
         n = self._n_frames()
         last = max(n - 1, 0)
-        was_full = self.end.value() in (self.end.maximum(), 0)
+        was_full = self.end.value() == self.end.maximum()
         self.start.setRange(0, last)
         self.end.setRange(0, last)
         if was_full:
@@ -529,6 +529,11 @@ class FusionWidget(QWidget):
                     f"{lr_shape[0]}x{lr_shape[1]}, so HR needs {SCALE * lr_shape[0]}x"
                     f"{SCALE * lr_shape[1]}, but {hr.name!r} is {hr_shape[0]}x{hr_shape[1]}"
                 )
+        if self.start.value() > self.end.value():
+            raise ValueError(
+                f"the time window starts at frame {self.start.value()}, after its end "
+                f"{self.end.value()}: set Frames 'from' <= 'to'"
+            )
         options: dict[str, dict[str, Any]] = {}
         for name in methods:
             if name in NETWORK_METHODS:
@@ -776,17 +781,6 @@ class FusionWidget(QWidget):
         self.cancel_button.setEnabled(False)
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
-
-    def wait(self, timeout_ms: int = 30000) -> None:
-        """Cancel any run and block until its thread ended (for shutdown and scripts)."""
-        from qtpy.QtCore import QThreadPool
-        from qtpy.QtWidgets import QApplication
-
-        if self.worker is None:
-            return
-        self.cancel()
-        QThreadPool.globalInstance().waitForDone(timeout_ms)
-        QApplication.processEvents()
 
     # --- docks ------------------------------------------------------------------------------
 

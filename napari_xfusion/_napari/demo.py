@@ -79,4 +79,9 @@ def launch(
         widget.run()
     if block:
         napari.run()
+        # The window is closed: its dock cancelled the run; let the frame in progress end
+        # before the interpreter exits under the worker thread.
+        from qtpy.QtCore import QThreadPool
+
+        QThreadPool.globalInstance().waitForDone(60000)
     return viewer
