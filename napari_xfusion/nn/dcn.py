@@ -48,8 +48,9 @@ def _choose_backend(x: Tensor, backend: str | None) -> str:
             "DCN backend 'torchvision' was requested but torchvision does not import"
         )
     if backend == "auto":
-        # By measurement: torchvision's CPU kernel is ~38x a plain conv, the pure version ~3x;
-        # on CUDA torchvision's fused kernel is the fast one.
+        # By measurement (benchmarks/bench_dcn.py, 1 CPU thread): torchvision's CPU kernel is
+        # ~16x a plain 3x3 conv forward and ~33x forward+backward, the pure version ~3.8x and
+        # ~5x. On CUDA torchvision's fused kernel is expected to be the fast one.
         return "torchvision" if x.is_cuda and _tv_deform_conv2d is not None else "pure"
     return backend
 
@@ -154,11 +155,18 @@ class _Geometry:
         self.base_y = (2 * base_y.reshape(self.k, self.n) + 1) / self.h - 1
         self.base_x = (2 * base_x.reshape(self.k, self.n) + 1) / self.w - 1
 
-    def grid(self, off: Tensor, n0: int, n1: int) -> Tensor:
-        """Sampling grid (B*G, K, n1 - n0, 2) as (x, y) from offsets viewed (B*G, K, 2, N)."""
-        gx = torch.add(self.base_x[:, n0:n1], off[:, :, 1, n0:n1], alpha=2.0 / self.w)
-        gy = torch.add(self.base_y[:, n0:n1], off[:, :, 0, n0:n1], alpha=2.0 / self.h)
-        return torch.stack((gx, gy), dim=-1)
+    def grid(self, off: Tensor, n0: int, n1: int, out: Tensor | None = None) -> Tensor:
+        """Sampling grid (B*G, K, n1 - n0, 2) as (x, y) from offsets viewed (B*G, K, 2, N).
+
+        ``out`` (no autograd) saves the allocation and the stacking copy.
+        """
+        if out is None:
+            gx = torch.add(self.base_x[:, n0:n1], off[:, :, 1, n0:n1], alpha=2.0 / self.w)
+            gy = torch.add(self.base_y[:, n0:n1], off[:, :, 0, n0:n1], alpha=2.0 / self.h)
+            return torch.stack((gx, gy), dim=-1)
+        torch.add(self.base_x[:, n0:n1], off[:, :, 1, n0:n1], alpha=2.0 / self.w, out=out[..., 0])
+        torch.add(self.base_y[:, n0:n1], off[:, :, 0, n0:n1], alpha=2.0 / self.h, out=out[..., 1])
+        return out
 
     def step(self, elems: int) -> int:
         return max(1, elems // (self.b * self.c * self.k))
@@ -175,14 +183,15 @@ def _forward(geo: _Geometry, x: Tensor, offset: Tensor, mask: Tensor, weight: Te
     msk = mask.reshape(b, g, 1, k, geo.n)
     xg = x.reshape(b * g, c // g, geo.h, geo.w)
     w_mat = weight.reshape(geo.c_out, c * k)  # columns ordered (channel, tap) like the samples
-    out = x.new_empty(b, geo.c_out, geo.n)
     step = geo.step(_CHUNK_ELEMS)
+    grid_buf = x.new_empty(b * g, k, min(step, geo.n), 2)  # filled in place, chunk by chunk
+    outs = []
     for n0 in range(0, geo.n, step):
         n1 = min(geo.n, n0 + step)
-        cols = _sample(xg, geo.grid(off, n0, n1)).view(b, g, c // g, k, n1 - n0)
-        cols.mul_(msk[..., n0:n1])
-        torch.matmul(w_mat, cols.view(b, c * k, n1 - n0), out=out[:, :, n0:n1])
-    return out
+        cols = _sample(xg, geo.grid(off, n0, n1, out=grid_buf[:, :, : n1 - n0]))
+        cols = cols.view(b, g, c // g, k, n1 - n0).mul_(msk[..., n0:n1])
+        outs.append(torch.matmul(w_mat, cols.view(b, c * k, n1 - n0)))
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 
 class _ModulatedDeformConv(torch.autograd.Function):
