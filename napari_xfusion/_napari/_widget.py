@@ -248,6 +248,10 @@ class FusionWidget(QWidget):
             grid.addWidget(check, i // 2, i % 2)
         self.method_boxes["bicubic"].setChecked(True)
         form.addRow("Methods", grid)
+        for name in NETWORK_METHODS:
+            self.method_boxes[name].toggled.connect(
+                lambda on, n=name: on and self.update_weights_hint(n)
+            )
 
         self.weights: dict[str, QLineEdit] = {}
         for name in NETWORK_METHODS:
@@ -471,6 +475,23 @@ class FusionWidget(QWidget):
         start = min(max(t - width // 2, 0), max(last - width, 0))
         self.start.setValue(start)
         self.end.setValue(min(start + width, last))
+
+    def update_weights_hint(self, method: str) -> None:
+        """Say in the weights field whether shipped weights of ``method`` exist here.
+
+        Checked when the method is ticked (it imports torch, which the widget does not pay
+        for until a network is wanted).
+        """
+        edit = self.weights[method]
+        try:
+            from napari_xfusion.methods.network import shipped_weights
+        except ImportError as exc:
+            edit.setPlaceholderText(f"unavailable: {exc}")
+            return
+        if shipped_weights(method).is_file():
+            edit.setPlaceholderText("shipped weights")
+        else:
+            edit.setPlaceholderText("none shipped here: choose a checkpoint file (…)")
 
     def _choose_weights(self, method: str) -> None:
         name, _ = QFileDialog.getOpenFileName(
