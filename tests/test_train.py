@@ -1,0 +1,337 @@
+"""Training: sampler geometry, data sources, config, schedule, loop, resume and DDP."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+import yaml
+
+from napari_xfusion.core.degrade import bin_frames
+from napari_xfusion.nn.checkpoint import load_model
+from napari_xfusion.train import TrainConfig, load_config, main
+from napari_xfusion.train.config import OptimConfig, apply_overrides
+from napari_xfusion.train.datasets import (
+    ArraySource,
+    MovingTexture,
+    SimulatedPool,
+    StackFolder,
+    TexturePool,
+    TrainingWindows,
+    WindowSampler,
+    bundled_textures,
+)
+from napari_xfusion.train.loop import (
+    ModelTrainer,
+    charbonnier,
+    learning_rate,
+    run_progress,
+    setup_distributed,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _time_coded(n_frames: int = 130, shape: tuple[int, int] = (32, 48)) -> np.ndarray:
+    """Frame t holds a spatial ramp plus t / 1000: values identify the time and the pixel."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    ramp = (yy * shape[1] + xx) / (shape[0] * shape[1] * 10)
+    return np.stack([ramp + t / 1000 for t in range(n_frames)]).astype(np.float32)
+
+
+def _tiny_overrides(run_dir: Path, iterations: int = 2) -> list[str]:
+    return [
+        "--net", "tiny", "--iterations", str(iterations), "--batch-size", "2", "--crop", "32",
+        "--run-dir", str(run_dir), "--threads", "1",
+        "--set", "val.shape=[32,64]", "--set", "val.targets=2", "--set", "val.n_frames=24",
+        "--set", "val.key_step=10", "--set", f"val.every={iterations}", "--set", "log_every=1",
+        "--set", "data.sources=[{kind: simulated, options: {pool_size: 1, n_frames: 48, "
+        "shape: [32, 64]}}, {kind: textures, options: {shape: [64, 64]}}]",
+        "--set", "data.key_offsets=[1,6]",
+    ]  # fmt: skip
+
+
+# -- sampler ------------------------------------------------------------------------------------
+
+
+def test_windows_follow_the_recipe():
+    sampler = WindowSampler(crop=16)
+    rng = np.random.default_rng(0)
+    seen_s, seen_a = set(), set()
+    for _ in range(400):
+        w = sampler.draw_window(130, rng)
+        s = w.separation
+        a, b = (w.target - w.key_before) // s, (w.key_after - w.target) // s
+        assert w.lr_indices == (w.target - s, w.target, w.target + s)
+        assert (w.target - w.key_before) % s == 0 and (w.key_after - w.target) % s == 0
+        assert 1 <= a <= 20 and 1 <= b <= 20
+        assert 0 <= w.key_before and w.key_after <= 129
+        seen_s.add(s)
+        seen_a.update((a, b))
+    assert seen_s == {1, 2, 3}
+    assert seen_a == set(range(1, 21))
+
+
+def test_short_sequences_cap_the_offsets_and_refuse_when_nothing_fits():
+    sampler = WindowSampler(crop=16)
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        w = sampler.draw_window(7, rng)
+        assert w.key_before >= 0 and w.key_after <= 6 and w.key_before < w.target < w.key_after
+    with pytest.raises(ValueError, match="holds no window"):
+        sampler.draw_window(2, rng)
+
+
+def test_sample_reads_the_right_times_and_bins_the_same_crop():
+    # Every value encodes its frame and pixel: stack[t, y, x] = 10000 t + 100 y + x (exact).
+    t, y, x = np.mgrid[:130, :32, :48]
+    stack = (10000 * t + 100 * y + x).astype(np.float32)
+    sampler = WindowSampler(crop=16, log10_b0=None, augment=False)
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        item = sampler.draw(ArraySource(stack), rng)
+        w = item.window
+        assert item.lr.shape == (3, 1, 4, 4) and item.hr.shape == (2, 1, 16, 16)
+        assert item.target.shape == (1, 16, 16)
+        t0, rest = divmod(int(item.target[0, 0, 0]), 10000)
+        y0, x0 = divmod(rest, 100)
+        assert t0 == w.target and y0 % 4 == 0 and x0 % 4 == 0  # crop on the LR grid
+        np.testing.assert_array_equal(item.target[0], stack[t0, y0 : y0 + 16, x0 : x0 + 16])
+        for k, key in enumerate(w.keys):
+            np.testing.assert_array_equal(item.hr[k, 0], stack[key, y0 : y0 + 16, x0 : x0 + 16])
+        for k, i in enumerate(w.lr_indices):
+            expected = bin_frames(stack[i, y0 : y0 + 16, x0 : x0 + 16])
+            np.testing.assert_allclose(item.lr[k, 0], expected, rtol=1e-6)
+
+
+def test_augmentation_is_shared_by_all_frames_and_noise_hits_the_lr_only():
+    stack = _time_coded()
+    rng = np.random.default_rng(3)
+    clean = WindowSampler(crop=16, log10_b0=None, augment=True)
+    orientations = set()
+    for _ in range(40):
+        item = clean.draw(ArraySource(stack), rng)
+        # Frames differ by a constant in time only if they got the same flip/rotation.
+        for a, b in ((bin_frames(item.target[0]), item.lr[0, 0]), (item.hr[0, 0], item.target[0])):
+            np.testing.assert_allclose(a - b, (a - b).mean(), atol=1e-6)
+        np.testing.assert_allclose(item.lr[1, 0], bin_frames(item.target[0]), atol=1e-6)
+        orientations.add(tuple(np.sign(np.diff(item.target[0], axis=a).mean()) for a in (0, 1)))
+    assert len(orientations) > 2  # flips/rotations do happen
+    noisy = WindowSampler(crop=16, log10_b0=(1.0, 1.0), augment=False)
+    item = noisy.draw(ArraySource(stack), np.random.default_rng(4))
+    assert item.b0 == pytest.approx(10.0)
+    assert np.abs(item.lr[1, 0] - bin_frames(item.target[0])).mean() > 0.01
+    assert item.lr.min() >= 0 and item.lr.max() <= 1
+    assert item.hr.dtype == np.float32 and np.all(np.diff(item.hr[0, 0], axis=1) != 0)  # clean
+
+
+def test_focus_prefers_structured_crops():
+    frame = np.zeros((64, 64), np.float32)
+    frame[:16, :16] = np.random.default_rng(0).random((16, 16))
+    stack = np.repeat(frame[None], 40, 0)
+    picks = [WindowSampler(crop=16, focus=f, log10_b0=None, augment=False) for f in (1, 8)]
+    rng = np.random.default_rng(5)
+    hits = [
+        np.mean([p.draw(ArraySource(stack), rng).target.std() > 0.1 for _ in range(60)])
+        for p in picks
+    ]
+    assert hits[1] > hits[0] + 0.3
+
+
+# -- sources ------------------------------------------------------------------------------------
+
+
+def test_moving_texture_is_smooth_in_time_and_crops_consistently():
+    image = bundled_textures(["camera"])[0]
+    assert image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1
+    tex = MovingTexture(image, 100, (64, 64), np.random.default_rng(6), max_speed=1.0)
+    full = tex.read([10, 11, 40], (0, 0, 64, 64))
+    assert full.shape == (3, 64, 64) and full.dtype == np.float32
+    assert np.abs(full[1] - full[0]).mean() < np.abs(full[2] - full[0]).mean()
+    np.testing.assert_allclose(tex.read([11], (8, 12, 16, 16))[0], full[1, 8:24, 12:28], atol=1e-5)
+
+
+def test_texture_and_simulated_pools_hand_out_sources():
+    rng = np.random.default_rng(7)
+    tex = TexturePool(n_frames=50, shape=(48, 48), images=bundled_textures(["coins", "moon"]))
+    assert tex.draw(rng).read([0, 49], (0, 0, 48, 48)).shape == (2, 48, 48)
+    sim = SimulatedPool(pool_size=2, refresh_every=3, n_frames=12, shape=(32, 32))
+    first = [sim.draw(rng) for _ in range(2)]
+    assert {s.n_frames for s in first} == {12}
+    later = [sim.draw(rng) for _ in range(6)]
+    assert not all(any(s is f for f in first) for s in later)  # the pool was refreshed
+
+
+def test_stack_folder_reads_tiffs_and_frame_folders(tmp_path):
+    rng = np.random.default_rng(8)
+    counts = (rng.random((12, 32, 32)) * 4000 + 100).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "raw.tif", counts)
+    tifffile.imwrite(tmp_path / "short.tif", counts[:2])
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(10):
+        tifffile.imwrite(frames / f"f{i}.tif", rng.random((32, 32), dtype=np.float32))
+    folder = StackFolder(tmp_path)
+    assert [p.name for p in folder.paths] == ["raw.tif", "frames"]  # "short" has no window
+    sampler = WindowSampler(crop=16, key_offsets=(1, 3), log10_b0=None)
+    for _ in range(10):
+        item = sampler.draw(folder.draw(rng), rng)
+        assert 0 <= item.target.min() and item.target.max() <= 1
+    with pytest.raises(ValueError, match="no stack"):
+        StackFolder(frames / "f0.tif")
+
+
+class _OnePool:
+    def __init__(self, source: ArraySource) -> None:
+        self.source = source
+
+    def draw(self, rng: np.random.Generator) -> ArraySource:
+        return self.source
+
+
+def test_streams_are_reproducible_and_differ_between_ranks():
+    sources = [_OnePool(ArraySource(_time_coded()))]
+    sampler = WindowSampler(crop=16)
+
+    def first(rank: int, seed: int = 0) -> torch.Tensor:
+        return next(iter(TrainingWindows(sources, [1.0], sampler, seed=seed, rank=rank)))["lr"]
+
+    assert torch.equal(first(0), first(0))
+    assert not torch.equal(first(0), first(1))
+    assert not torch.equal(first(0), first(0, seed=1))
+
+
+# -- config, schedule, loss ---------------------------------------------------------------------
+
+
+def test_config_round_trips_and_rejects_unknown_keys(tmp_path):
+    cfg = apply_overrides(TrainConfig(), ["optim.lr=4e-4", "data.crop=96", "val.every=0"])
+    assert cfg.optim.lr == 4e-4 and cfg.data.crop == 96
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert load_config(path) == cfg
+    with pytest.raises(ValueError, match="unknown key"):
+        TrainConfig.from_dict({"optim": {"learning_rate": 1e-3}})
+    with pytest.raises(ValueError, match="unknown key"):
+        apply_overrides(cfg, ["data.cropp=64"])
+    with pytest.raises(ValueError, match="multiple of 4"):
+        apply_overrides(cfg, ["data.crop=30"])
+    shipped = load_config(ROOT / "napari_xfusion/train/configs/shipped-small.yaml")
+    assert [m.arch for m in shipped.models] == ["edvr-stf", "edvr"]
+
+
+def test_learning_rate_warms_up_then_anneals_to_eta_min():
+    opt = OptimConfig(iterations=1000, lr=4e-4, eta_min=1e-6, warmup=10)
+    assert learning_rate(opt, 0, 0.0) == pytest.approx(4e-5)
+    assert learning_rate(opt, 9, 0.009) == pytest.approx(4e-4, rel=1e-3)
+    assert learning_rate(opt, 500, 0.5) == pytest.approx((4e-4 + 1e-6) / 2)
+    assert learning_rate(opt, 1000, 1.0) == pytest.approx(1e-6)
+    timed = OptimConfig(iterations=1000, time_budget_minutes=2.0)
+    assert run_progress(timed, 100, 30.0) == pytest.approx(0.25)  # the clock leads
+    assert run_progress(timed, 900, 30.0) == pytest.approx(0.9)  # the steps lead
+
+
+def test_charbonnier_is_a_smooth_l1():
+    x = torch.zeros(4)
+    assert float(charbonnier(x + 0.5, x, eps=1e-6)) == pytest.approx(0.5, abs=1e-5)
+    assert float(charbonnier(x, x, eps=1e-3)) == pytest.approx(1e-3)
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_thread():
+    # Two OpenMP threads on a busy 2-core machine spin-wait; one thread is much faster here.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_trainer_fits_one_batch_and_tsa_warmup_trains_only_fusion(tmp_path, one_thread):
+    torch.manual_seed(0)
+    cfg = TrainConfig.from_dict(
+        {"models": [{"arch": "edvr-stf", "net": "tiny"}], "run_dir": str(tmp_path),
+         "optim": {"iterations": 100, "tsa_iterations": 2, "lr": 2e-3}}
+    )  # fmt: skip
+    trainer = ModelTrainer(cfg.models[0], cfg, setup_distributed("cpu"))
+    still = np.repeat(bundled_textures(["camera"])[0][None, 200:264, 200:264], 40, 0)
+    item = WindowSampler(crop=32, log10_b0=None).draw(ArraySource(still), np.random.default_rng(9))
+    batch = {
+        "lr": torch.from_numpy(item.lr)[None],
+        "hr": torch.from_numpy(item.hr)[None],
+        "target": torch.from_numpy(item.target)[None],
+    }
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    losses = [trainer.step(batch, 0, 2e-3), trainer.step(batch, 1, 2e-3)]
+    changed = {k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("fusion.") for k in changed)
+    losses += [trainer.step(batch, step, 2e-3) for step in range(2, 30)]
+    changed = {k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("conv_first_hi") for k in changed)  # warm-up over: all train
+    assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5])  # it learns the fixed batch
+
+
+def test_cli_trains_both_archs_deterministically_and_resumes(tmp_path):
+    args = ["--arch", "edvr-stf", "--arch", "edvr", "--seed", "3"]
+    assert main([*args, *_tiny_overrides(tmp_path / "a")]) == 0
+    assert main([*args, *_tiny_overrides(tmp_path / "b")]) == 0
+    for name, arch in (("edvr-stf-tiny", "edvr-stf"), ("edvr-tiny", "edvr")):
+        a = load_model(tmp_path / "a" / name / "model_latest.pt", expect=arch)
+        b = load_model(tmp_path / "b" / name / "model_latest.pt", expect=arch)
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(va, vb), k
+        prov = a.checkpoint_info["provenance"]
+        assert prov["iteration"] == 2 and prov["training"]["seed"] == 3
+        log = (tmp_path / "a" / name / "log.csv").read_text().splitlines()
+        assert log[0].startswith("iteration,") and len(log) == 3
+        assert math.isfinite(float(log[-1].split(",")[4]))  # validation PSNR at the end
+    saved = load_config(tmp_path / "a" / "config.yaml")
+    assert saved.optim.iterations == 2 and saved.data.crop == 32
+    # Resume to 4 steps: continues from step 2 and appends to the log.
+    assert main([*args, *_tiny_overrides(tmp_path / "a", iterations=4), "--resume"]) == 0
+    resumed = load_model(tmp_path / "a" / "edvr-tiny" / "model_latest.pt")
+    assert resumed.checkpoint_info["provenance"]["iteration"] == 4
+    assert len((tmp_path / "a" / "edvr-tiny" / "log.csv").read_text().splitlines()) == 5
+
+
+def test_init_fine_tunes_from_a_checkpoint_of_the_same_arch(tmp_path, one_thread):
+    base = [
+        "models=[{arch: edvr, net: tiny}]", f"run_dir={tmp_path / 'a'}", "optim.iterations=1",
+        "val.every=0", "data.crop=32", "data.batch_size=1",
+        "data.sources=[{kind: textures, options: {shape: [64, 64]}}]",
+    ]  # fmt: skip
+    first = train(apply_overrides(TrainConfig(), base))["edvr-tiny"]
+    wrong = apply_overrides(TrainConfig(), [*base, f"models=[{{arch: edvr-stf, init: {first}}}]"])
+    with pytest.raises(ValueError, match="edvr"):
+        train(wrong)
+    tuned = apply_overrides(
+        TrainConfig(), [*base, f"models=[{{arch: edvr, init: {first}}}]", f"run_dir={tmp_path}/b"]
+    )
+    out = train(tuned)["edvr-small"]
+    assert load_model(out).config == load_model(first).config  # the checkpoint's net, not "small"
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks_stay_in_sync(tmp_path):
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "napari_xfusion.train", "--arch", "edvr-stf", *_tiny_overrides(tmp_path, 3),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = load_model(tmp_path / "edvr-stf-tiny" / "model_latest.pt")
+    prov = model.checkpoint_info["provenance"]
+    assert prov["world_size"] == 2 and prov["iteration"] == 3
+    sums = prov["rank_checksums"]
+    assert len(sums) == 2 and sums[0] == sums[1]
