@@ -387,11 +387,6 @@ def available_devices() -> list[str]:
     return devices
 
 
-def method_needs_weights(name: str) -> bool:
-    """Whether ``name`` is a network method (it reads a checkpoint)."""
-    return name in NETWORK_METHODS
-
-
 def describe_keys(keys: Sequence[int]) -> str:
     """``"0, 10, 20 .. 90 (10 keys)"``: short text for a status line."""
     keys = [int(k) for k in keys]

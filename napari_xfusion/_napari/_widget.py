@@ -68,6 +68,7 @@ from napari_xfusion._napari._layers import (
 )
 from napari_xfusion._napari._session import session_for
 from napari_xfusion._napari._util import connect_while_alive
+from napari_xfusion.methods import METHODS
 
 if TYPE_CHECKING:
     import napari
@@ -75,7 +76,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FusionWidget"]
 
-METHOD_NAMES = ("bicubic", "bayesian", "edvr", "edvr-stf")
+METHOD_NAMES = tuple(METHODS)
 _NONE = "(none)"
 
 
@@ -96,6 +97,7 @@ class _DeviceCombo(QComboBox):
         self._probed = False
 
     def probe(self) -> None:
+        """Add the devices torch finds (once)."""
         if self._probed:
             return
         self._probed = True
@@ -105,7 +107,7 @@ class _DeviceCombo(QComboBox):
                 self.addItem(device)
         self.setCurrentText(current)
 
-    def showPopup(self) -> None:  # noqa: N802 (Qt override)
+    def showPopup(self) -> None:  # Qt's name
         self.probe()
         super().showPopup()
 
