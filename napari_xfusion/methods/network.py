@@ -68,7 +68,12 @@ class _NetworkMethod(Reconstructor):
     overlap : int
         LR pixels of context around each tile.
     precision : {"float32", "bfloat16", "float16"}
-        Autocast dtype of the forward (float32: none). Outputs are float32 either way.
+        Autocast dtype of the forward (float32: none). Outputs are float32 either way. On this
+        project's CPU, bfloat16 took ~30 % less time than float32 (small config, 100x256 LR) but
+        changes outputs by ~1e-3, so it is opt-in.
+    channels_last : bool, optional
+        Channels-last memory format for the convs. None: on for CPU, where it took ~15-20 %
+        less time with identical outputs (to 1e-7); off elsewhere (not measured there).
     cache_size : int
         Frames kept in the feature cache (>= 2s + 3 for separation s avoids recomputation).
     """
@@ -84,6 +89,7 @@ class _NetworkMethod(Reconstructor):
         tile: int | None = None,
         overlap: int = 16,
         precision: str = "float32",
+        channels_last: bool | None = None,
         cache_size: int = 16,
     ) -> None:
         if int(batch_size) < 1:
@@ -112,6 +118,9 @@ class _NetworkMethod(Reconstructor):
         self.model = load_model(
             path, expect={"arch": arch, "num_in_ch": 1, "num_frame": 3}, map_location=self.device
         )
+        self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.cache = FeatureCache(cache_size)
 
     # -- Reconstructor ----------------------------------------------------------------------
@@ -146,6 +155,7 @@ class _NetworkMethod(Reconstructor):
             "tile": self.tile,
             "overlap": self.overlap,
             "precision": self.precision,
+            "channels_last": self.channels_last,
         }
 
     # -- internals ---------------------------------------------------------------------------
