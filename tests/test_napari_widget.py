@@ -468,9 +468,8 @@ def test_closing_the_dock_mid_run_stops_the_worker(fusion_viewer, qtbot, monkeyp
     assert viewer.layers["fused [bicubic]"].metadata["xfusion"]["frames_done"] == [0]
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """An untrained ``tiny`` EDVR-STF saved with its config (the widget only needs a valid file)."""
+def _tiny_checkpoint(tmp_path_factory, arch):
+    """An untrained ``tiny`` network saved with its config (the widget only needs a valid file)."""
     pytest.importorskip("napari_xfusion.methods.network")
     import torch
 
@@ -478,9 +477,44 @@ def tiny_checkpoint(tmp_path_factory):
     from napari_xfusion.nn.edvr import build_model, named_config
 
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "edvr-stf-tiny.pt"
-    save_checkpoint(path, build_model(named_config("tiny", "edvr-stf")), provenance={"test": 1})
+    path = tmp_path_factory.mktemp("weights") / f"{arch}-tiny.pt"
+    save_checkpoint(path, build_model(named_config("tiny", arch)), provenance={"test": 1})
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    return _tiny_checkpoint(tmp_path_factory, "edvr-stf")
+
+
+def test_edvr_with_a_checkpoint_file(fusion_viewer, qtbot, tmp_path_factory):
+    path = _tiny_checkpoint(tmp_path_factory, "edvr")
+    viewer, widget = fusion_viewer
+    choose(widget, "edvr")
+    widget.weights["edvr"].setText(str(path))
+    widget.end.setValue(3)
+    summary = run_and_wait(widget, qtbot, timeout=120000)
+    assert summary.error is None, summary.error
+    layer = viewer.layers["fused [edvr]"]
+    assert layer.metadata["xfusion"]["frames_done"] == [0, 1, 2, 3]
+    assert np.isfinite(layer.data[:4]).all() and layer.data[:4].std() > 0
+    # EDVR has no HR keys, hence no key attention: no attention dock is opened for it.
+    assert not any(isinstance(w, AttentionWidget) for w in viewer.window.dock_widgets.values())
+    assert len(widget.session.metrics_rows()) == 4
+
+
+def test_a_checkpoint_of_the_wrong_network_is_refused(
+    fusion_viewer, qtbot, notifications, tmp_path_factory
+):
+    path = _tiny_checkpoint(tmp_path_factory, "edvr")
+    viewer, widget = fusion_viewer
+    choose(widget, "edvr-stf")
+    widget.weights["edvr-stf"].setText(str(path))
+    assert widget.run()
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    assert widget.last_summary.error
+    assert "fused [edvr-stf]" not in viewer.layers  # nothing created for a run that never began
+    assert any("Fusion failed" in n and "'…' button" in n for n in notifications), notifications
 
 
 def test_edvr_stf_with_a_checkpoint_file_plots_attention(fusion_viewer, qtbot, tiny_checkpoint):

@@ -126,6 +126,7 @@ class _Job:
     total: int = 0
     done: int = 0
     prepared: Prepared | None = None
+    attention_shown: bool = False
 
     def stop_on_close(self, *_: Any) -> None:
         """Connected to the widget's ``destroyed``: no method of the dying widget is called."""
@@ -706,7 +707,8 @@ class FusionWidget(QWidget):
         for note in prep.notes:
             show_info(note)
         self._refresh_export_list()
-        self._open_docks(job)
+        if prep.has_truth:
+            self._open_dock("Metrics")
 
     def _add_simulated_layers(self, job: _Job, prep: Prepared) -> None:
         hr = job.hr_layer
@@ -754,7 +756,10 @@ class FusionWidget(QWidget):
         if layer is not None and layer in self.viewer.layers:
             write_frame(layer, int(result.index), result.frame)
             refresh_change_views(self.viewer, layer)
-        self.session.add(result, item.metrics)
+        record = self.session.add(result, item.metrics)
+        if record.backward is not None and not job.attention_shown:
+            job.attention_shown = True
+            self._open_dock("Attention")
         job.done += 1
         self.progress.setValue(min(job.done, job.total))
         eta = getattr(result, "eta_seconds", None)
@@ -807,24 +812,20 @@ class FusionWidget(QWidget):
 
     # --- docks ------------------------------------------------------------------------------
 
-    def _open_docks(self, job: _Job) -> None:
+    def _open_dock(self, title: str) -> None:
+        """Dock our ``Attention`` or ``Metrics`` widget at the bottom unless one is open."""
         from napari_xfusion._napari._attention import AttentionWidget
         from napari_xfusion._napari._metrics import MetricsWidget
 
-        wanted = []
-        if any(m in ("edvr-stf", "edvr") for m in job.request.methods):
-            wanted.append(("Attention", AttentionWidget))
-        if self.session.run.has_truth:
-            wanted.append(("Metrics", MetricsWidget))
+        cls = {"Attention": AttentionWidget, "Metrics": MetricsWidget}[title]
         window = getattr(self.viewer, "window", None)
         if window is None or not hasattr(window, "add_dock_widget"):
             return
         docked = window.dock_widgets
-        for title, cls in wanted:
-            name = f"{title} (napari-xfusion)"  # napari's name for our plugin widget
-            if name in docked or any(isinstance(w, cls) for w in docked.values()):
-                continue
-            window.add_dock_widget(cls(self.viewer), name=name, area="bottom")
+        name = f"{title} (napari-xfusion)"  # napari's name for our plugin widget
+        if name in docked or any(isinstance(w, cls) for w in docked.values()):
+            return
+        window.add_dock_widget(cls(self.viewer), name=name, area="bottom")
 
     # --- results --------------------------------------------------------------------------
 
