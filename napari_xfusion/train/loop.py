@@ -441,10 +441,11 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Path]:
     trainers = [ModelTrainer(spec, config, info) for spec in config.models]
     start, seconds_done = 0, 0.0
     if resume:
-        done = {tr.load_state() for tr in trainers}
-        if len(done) != 1:
-            raise ValueError(f"the models were saved at different steps: {sorted(done)}")
-        start, seconds_done = done.pop()
+        states = [tr.load_state() for tr in trainers]
+        steps = {step for step, _ in states}
+        if len(steps) != 1:
+            raise ValueError(f"the models were saved at different steps: {sorted(steps)}")
+        start, seconds_done = steps.pop(), max(seconds for _, seconds in states)
     run_dir = Path(config.run_dir)
     validator = Validator(config.val) if info.main and config.val.every > 0 else None
     writers = {}
@@ -516,8 +517,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Path]:
             snapshot = config.checkpoint_every > 0 and step % config.checkpoint_every == 0
             timed = time.monotonic() - last_save >= 60 * config.checkpoint_minutes
             if snapshot or timed:
+                elapsed = time.monotonic() - t0
                 for tr in trainers:
-                    tr.save(step, time.monotonic() - t0, {}, snapshot)
+                    tr.save(step, elapsed, {}, snapshot)
                 last_save = time.monotonic()
         if validator is not None and validated_at != step and info.main:
             # The time budget ran out between two checks: validate the final weights too.
