@@ -199,6 +199,25 @@ def test_matches_torchvision(case):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-8, msg=lambda m, n=name: f"{n}: {m}")
 
 
+def test_matches_torchvision_with_integer_offsets():
+    # Zero-initialised offsets put the border taps exactly one pixel outside the image: value
+    # and every gradient must still be torchvision's.
+    ops = pytest.importorskip("torchvision.ops", exc_type=ImportError)
+    x, offset, mask, weight, bias = _inputs()
+    for off in (torch.zeros_like(offset), offset.round()):
+        ins = [t.clone().requires_grad_() for t in (x, off, mask, weight, bias)]
+        ref_ins = [t.clone().requires_grad_() for t in (x, off, mask, weight, bias)]
+        got = modulated_deform_conv2d(*ins, deform_groups=2, backend="pure")
+        xr, offr, mr, wr, br = ref_ins
+        want = ops.deform_conv2d(xr, offr, wr, br, padding=1, mask=mr)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+        grad_out = torch.randn_like(want)
+        grads = torch.autograd.grad(got, ins, grad_out)
+        ref_grads = torch.autograd.grad(want, ref_ins, grad_out)
+        for a, b in zip(grads, ref_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+
+
 def test_matches_torchvision_float32_eight_groups():
     ops = pytest.importorskip("torchvision.ops", exc_type=ImportError)
     gen = torch.Generator().manual_seed(3)

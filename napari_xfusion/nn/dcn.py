@@ -39,6 +39,10 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+def _pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
 def _choose_backend(x: Tensor, backend: str | None) -> str:
     backend = (backend or os.environ.get(BACKEND_ENV, "auto")).lower()
     if backend not in ("auto", "pure", "torchvision"):
@@ -134,7 +138,7 @@ _CHUNK_ELEMS_GRAD = 1 << 20
 class _Geometry:
     """Tap positions without offsets, in grid_sample's normalised coordinates, and shapes.
 
-    ``align_corners=False`` maps pixel ``p`` to ``(2p + 1) / size - 1`` (valid for size 1 too);
+    ``align_corners=False`` maps pixel ``p`` to ``(2p + 1) / size - 1`` (``size``: the padded size);
     an offset ``d`` then adds ``2 d / size``. grid_sample's zero padding reads every corner
     outside the image as zero, which is torchvision's border rule.
     """
@@ -152,8 +156,14 @@ class _Geometry:
         col = torch.arange(self.wo, device=dev, dtype=dt) * stride[1] - padding[1]
         base_y = (tap_i[:, None, None] + row[None, :, None]).expand(self.k, self.ho, self.wo)
         base_x = (tap_j[:, None, None] + col[None, None, :]).expand(self.k, self.ho, self.wo)
-        self.base_y = (2 * base_y.reshape(self.k, self.n) + 1) / self.h - 1
-        self.base_x = (2 * base_x.reshape(self.k, self.n) + 1) / self.w - 1
+        # The image is zero-padded on the bottom/right to power-of-two sizes (reads beyond the
+        # image are zero either way) so that the normalisation below and grid_sample's inverse
+        # are exact: an integer sample position (all of them while offsets are zero) then
+        # lands exactly on its pixel, and the offset gradient takes the same side of the kink
+        # as torchvision's instead of a side picked by round-off.
+        self.hs, self.ws = _pow2(self.h), _pow2(self.w)
+        self.base_y = (2 * base_y.reshape(self.k, self.n) + 1) / self.hs - 1
+        self.base_x = (2 * base_x.reshape(self.k, self.n) + 1) / self.ws - 1
 
     def grid(self, off: Tensor, n0: int, n1: int, out: Tensor | None = None) -> Tensor:
         """Sampling grid (B*G, K, n1 - n0, 2) as (x, y) from offsets viewed (B*G, K, 2, N).
@@ -161,12 +171,19 @@ class _Geometry:
         ``out`` (no autograd) saves the allocation and the stacking copy.
         """
         if out is None:
-            gx = torch.add(self.base_x[:, n0:n1], off[:, :, 1, n0:n1], alpha=2.0 / self.w)
-            gy = torch.add(self.base_y[:, n0:n1], off[:, :, 0, n0:n1], alpha=2.0 / self.h)
+            gx = torch.add(self.base_x[:, n0:n1], off[:, :, 1, n0:n1], alpha=2.0 / self.ws)
+            gy = torch.add(self.base_y[:, n0:n1], off[:, :, 0, n0:n1], alpha=2.0 / self.hs)
             return torch.stack((gx, gy), dim=-1)
-        torch.add(self.base_x[:, n0:n1], off[:, :, 1, n0:n1], alpha=2.0 / self.w, out=out[..., 0])
-        torch.add(self.base_y[:, n0:n1], off[:, :, 0, n0:n1], alpha=2.0 / self.h, out=out[..., 1])
+        torch.add(self.base_x[:, n0:n1], off[:, :, 1, n0:n1], alpha=2.0 / self.ws, out=out[..., 0])
+        torch.add(self.base_y[:, n0:n1], off[:, :, 0, n0:n1], alpha=2.0 / self.hs, out=out[..., 1])
         return out
+
+    def padded(self, x: Tensor) -> Tensor:
+        """``x`` (B, C, H, W) as (B*G, C/G, hs, ws), zero-padded to the sampling sizes."""
+        xg = x.reshape(self.b * self.g, self.c // self.g, self.h, self.w)
+        if (self.hs, self.ws) == (self.h, self.w):
+            return xg
+        return F.pad(xg, (0, self.ws - self.w, 0, self.hs - self.h))
 
     def step(self, elems: int) -> int:
         return max(1, elems // (self.b * self.c * self.k))
@@ -181,7 +198,7 @@ def _forward(geo: _Geometry, x: Tensor, offset: Tensor, mask: Tensor, weight: Te
     b, c, g, k = geo.b, geo.c, geo.g, geo.k
     off = offset.reshape(b * g, k, 2, geo.n)
     msk = mask.reshape(b, g, 1, k, geo.n)
-    xg = x.reshape(b * g, c // g, geo.h, geo.w)
+    xg = geo.padded(x)
     w_mat = weight.reshape(geo.c_out, c * k)  # columns ordered (channel, tap) like the samples
     step = geo.step(_CHUNK_ELEMS)
     grid_buf = x.new_empty(b * g, k, min(step, geo.n), 2)  # filled in place, chunk by chunk
@@ -220,7 +237,7 @@ class _ModulatedDeformConv(torch.autograd.Function):
         cg = c // g
         off = offset.reshape(b * g, k, 2, n)
         msk = mask.reshape(b, g, 1, k, n)
-        xg = x.reshape(b * g, cg, geo.h, geo.w)
+        xg = geo.padded(x)
         w_mat = weight.reshape(geo.c_out, c * k)
         gout = grad_out.reshape(b, geo.c_out, n)
         gx = torch.zeros_like(xg) if need_x else None
@@ -253,10 +270,13 @@ class _ModulatedDeformConv(torch.autograd.Function):
                     gx += gi
                 if need_off:
                     # grid = base + offset * 2 / size, with (x, y) swapped against (dy, dx).
-                    torch.mul(gg[..., 1], 2.0 / geo.h, out=goff[:, :, 0, n0:n1])
-                    torch.mul(gg[..., 0], 2.0 / geo.w, out=goff[:, :, 1, n0:n1])
+                    torch.mul(gg[..., 1], 2.0 / geo.hs, out=goff[:, :, 0, n0:n1])
+                    torch.mul(gg[..., 0], 2.0 / geo.ws, out=goff[:, :, 1, n0:n1])
+                    # At a point exactly one pixel outside (y or x == -1, where zero offsets put
+                    # the border taps) this is the derivative towards the image, as in
+                    # torchvision; mmcv's kernel returns 0 there instead.
         return (
-            gx.view_as(x) if need_x else None,
+            gx[..., : geo.h, : geo.w].reshape(x.shape) if need_x else None,
             goff.view_as(offset) if need_off else None,
             gmask.view_as(mask) if need_mask else None,
             gw.view_as(weight) if need_w else None,
