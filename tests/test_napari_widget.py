@@ -607,6 +607,15 @@ def test_contributions_work_through_napari(make_napari_viewer, isolated_settings
     assert layer.name.startswith("HR keys")  # napari makes the name unique
     assert layer.metadata["xfusion"]["key_indices"] == [0, 10, 20, 30, 40]
     assert tuple(layer.scale) == (10.0, 1.0, 1.0)
+    # A folder of TIFF frames, as some cameras save, opens as one stack.
+    import tifffile
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        tifffile.imwrite(folder / f"img_{i:03d}.tif", np.full((8, 12), i, np.uint16))
+    (stack,) = viewer.open(str(folder), plugin="napari-xfusion")
+    assert stack.data.shape == (3, 8, 12) and stack.name == "frames"
 
 
 def test_weights_field_says_whether_shipped_weights_exist(fusion_viewer, monkeypatch, tmp_path):
