@@ -141,6 +141,18 @@ def test_float32_matches_float64():
     torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
 
 
+def test_mixed_dtypes_follow_the_input():
+    # Under autocast the features are half precision and the parameters float32.
+    x, offset, mask, weight, bias = _inputs()
+    want = _reference(x, offset, mask, weight, bias, 1, 1, 1, 2)
+    w32 = weight.float().requires_grad_()
+    got = modulated_deform_conv2d(x, offset.float(), mask.float(), w32, bias.float(), 1, 1, 1, 2)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    got.sum().backward()
+    assert w32.grad.dtype == torch.float32
+
+
 def test_gradcheck_pure(chunking):
     # One channel per deformable group keeps the numerical Jacobian small (about 600 columns).
     x, offset, mask, weight, bias = _inputs(b=1, c=2, h=3, w=4, c_out=2, scale=1.5)

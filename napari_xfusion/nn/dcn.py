@@ -298,6 +298,10 @@ def _pure(
     out_hw: tuple[int, int],
 ) -> Tensor:
     """DCNv2 as grid_sample (fused bilinear gather) + mask + one matmul per chunk of pixels."""
+    # One dtype throughout (that of x): under autocast the features arrive in half precision
+    # while the parameters stay float32, and the hand-written backward runs outside autocast.
+    offset, mask, weight = (t.to(x.dtype) for t in (offset, mask, weight))
+    bias = None if bias is None else bias.to(x.dtype)
     geo = _Geometry(x, weight, stride, padding, dilation, g, out_hw)
     if torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, offset, mask, weight, bias)
