@@ -16,6 +16,12 @@ ratio. Random frames: run time does not depend on content.
 
     .venv/bin/python benchmarks/bench_networks.py [--paper] [--configs tiny small]
         [--frames 20] [--threads N] [--precision float32|bfloat16] [--channels-last 0|1]
+        [--lr-shape 100 256]
+
+Memory of a 1024x1024 output with the paper config (one plain frame, a 2-frame stream):
+
+    .venv/bin/python benchmarks/bench_networks.py --configs paper --archs edvr-stf \
+        --lr-shape 256 256 --frames 2 --plain-frames 1
 
 Measured on the project's shared 2-core AMD EPYC (avx512_bf16) CPU, torch 2.13, 1 thread
 (other jobs were running, so CPU seconds are the stable figure; see the printed table):
@@ -72,7 +78,7 @@ def _worker(args: argparse.Namespace) -> dict:
 
     n = args.frames
     rng = np.random.default_rng(0)
-    h, w = LR_SHAPE
+    h, w = args.lr_shape
     lr = rng.random((n, h, w), dtype=np.float32)
     hr = rng.random((n, 4 * h, 4 * w), dtype=np.float32)
     keys = key_indices(n, max(2, min(KEY_STEP, n - 1)))
@@ -111,12 +117,12 @@ def _worker(args: argparse.Namespace) -> dict:
     }
 
 
-def _bicubic_fps(frames: int) -> float:
+def _bicubic_fps(frames: int, shape: tuple[int, int]) -> float:
     import numpy as np
 
     from napari_xfusion.core.resample import upscale_bicubic
 
-    lr = np.random.default_rng(0).random((frames, *LR_SHAPE), dtype=np.float32)
+    lr = np.random.default_rng(0).random((frames, *shape), dtype=np.float32)
     upscale_bicubic(lr[0])
     tic = time.perf_counter()
     for frame in lr:
@@ -134,6 +140,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--channels-last", type=int, default=1, choices=[0, 1])
+    parser.add_argument("--lr-shape", type=int, nargs=2, default=LR_SHAPE, metavar=("H", "W"))
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "ARCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -143,8 +150,9 @@ def main() -> None:
         return
 
     configs = list(args.configs) + (["paper"] if args.paper else [])
+    h, w = args.lr_shape
     print(
-        f"LR {LR_SHAPE[0]}x{LR_SHAPE[1]} -> HR {4 * LR_SHAPE[0]}x{4 * LR_SHAPE[1]}, "
+        f"LR {h}x{w} -> HR {4 * h}x{4 * w}, "
         f"threads={args.threads}, precision={args.precision}, "
         f"channels_last={bool(args.channels_last)}, stream window {args.frames} frames "
         f"(s=1, keys every {KEY_STEP})"
@@ -159,7 +167,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--worker", config, arch]
             cmd += [f"--frames={args.frames}", f"--plain-frames={args.plain_frames}"]
             cmd += [f"--threads={args.threads}", f"--precision={args.precision}"]
-            cmd += [f"--channels-last={args.channels_last}"]
+            cmd += [f"--channels-last={args.channels_last}", "--lr-shape", str(h), str(w)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 sys.exit(f"{config} {arch} failed:\n{proc.stderr}")
@@ -170,8 +178,8 @@ def main() -> None:
                 f"{r['plain_s'] / r['stream_s']:>8.2f}x {r['peak_rss_mib']:>7.0f} MiB",
                 flush=True,
             )
-    fps = _bicubic_fps(args.frames)
-    print(f"bicubic: {fps:.1f} frames/s (numpy, {LR_SHAPE[0]}x{LR_SHAPE[1]} -> x4)")
+    fps = _bicubic_fps(args.frames, (h, w))
+    print(f"bicubic: {fps:.1f} frames/s (numpy, {h}x{w} -> x4)")
 
 
 if __name__ == "__main__":

@@ -115,3 +115,39 @@ def test_wrong_or_missing_weights(checkpoints, tmp_path, monkeypatch):
 def test_resolve_device():
     assert network.resolve_device("cpu") == torch.device("cpu")
     assert network.resolve_device("auto").type in {"cpu", "cuda", "mps"}
+
+
+@pytest.mark.skipif(
+    not network.shipped_weights("edvr-stf").is_file(), reason="no shipped edvr-stf weights"
+)
+def test_shipped_edvr_stf_attends_to_the_key_at_the_target_time():
+    # At a key's own time the key before t *is* the HR frame at t: a trained EDVR-STF must
+    # score it above the key 10 frames away (the paper's backward score starts at its maximum).
+    from napari_xfusion.core.degrade import bin_frames
+    from napari_xfusion.core.sample import simulate_sequence
+
+    hr = simulate_sequence(12, (64, 128), seed=3, noise=False)
+    lr = bin_frames(hr)
+    method = get_reconstructor("edvr-stf", device="cpu")
+    items = [it for it in _windows(lr, hr, key_step=10) if it.window.target in (0, 1)]
+    for item in items:
+        att = method.reconstruct(item).attention
+        assert att[3] > att[4], (item.window, att)
+
+
+def test_engine_drives_the_batched_stream(checkpoints):
+    # The engine pulls one result at a time while feeding windows lazily: a batch of 3 must
+    # read ahead in the feed without losing or reordering frames.
+    from napari_xfusion.engine import KeyFrames, run
+
+    lr, hr = _sequence()
+    keys = KeyFrames.from_full_rate(hr, key_step=4)
+    options = {"edvr-stf": {"weights": checkpoints["edvr-stf"], "batch_size": 3}}
+    results = list(run("edvr-stf", lr, keys, method_options=options, device="cpu"))
+    assert [r.index for r in results] == list(range(len(lr)))
+    single = get_reconstructor("edvr-stf", weights=checkpoints["edvr-stf"], device="cpu")
+    for r, item in zip(results, _windows(lr, hr), strict=True):
+        ref = single.reconstruct(item)
+        np.testing.assert_allclose(r.frame, ref.frame, rtol=1e-5, atol=1e-5)
+        assert r.backward == pytest.approx(ref.attention[3], rel=1e-5, abs=1e-6)
+        assert r.forward == pytest.approx(ref.attention[4], rel=1e-5, abs=1e-6)

@@ -161,8 +161,11 @@ class NetConfig:
 CONFIGS: dict[str, NetConfig] = {
     # The paper's EDVR-STF / EDVR-L size.
     "paper": NetConfig(num_feat=128, num_reconstruct_block=40, deformable_groups=8),
-    # Trained on CPU and shipped; chosen by measurement (benchmarks/bench_networks.py): see
-    # the numbers in that script's docstring.
+    # Trained on CPU and shipped. Measured (benchmarks/bench_networks.py, shared 2-core EPYC,
+    # 1 thread, 100x256 -> 400x1024): EDVR-STF ~3.2 CPU-s per frame plain (PCD 55 %, HR key
+    # encoder 30 %, whose full-resolution conv is the paper's design), ~2.6 s channels-last;
+    # C=16 would be ~1.1 s but C=32 is the smallest width the issue allows and training
+    # steps (crop 64, batch 4) stay at a few seconds. 8 deformable groups as in the paper.
     "small": NetConfig(num_feat=32, num_reconstruct_block=5, deformable_groups=8, num_feat_hr=16),
     # For tests only: untrained output is meaningless, but every code path runs.
     "tiny": NetConfig(
