@@ -335,3 +335,28 @@ def test_torchrun_two_cpu_ranks_stay_in_sync(tmp_path):
     assert prov["world_size"] == 2 and prov["iteration"] == 3
     sums = prov["rank_checksums"]
     assert len(sums) == 2 and sums[0] == sums[1]
+
+
+def test_cli_source_flags_and_a_stack_folder_run(tmp_path, capsys):
+    from napari_xfusion.train.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(
+        ["--data", "textures:0.25", "--stacks", f"{tmp_path}:2", "--lr", "4e-4"]
+    )
+    sources = config_from_args(args).data.sources
+    assert [(s.kind, s.weight, s.path) for s in sources] == [
+        ("textures", 0.25, None),
+        ("stacks", 2.0, str(tmp_path)),
+    ]
+    assert main(["--set", "data.cropp=3", "--print-config"]) == 2
+    assert "unknown key" in capsys.readouterr().err
+    frames = np.random.default_rng(0).integers(0, 255, (12, 64, 64), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "x.tif", frames)
+    run = [
+        "--arch", "edvr", "--net", "tiny", "--stacks", str(tmp_path), "--iterations", "1",
+        "--batch-size", "1", "--crop", "32", "--run-dir", str(tmp_path / "run"), "--threads", "1",
+        "--set", "val.every=0", "--set", "data.key_offsets=[1,3]",
+    ]  # fmt: skip
+    assert main(run) == 0
+    prov = load_model(tmp_path / "run" / "edvr-tiny" / "model_latest.pt").checkpoint_info
+    assert prov["provenance"]["training"]["data"]["sources"][0]["kind"] == "stacks"

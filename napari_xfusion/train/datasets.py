@@ -381,7 +381,14 @@ class StackFolder:
             raise FileNotFoundError(f"training data folder {root} does not exist")
         if root.is_dir():
             paths = sorted(p for p in root.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
-            paths += sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            # Sub-folders count as stacks only when they hold frames (not e.g. a run folder).
+            paths += sorted(
+                p
+                for p in root.iterdir()
+                if p.is_dir()
+                and not p.name.startswith(".")
+                and any(f.suffix.lower() in (".tif", ".tiff") for f in p.iterdir())
+            )
         else:
             paths = [root]
         self.sources: list[ArraySource] = []
