@@ -1,9 +1,10 @@
 """Speed and memory of the DCNv2 backends against a plain 3x3 conv of the same shape.
 
-Prints milliseconds (fastest of several runs) for a plain conv (the floor), the pure-PyTorch
-DCNv2 (forward, and forward + backward since training uses it), torchvision's op where it
-imports, their ratios to the floor, and the peak resident memory each adds (RSS, read from
-/proc: tracemalloc does not see torch's allocations).
+Prints milliseconds (fastest of several runs, wall clock and process CPU time) for a plain conv
+(the floor), the pure-PyTorch DCNv2 (forward, and forward + backward since training uses it),
+torchvision's op where it imports, their ratios to the floor, and the peak resident memory each
+case adds above its inputs. Every case runs in a fresh subprocess, so each peak (VmHWM from
+/proc; tracemalloc does not see torch's allocations) is its own.
 
     python benchmarks/bench_dcn.py [--shape 1 64 100 256] [--groups 8] [--threads 2]
 """
@@ -11,8 +12,9 @@ imports, their ratios to the floor, and the peak resident memory each adds (RSS,
 from __future__ import annotations
 
 import argparse
-import gc
-import os
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -21,48 +23,86 @@ import torch.nn.functional as F
 
 from napari_xfusion.nn import dcn
 
-
-def _rss_mib() -> float:
-    """Current resident set size in MiB (Linux)."""
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _hwm_reset() -> None:
-    """Reset the kernel's peak-RSS counter (VmHWM) so each case reports its own peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+CASES = (
+    "plain conv fwd",
+    "plain conv fwd+bwd",
+    "pure DCN fwd",
+    "pure DCN fwd+bwd",
+    "torchvision DCN fwd",
+    "torchvision DCN fwd+bwd",
+)
 
 
-def _hwm_mib() -> float:
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in MiB (Linux)."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def measure(fn: Callable[[], object], repeats: int) -> tuple[float, float, float]:
-    """Fastest wall-clock and process-CPU milliseconds of ``fn``, and the peak RSS it added.
+def _make_case(name: str, args: argparse.Namespace, shape: list[int]) -> Callable[[], object]:
+    b, c, h, w = shape
+    g = args.groups
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, c, h, w, generator=gen)
+    weight = torch.randn(c, c, 3, 3, generator=gen) / (3 * c**0.5)
+    bias = torch.zeros(c)
+    offset = args.offset_scale * torch.randn(b, 2 * g * 9, h, w, generator=gen)
+    mask = torch.rand(b, g * 9, h, w, generator=gen)
+    backward = name.endswith("fwd+bwd")
+
+    def leaves() -> list[torch.Tensor]:
+        if not backward:
+            return [x, offset, mask, weight]
+        return [t.detach().clone().requires_grad_() for t in (x, offset, mask, weight)]
+
+    if name.startswith("plain conv"):
+
+        def run() -> None:
+            xi, _, _, wi = leaves()
+            with torch.set_grad_enabled(backward):
+                out = F.conv2d(xi, wi, bias, padding=1)
+            if backward:
+                out.sum().backward()
+
+        return run
+    backend = name.split()[0]
+
+    def run_dcn() -> None:
+        xi, oi, mi, wi = leaves()
+        with torch.set_grad_enabled(backward):
+            out = dcn.modulated_deform_conv2d(
+                xi, oi, mi, wi, bias, deform_groups=g, backend=backend
+            )
+        if backward:
+            out.sum().backward()
+
+    return run_dcn
+
+
+def _run_case(name: str, args: argparse.Namespace) -> dict[str, float]:
+    """Time one case in this process: fastest wall and CPU ms, peak RSS added in MiB.
+
+    The peak is above the RSS with the inputs in place: outputs, temporaries, gradients.
 
     The minimum, not the median: on a shared machine other processes only ever add time. CPU
     time counts every thread, so with N threads it is up to N times the wall time.
     """
+    torch.set_num_threads(args.threads)
+    # A tiny run first loads the kernels' code pages, which count towards RSS.
+    _make_case(name, args, [1, args.shape[1], 8, 8])()
+    fn = _make_case(name, args, args.shape)
+    rest = _status_mib("VmRSS")
     fn()  # warm-up: allocator pools, lazy initialisation
-    gc.collect()
-    rest = _rss_mib()
-    _hwm_reset()
     wall, cpu = [], []
-    for _ in range(repeats):
+    for _ in range(args.repeats):
         t0, c0 = time.perf_counter(), time.process_time()
         fn()
         wall.append((time.perf_counter() - t0) * 1e3)
         cpu.append((time.process_time() - c0) * 1e3)
-    return min(wall), min(cpu), _hwm_mib() - rest
+    return {"wall": min(wall), "cpu": min(cpu), "peak": _status_mib("VmHWM") - rest}
 
 
 def main() -> None:
@@ -72,79 +112,40 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--offset-scale", type=float, default=2.0)
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # one case, JSON out
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    if args.case:
+        print(json.dumps(_run_case(args.case, args)))
+        return
 
     b, c, h, w = args.shape
-    g = args.groups
-    x = torch.randn(b, c, h, w)
-    weight = torch.randn(c, c, 3, 3) / (3 * c**0.5)
-    bias = torch.zeros(c)
-    offset = args.offset_scale * torch.randn(b, 2 * g * 9, h, w)
-    mask = torch.rand(b, g * 9, h, w)
     print(
-        f"shape {b}x{c}x{h}x{w}, 3x3, {g} deformable groups, offsets ~N(0, {args.offset_scale}^2),"
-        f" {torch.get_num_threads()} threads, torch {torch.__version__}"
+        f"shape {b}x{c}x{h}x{w}, 3x3, {args.groups} deformable groups, offsets ~N(0, "
+        f"{args.offset_scale}^2), {args.threads} threads, torch {torch.__version__}"
     )
-
-    def grad_inputs():
-        return [t.detach().clone().requires_grad_() for t in (x, offset, mask, weight)]
-
-    cases: dict[str, Callable[[], object]] = {}
-    cases["plain conv fwd"] = lambda: _no_grad(lambda: F.conv2d(x, weight, bias, padding=1))
-
-    def dcn_fwd(backend: str) -> Callable[[], object]:
-        return lambda: _no_grad(
-            lambda: dcn.modulated_deform_conv2d(
-                x, offset, mask, weight, bias, deform_groups=g, backend=backend
-            )
-        )
-
-    def dcn_fwd_bwd(backend: str) -> Callable[[], object]:
-        def run() -> None:
-            xi, oi, mi, wi = grad_inputs()
-            out = dcn.modulated_deform_conv2d(
-                xi, oi, mi, wi, bias, deform_groups=g, backend=backend
-            )
-            out.sum().backward()
-
-        return run
-
-    def conv_fwd_bwd() -> None:
-        xi, _, _, wi = grad_inputs()
-        F.conv2d(xi, wi, bias, padding=1).sum().backward()
-
-    cases["plain conv fwd+bwd"] = conv_fwd_bwd
-    cases["pure DCN fwd"] = dcn_fwd("pure")
-    cases["pure DCN fwd+bwd"] = dcn_fwd_bwd("pure")
-    if dcn._tv_deform_conv2d is not None:
-        cases["torchvision DCN fwd"] = dcn_fwd("torchvision")
-        cases["torchvision DCN fwd+bwd"] = dcn_fwd_bwd("torchvision")
-    else:
+    cases = [n for n in CASES if dcn._tv_deform_conv2d is not None or "torchvision" not in n]
+    if len(cases) < len(CASES):
         print("torchvision does not import: its op is not measured")
+    results = {}
+    for name in cases:
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--case", name]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        results[name] = json.loads(done.stdout.splitlines()[-1])
 
-    results = {name: measure(fn, args.repeats) for name, fn in cases.items()}
-    floor = {"fwd": results["plain conv fwd"][0], "fwd+bwd": results["plain conv fwd+bwd"][0]}
-    floor_cpu = {"fwd": results["plain conv fwd"][1], "fwd+bwd": results["plain conv fwd+bwd"][1]}
-    print(
-        f"{'case':<26}{'wall ms':>10}{'x conv':>8}{'CPU ms':>10}{'x conv':>8}{'peak +RSS MiB':>15}"
-    )
-    for name, (ms, cpu, mib) in results.items():
-        kind = "fwd+bwd" if name.endswith("fwd+bwd") else "fwd"
+    print(f"{'case':<26}{'wall ms':>10}{'x conv':>8}{'CPU ms':>10}{'x conv':>8}{'peak MiB':>10}")
+    for name, r in results.items():
+        floor = results["plain conv fwd+bwd" if name.endswith("fwd+bwd") else "plain conv fwd"]
         print(
-            f"{name:<26}{ms:>10.1f}{ms / floor[kind]:>8.2f}"
-            f"{cpu:>10.1f}{cpu / floor_cpu[kind]:>8.2f}{mib:>15.1f}"
+            f"{name:<26}{r['wall']:>10.1f}{r['wall'] / floor['wall']:>8.2f}"
+            f"{r['cpu']:>10.1f}{r['cpu'] / floor['cpu']:>8.2f}{r['peak']:>10.1f}"
         )
     if "torchvision DCN fwd" in results:
-        fwd = results["pure DCN fwd"][0] / results["torchvision DCN fwd"][0]
-        bwd = results["pure DCN fwd+bwd"][0] / results["torchvision DCN fwd+bwd"][0]
-        print(f"pure / torchvision (wall): fwd {fwd:.3f}, fwd+bwd {bwd:.3f}")
-
-
-def _no_grad(fn: Callable[[], object]) -> object:
-    with torch.no_grad():
-        return fn()
+        for kind in ("fwd", "fwd+bwd"):
+            pure, tv = results[f"pure DCN {kind}"], results[f"torchvision DCN {kind}"]
+            print(
+                f"pure / torchvision {kind}: wall {pure['wall'] / tv['wall']:.3f}, "
+                f"CPU {pure['cpu'] / tv['cpu']:.3f}"
+            )
 
 
 if __name__ == "__main__":
