@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QSettings, Qt
+from qtpy.QtCore import QEvent, QObject, QSettings, QSize, Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -36,6 +37,7 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QRadioButton,
+    QScrollArea,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -112,6 +114,45 @@ class _DeviceCombo(QComboBox):
         super().showPopup()
 
 
+class _VerticalScroll(QScrollArea):
+    """Scrolls its panel vertically; asks the dock for the panel's full width (a horizontal
+    scroll bar appears only when the dock is squeezed narrower than that)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.NoFrame)
+
+    def setWidget(self, widget: QWidget) -> None:  # Qt's name
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # Qt's name
+        # The panel's size hints change once it is styled (fonts, theme): re-ask the dock.
+        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
+
+    def showEvent(self, event: QEvent) -> None:  # Qt's name
+        super().showEvent(event)
+        self.updateGeometry()
+
+    def _with_panel_width(self, hint: QSize, panel: QSize) -> QSize:
+        bar = self.verticalScrollBar().sizeHint().width()
+        hint.setWidth(panel.width() + bar + 2 * self.frameWidth())
+        return hint
+
+    def minimumSizeHint(self) -> QSize:  # Qt's name
+        hint = super().minimumSizeHint()
+        panel = self.widget()
+        return hint if panel is None else self._with_panel_width(hint, panel.minimumSizeHint())
+
+    def sizeHint(self) -> QSize:  # Qt's name
+        hint = super().sizeHint()
+        panel = self.widget()
+        return hint if panel is None else self._with_panel_width(hint, panel.sizeHint())
+
+
 @dataclass
 class _Job:
     """What a running job reads and writes, recorded at Run (the user may change layers)."""
@@ -146,13 +187,20 @@ class FusionWidget(QWidget):
         self._visibility: dict[Layer, bool] | None = None  # restored when leaving side by side
         self._methods: dict[str, Any] = {}  # built methods (loaded networks) reused across runs
 
-        layout = QVBoxLayout(self)
+        # The panel is taller than a laptop's dock area: it scrolls rather than squeezes.
+        content = QWidget()
+        layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self._build_inputs())
         layout.addWidget(self._build_parameters())
         layout.addWidget(self._build_run())
         layout.addWidget(self._build_results())
         layout.addStretch()
+        scroll = _VerticalScroll()
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
 
         self._restore_settings()
         self._update_mode()
@@ -175,7 +223,7 @@ class FusionWidget(QWidget):
         group = QButtonGroup(box)
         group.addButton(self.use_layers)
         group.addButton(self.simulate)
-        modes = QHBoxLayout()
+        modes = QVBoxLayout()
         modes.addWidget(self.use_layers)
         modes.addWidget(self.simulate)
         form.addRow(modes)
@@ -296,9 +344,11 @@ class FusionWidget(QWidget):
         window.addWidget(self.start)
         window.addWidget(QLabel("to"))
         window.addWidget(self.end)
-        window.addWidget(around)
-        window.addWidget(whole)
+        shortcuts = QHBoxLayout()
+        shortcuts.addWidget(around)
+        shortcuts.addWidget(whole)
         form.addRow("Frames", window)
+        form.addRow("", shortcuts)
         return box
 
     def _build_run(self) -> QWidget:
