@@ -21,7 +21,7 @@ ratio. Random frames: run time does not depend on content.
 Memory of a 1024x1024 output with the paper config (one plain frame, a 2-frame stream):
 
     .venv/bin/python benchmarks/bench_networks.py --configs paper --archs edvr-stf \
-        --lr-shape 256 256 --frames 2 --plain-frames 1
+        --lr-shape 256 256 --frames 2 --memory-only [--tile 64]
 
 Measured on the project's shared 2-core AMD EPYC (avx512_bf16) CPU, torch 2.13, 1 thread
 (other jobs were running, so CPU seconds are the stable figure; see the printed table):
@@ -74,6 +74,7 @@ def _worker(args: argparse.Namespace) -> dict:
             device="cpu",
             precision=args.precision,
             channels_last=bool(args.channels_last),
+            tile=args.tile,
         )
 
     n = args.frames
@@ -81,7 +82,7 @@ def _worker(args: argparse.Namespace) -> dict:
     h, w = args.lr_shape
     lr = rng.random((n, h, w), dtype=np.float32)
     hr = rng.random((n, 4 * h, 4 * w), dtype=np.float32)
-    keys = key_indices(n, max(2, min(KEY_STEP, n - 1)))
+    keys = key_indices(n, KEY_STEP) if n > KEY_STEP else key_indices(n, first_last=True)
     items = [
         WindowInputs(
             window=win,
@@ -92,7 +93,16 @@ def _worker(args: argparse.Namespace) -> dict:
         for win in plan(range(n), n, 1, keys)
     ]
 
+    wall = time.perf_counter()
     method.reconstruct(items[0])  # warm-up: allocator, thread pool, oneDNN primitives
+    if args.memory_only:
+        return {
+            "config": args.config,
+            "arch": args.arch,
+            "params": count_parameters(config),
+            "one_frame_s": time.perf_counter() - wall,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
     n_plain = min(n, args.plain_frames)
     wall, cpu = time.perf_counter(), time.process_time()
     for item in items[:n_plain]:
@@ -141,6 +151,10 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--channels-last", type=int, default=1, choices=[0, 1])
     parser.add_argument("--lr-shape", type=int, nargs=2, default=LR_SHAPE, metavar=("H", "W"))
+    parser.add_argument(
+        "--memory-only", action="store_true", help="one frame per config: peak RSS and time"
+    )
+    parser.add_argument("--tile", type=int, default=None, help="LR tile size (default: none)")
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "ARCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -161,17 +175,27 @@ def main() -> None:
         f"{'config':<7} {'arch':<9} {'params':>10} {'plain fps':>10} {'(cpu s/f)':>10} "
         f"{'stream fps':>11} {'(cpu s/f)':>10} {'speed-up':>9} {'peak RSS':>10}"
     )
-    print(header)
+    if not args.memory_only:
+        print(header)
     for config in configs:
         for arch in args.archs:
             cmd = [sys.executable, __file__, "--worker", config, arch]
             cmd += [f"--frames={args.frames}", f"--plain-frames={args.plain_frames}"]
             cmd += [f"--threads={args.threads}", f"--precision={args.precision}"]
             cmd += [f"--channels-last={args.channels_last}", "--lr-shape", str(h), str(w)]
+            cmd += ["--memory-only"] if args.memory_only else []
+            cmd += [f"--tile={args.tile}"] if args.tile else []
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 sys.exit(f"{config} {arch} failed:\n{proc.stderr}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
+            if args.memory_only:
+                print(
+                    f"{config:<7} {arch:<9} {r['params']:>10,}  one frame {r['one_frame_s']:.1f} s,"
+                    f" peak RSS {r['peak_rss_mib']:.0f} MiB",
+                    flush=True,
+                )
+                continue
             print(
                 f"{config:<7} {arch:<9} {r['params']:>10,} {1 / r['plain_s']:>10.3f} "
                 f"{r['plain_cpu_s']:>10.2f} {1 / r['stream_s']:>11.3f} {r['stream_cpu_s']:>10.2f} "
