@@ -420,6 +420,41 @@ def _gather(value: float, info: DistInfo) -> list[float]:
     return [float(v) for v in out]
 
 
+def _log(
+    trainers: list[ModelTrainer],
+    writers: dict[str, tuple[Any, csv.DictWriter]],
+    validator: Validator | None,
+    step: int,
+    seconds: float,
+    lr: float | None,
+    losses: dict[str, list[float]],
+) -> dict[str, str]:
+    """Write one CSV row per model (validating it when ``validator`` is given) and return the
+    progress-bar summary. The losses since the last row are averaged and cleared."""
+    post = {}
+    for tr in trainers:
+        name = str(tr.spec.name)
+        row: dict[str, Any] = {"iteration": step, "seconds": round(seconds, 1), "lr": lr}
+        if losses[name]:
+            row["loss"] = float(np.nanmean(losses[name]))
+            losses[name].clear()
+        if validator is not None:
+            scores = validator(tr.model, tr.info.device)
+            row.update(
+                val_psnr=scores["psnr"],
+                val_ssim=scores["ssim"],
+                bicubic_psnr=validator.bicubic["psnr"],
+                bicubic_ssim=validator.bicubic["ssim"],
+            )
+            post[name] = f"{scores['psnr']:.2f}dB"
+        else:
+            post[name] = f"{row.get('loss', math.nan):.4f}"
+        f, writer = writers[name]
+        writer.writerow(row)
+        f.flush()
+    return post
+
+
 def train(config: TrainConfig, resume: bool = False) -> dict[str, Path]:
     """Run the training described by ``config``.
 
@@ -471,6 +506,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Path]:
     final: dict[str, Path] = {}
     step = start
     validated_at = -1
+    lr: float | None = None
     try:
         while True:
             elapsed = _agree(time.monotonic() - t0, info)  # one clock for every rank
@@ -488,32 +524,10 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Path]:
             if not info.main:
                 continue
             if step % config.log_every == 0 or validate or last:
-                post = {}
-                for tr in trainers:
-                    name = str(tr.spec.name)
-                    row: dict[str, Any] = {
-                        "iteration": step,
-                        "seconds": round(time.monotonic() - t0, 1),
-                        "loss": float(np.nanmean(losses[name])) if losses[name] else math.nan,
-                        "lr": lr,
-                    }
-                    losses[name].clear()
-                    if validate:
-                        validated_at = step
-                        scores = validator(tr.model, info.device)
-                        row.update(
-                            val_psnr=scores["psnr"],
-                            val_ssim=scores["ssim"],
-                            bicubic_psnr=validator.bicubic["psnr"],
-                            bicubic_ssim=validator.bicubic["ssim"],
-                        )
-                        post[name] = f"{scores['psnr']:.2f}dB"
-                    else:
-                        post[name] = f"{row['loss']:.4f}"
-                    f, writer = writers[name]
-                    writer.writerow(row)
-                    f.flush()
-                bar.set_postfix(post)
+                check = validator if validate else None
+                seconds = time.monotonic() - t0
+                bar.set_postfix(_log(trainers, writers, check, step, seconds, lr, losses))
+                validated_at = step if validate else validated_at
             snapshot = config.checkpoint_every > 0 and step % config.checkpoint_every == 0
             timed = time.monotonic() - last_save >= 60 * config.checkpoint_minutes
             if snapshot or timed:
@@ -521,22 +535,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Path]:
                 for tr in trainers:
                     tr.save(step, elapsed, {}, snapshot)
                 last_save = time.monotonic()
-        if validator is not None and validated_at != step and info.main:
+        if validator is not None and validated_at != step:
             # The time budget ran out between two checks: validate the final weights too.
-            for tr in trainers:
-                scores = validator(tr.model, info.device)
-                f, writer = writers[str(tr.spec.name)]
-                writer.writerow(
-                    {
-                        "iteration": step,
-                        "seconds": round(time.monotonic() - t0, 1),
-                        "val_psnr": scores["psnr"],
-                        "val_ssim": scores["ssim"],
-                        "bicubic_psnr": validator.bicubic["psnr"],
-                        "bicubic_ssim": validator.bicubic["ssim"],
-                    }
-                )
-                f.flush()
+            _log(trainers, writers, validator, step, time.monotonic() - t0, lr, losses)
         # Every rank must hold the same weights: check it, and record it in the checkpoint.
         sums = {str(tr.spec.name): _gather(_param_checksum(tr.model), info) for tr in trainers}
         if info.main:
