@@ -20,7 +20,7 @@ per-target part (:meth:`EDVR.decode`: PCD alignment, TSA fusion, reconstruction)
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, NamedTuple
 
@@ -568,11 +568,18 @@ class FeatureCache:
         self._store.clear()
         self.hits = self.misses = 0
 
-    def lookup(self, kind: str, ids: Sequence[Sequence[int]], frames: Tensor, encode) -> Pyramid:
-        """Features of ``frames`` (B, T, C, H, W) with frame indices ``ids`` (B x T).
+    def lookup(
+        self,
+        kind: str,
+        ids: Sequence[Sequence[int]],
+        frames: Tensor,
+        encode: Callable[[Tensor], Pyramid],
+    ) -> Pyramid:
+        """Features of ``frames`` (B, T, C, H, W) whose sequence indices are ``ids`` (B x T).
 
-        Missing frames are padded and encoded in one batch by ``encode`` ((N, C, H', W') ->
-        Pyramid of (N, ...)); returns a Pyramid of (B, T, C, ...) tensors.
+        Frames not in the cache are encoded in one batch by ``encode`` ((N, C, H, W) ->
+        Pyramid of (N, ...)); ``kind`` separates index spaces ("lr", "hr"). Returns a Pyramid of
+        (B, T, C, ...) tensors.
         """
         size = tuple(frames.shape[-2:])
         keys = [[(kind, int(i), size) for i in row] for row in ids]
