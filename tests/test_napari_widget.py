@@ -630,3 +630,20 @@ def test_weights_field_says_whether_shipped_weights_exist(fusion_viewer, monkeyp
     choose(widget, "bicubic")
     choose(widget, "edvr-stf")
     assert widget.weights["edvr-stf"].placeholderText() == "shipped weights"
+
+
+def test_rerun_over_a_reopened_export_replaces_the_read_only_layer(fusion_viewer, qtbot, tmp_path):
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic")
+    widget.end.setValue(1)
+    run_and_wait(widget, qtbot)
+    (path,) = [p for p in widget.export(tmp_path) if p.suffix == ".tif"]
+    viewer.layers.remove("fused [bicubic]")
+    (reopened,) = viewer.open(str(path), plugin="napari-xfusion")
+    assert reopened.name == "fused [bicubic]" and not reopened.data.flags.writeable
+    widget.end.setValue(3)
+    summary = run_and_wait(widget, qtbot)
+    assert summary.error is None, summary.error
+    layer = viewer.layers["fused [bicubic]"]
+    assert layer is not reopened and layer.data.flags.writeable
+    assert layer.metadata["xfusion"]["frames_done"] == [0, 1, 2, 3]

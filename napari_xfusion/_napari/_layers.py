@@ -102,11 +102,20 @@ def ensure_fused_layer(
     entry = {"role": "fused", "method": method, "inputs": signature, "frames_done": []}
     if name in viewer.layers:
         layer = viewer.layers[name]
-        old = meta(layer)
-        if layer.data.shape == tuple(shape) and old.get("inputs") == signature:
+        data = layer.data
+        # Only an in-memory float32 stack can be filled in place: a reopened export is a
+        # read-only memmap (or detector units), and is replaced rather than written into.
+        fillable = (
+            isinstance(data, np.ndarray)
+            and not isinstance(data, np.memmap)
+            and data.flags.writeable
+            and data.dtype == np.float32
+            and data.shape == tuple(shape)
+        )
+        if fillable and meta(layer).get("inputs") == signature:
             return layer
-        if layer.data.shape == tuple(shape) and isinstance(layer.data, np.ndarray):
-            layer.data[:] = 0
+        if fillable:
+            data[:] = 0
             layer.metadata[META] = entry
             layer.refresh()
             return layer
