@@ -545,6 +545,10 @@ def test_edvr_stf_with_a_checkpoint_file_plots_attention(fusion_viewer, qtbot, t
     widget.end.setValue(2)
     run_and_wait(widget, qtbot, timeout=120000)
     assert next(iter(widget._methods.values())) is cached
+    # Other settings replace it rather than keeping both networks in memory.
+    widget.batch_size.setValue(2)
+    run_and_wait(widget, qtbot, timeout=120000)
+    assert len(widget._methods) == 1 and next(iter(widget._methods.values())) is not cached
 
 
 def test_own_uint16_tiffs_fuse_and_export_in_detector_units(

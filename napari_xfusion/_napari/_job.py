@@ -239,6 +239,10 @@ def _build_methods(request: FusionRequest) -> list[Any]:
         options = request.method_options.get(name, {})
         key = json.dumps([name, options, request.device], sort_keys=True, default=str)
         if key not in cache:
+            # One instance per method name: a network loaded with other weights or on another
+            # device is dropped, not kept in memory.
+            for stale in [k for k in cache if json.loads(k)[0] == name]:
+                del cache[stale]
             (cache[key],) = build_methods(
                 [name], {name: options} if options else None, request.device
             )
