@@ -1,6 +1,6 @@
 """Open napari on the built-in sample with the docks ready and a first run going.
 
-``xfusion demo`` calls :func:`launch` when a display is available.
+``xfusion demo`` calls :func:`open_demo` when a display is available.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["launch", "default_methods"]
+__all__ = ["launch", "open_demo", "default_methods"]
 
 
 def default_methods() -> list[str]:
@@ -85,3 +85,15 @@ def launch(
 
         QThreadPool.globalInstance().waitForDone(60000)
     return viewer
+
+
+def open_demo(size: str = "small") -> bool:
+    """:func:`launch` and block until the window closes; False (nothing opened) when napari or
+    its Qt binding cannot be imported, so a caller can fall back to the headless demo."""
+    try:
+        import napari  # noqa: F401
+        import qtpy  # noqa: F401
+    except ImportError:
+        return False
+    launch(size)
+    return True
