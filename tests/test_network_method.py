@@ -100,6 +100,20 @@ def test_tiled_method(checkpoints):
     assert tiled.describe()["tile"] == 6
 
 
+def test_bfloat16_autocast(checkpoints):
+    lr, hr = _sequence()
+    item = next(iter(_windows(lr, hr)))
+    ref = get_reconstructor("edvr-stf", weights=checkpoints["edvr-stf"], device="cpu")
+    bf16 = get_reconstructor(
+        "edvr-stf", weights=checkpoints["edvr-stf"], device="cpu", precision="bfloat16"
+    )
+    a, b = ref.reconstruct(item), bf16.reconstruct(item)
+    assert b.frame.dtype == np.float32 and b.attention.dtype == np.float64
+    scale = np.abs(a.frame).max()
+    assert 0 < np.abs(a.frame - b.frame).max() < 0.02 * scale  # bfloat16 has 8 mantissa bits
+    np.testing.assert_allclose(b.attention, a.attention, rtol=0.05, atol=1e-3)
+
+
 def test_wrong_or_missing_weights(checkpoints, tmp_path, monkeypatch):
     with pytest.raises(
         ValueError, match="arch: 'edvr' in the checkpoint edvr.pt, expected 'edvr-stf'"

@@ -484,7 +484,7 @@ class EDVR(nn.Module):
             return out
         if corr is None:
             raise ValueError("attention scores need TSA fusion (config.with_tsa=True)")
-        return out, corr.mean((-2, -1))
+        return out, corr.float().mean((-2, -1))
 
 
 class EDVRSTF(EDVR):
@@ -649,7 +649,7 @@ def forward_cached(
         return out
     if corr is None:
         raise ValueError("attention scores need TSA fusion (config.with_tsa=True)")
-    return out, corr[..., :h, :w].mean((-2, -1))
+    return out, corr[..., :h, :w].float().mean((-2, -1))
 
 
 def forward_tiled(
@@ -668,6 +668,7 @@ def forward_tiled(
     the untiled forward where the network's receptive field reaches past the context; 16 LR
     pixels (64 HR) keep the difference small. The attention scores are the area-weighted mean
     of the tiles' correlation over their cores, i.e. the spatial mean over the whole frame.
+    Scores are reduced in float32 (also under a bfloat16 autocast).
     """
     if tile < 4:
         raise ValueError(f"tile must be >= 4 LR pixels, got {tile}")
@@ -691,7 +692,7 @@ def forward_tiled(
             if return_attention:
                 if corr is None:
                     raise ValueError("attention scores need TSA fusion (config.with_tsa=True)")
-                core = corr[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa].sum((-2, -1))
+                core = corr[..., y0 - ya : y1 - ya, x0 - xa : x1 - xa].float().sum((-2, -1))
                 score_sum = core if score_sum is None else score_sum + core
     if not return_attention:
         return out
