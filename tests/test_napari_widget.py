@@ -651,3 +651,20 @@ def test_rerun_over_a_reopened_export_replaces_the_read_only_layer(fusion_viewer
     layer = viewer.layers["fused [bicubic]"]
     assert layer is not reopened and layer.data.flags.writeable
     assert layer.metadata["xfusion"]["frames_done"] == [0, 1, 2, 3]
+
+
+def test_metrics_table_stays_sorted_and_updates_rerun_frames(fusion_viewer, qtbot):
+    from qtpy.QtCore import Qt
+
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic")
+    metrics = MetricsWidget(viewer)
+    viewer.window.add_dock_widget(metrics, name="metrics", area="bottom")
+    for start, end in ((4, 7), (0, 3), (2, 3)):
+        widget.start.setValue(start)
+        widget.end.setValue(end)
+        run_and_wait(widget, qtbot)
+    table = metrics.frames
+    frames = [table.item(i, 0).data(Qt.UserRole) for i in range(table.rowCount())]
+    assert frames == list(range(8))  # frame 10 would sort after 9, reruns replace their row
+    assert metrics.summary.item(0, 1).text() == "8"

@@ -37,12 +37,22 @@ _COLUMNS = {"psnr": "PSNR (dB)", "aad": "AAD", "ssim": "SSIM"}
 _FORMATS = {"psnr": "{:.2f}", "aad": "{:.4f}", "ssim": "{:.4f}"}
 
 
+class _Item(QTableWidgetItem):
+    """A cell showing a rounded value that sorts by the exact one (frame 10 after frame 9)."""
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        mine, theirs = self.data(Qt.UserRole), other.data(Qt.UserRole)
+        if isinstance(mine, (int, float)) and isinstance(theirs, (int, float)):
+            return mine < theirs
+        return str(mine) < str(theirs)
+
+
 def _cell(value: Any, key: str) -> QTableWidgetItem:
     if isinstance(value, float):
         text = "" if math.isnan(value) else _FORMATS.get(key, "{:.4g}").format(value)
     else:
         text = str(value)
-    item = QTableWidgetItem(text)
+    item = _Item(text)
     item.setData(Qt.UserRole, value)  # the unrounded value, for sorting and navigation
     return item
 
@@ -66,6 +76,8 @@ class MetricsWidget(QWidget):
         self.summary.setSizeAdjustPolicy(QAbstractScrollArea.AdjustToContents)
         self.summary.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.frames.itemDoubleClicked.connect(self._on_double_click)
+        self.frames.sortByColumn(0, Qt.AscendingOrder)
+        self._rows: dict[tuple[str, int], QTableWidgetItem] = {}  # (method, frame) -> cell 0
 
         self.note = QLabel("Metrics need a ground truth: run on the sample or in simulate mode.")
         self.note.setWordWrap(True)
@@ -94,17 +106,39 @@ class MetricsWidget(QWidget):
 
     def _on_frame(self, record: FrameRecord) -> None:
         if record.metrics is not None:
-            self.refresh()
+            self._set_row({"method": record.method, "frame": record.index, **record.metrics})
+            self._refresh_summary()
+
+    def _set_row(self, row: dict[str, Any]) -> None:
+        """Add one frame's row (or update it when the frame was run again), kept sorted."""
+        self.frames.setSortingEnabled(False)  # Qt: fill a row, then let it sort once
+        key = (row["method"], row["frame"])
+        anchor = self._rows.get(key)
+        if anchor is None or anchor.tableWidget() is not self.frames:
+            index = self.frames.rowCount()
+            self.frames.insertRow(index)
+        else:
+            index = anchor.row()
+        self._rows[key] = first = _cell(row["frame"], "frame")
+        self.frames.setItem(index, 0, first)
+        self.frames.setItem(index, 1, _cell(row["method"], "method"))
+        for j, name in enumerate(_COLUMNS, start=2):
+            self.frames.setItem(index, j, _cell(row[name], name))
+        self.frames.setSortingEnabled(True)
+        self.note.setVisible(False)
 
     def refresh(self, *_: Any) -> None:
-        """Rebuild both tables from the session (a few hundred rows at most)."""
+        """Rebuild both tables from the session (after a run with new inputs)."""
+        self.frames.setSortingEnabled(False)
+        self.frames.setRowCount(0)
+        self._rows.clear()
         rows = self.session.metrics_rows()
-        self.frames.setRowCount(len(rows))
-        for i, row in enumerate(sorted(rows, key=lambda r: (r["frame"], r["method"]))):
-            self.frames.setItem(i, 0, _cell(row["frame"], "frame"))
-            self.frames.setItem(i, 1, _cell(row["method"], "method"))
-            for j, key in enumerate(_COLUMNS, start=2):
-                self.frames.setItem(i, j, _cell(row[key], key))
+        for row in rows:
+            self._set_row(row)
+        self.note.setVisible(not rows)
+        self._refresh_summary()
+
+    def _refresh_summary(self) -> None:
         summary = self.session.metrics_summary()
         self.summary.setRowCount(len(summary))
         for i, row in enumerate(summary):
@@ -112,7 +146,6 @@ class MetricsWidget(QWidget):
             self.summary.setItem(i, 1, _cell(row["frames"], "frames"))
             for j, key in enumerate(_COLUMNS, start=2):
                 self.summary.setItem(i, j, _cell(row[key], key))
-        self.note.setVisible(not rows)
         self._fit_summary()
 
     def _fit_summary(self) -> None:
