@@ -1,13 +1,16 @@
-"""Small Qt helpers shared by the docks."""
+"""Small Qt helpers of the docks: signal lifetimes, the device picker, a vertical scroll panel."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtWidgets import QWidget
+from qtpy.QtCore import QEvent, QObject, QSize
+from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QWidget
 
-__all__ = ["connect_while_alive"]
+from napari_xfusion._napari._job import available_devices
+
+__all__ = ["DeviceCombo", "VerticalScroll", "connect_while_alive"]
 
 
 def _disconnect(emitter: Any, callback: Callable[..., Any], *_: Any) -> None:
@@ -27,3 +30,67 @@ def connect_while_alive(widget: QWidget, emitter: Any, callback: Callable[..., A
     """
     emitter.connect(callback)
     widget.destroyed.connect(lambda *_: _disconnect(emitter, callback))
+
+
+class DeviceCombo(QComboBox):
+    """Device choice; asks torch what is available only when first opened (importing torch
+    takes seconds, which the widget should not cost when it is docked)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.addItems(["auto", "cpu"])
+        self._probed = False
+
+    def probe(self) -> None:
+        """Add the devices torch finds (once)."""
+        if self._probed:
+            return
+        self._probed = True
+        current = self.currentText()
+        for device in available_devices():
+            if self.findText(device) < 0:
+                self.addItem(device)
+        self.setCurrentText(current)
+
+    def showPopup(self) -> None:  # Qt's name
+        self.probe()
+        super().showPopup()
+
+
+class VerticalScroll(QScrollArea):
+    """Scrolls its panel vertically; asks the dock for the panel's full width (a horizontal
+    scroll bar appears only when the dock is squeezed narrower than that)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.NoFrame)
+
+    def setWidget(self, widget: QWidget) -> None:  # Qt's name
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # Qt's name
+        # The panel's size hints change once it is styled (fonts, theme): re-ask the dock.
+        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
+
+    def showEvent(self, event: QEvent) -> None:  # Qt's name
+        super().showEvent(event)
+        self.updateGeometry()
+
+    def _with_panel_width(self, hint: QSize, panel: QSize) -> QSize:
+        bar = self.verticalScrollBar().sizeHint().width()
+        hint.setWidth(panel.width() + bar + 2 * self.frameWidth())
+        return hint
+
+    def minimumSizeHint(self) -> QSize:  # Qt's name
+        hint = super().minimumSizeHint()
+        panel = self.widget()
+        return hint if panel is None else self._with_panel_width(hint, panel.minimumSizeHint())
+
+    def sizeHint(self) -> QSize:  # Qt's name
+        hint = super().sizeHint()
+        panel = self.widget()
+        return hint if panel is None else self._with_panel_width(hint, panel.sizeHint())

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject, QSettings, QSize, Qt
+from qtpy.QtCore import QSettings, Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -26,7 +26,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QFrame,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
@@ -37,7 +36,6 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QRadioButton,
-    QScrollArea,
     QSpinBox,
     QToolButton,
     QVBoxLayout,
@@ -51,7 +49,6 @@ from napari_xfusion._napari._job import (
     FrameDone,
     FusionRequest,
     Prepared,
-    available_devices,
     describe_keys,
     fusion_job,
 )
@@ -69,7 +66,7 @@ from napari_xfusion._napari._layers import (
     write_frame,
 )
 from napari_xfusion._napari._session import session_for
-from napari_xfusion._napari._util import connect_while_alive
+from napari_xfusion._napari._util import DeviceCombo, VerticalScroll, connect_while_alive
 from napari_xfusion.methods import METHODS
 
 if TYPE_CHECKING:
@@ -87,70 +84,6 @@ def _format_seconds(seconds: float | None) -> str:
         return "…"
     seconds = int(round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f"{seconds} s"
-
-
-class _DeviceCombo(QComboBox):
-    """Device choice; asks torch what is available only when first opened (importing torch
-    takes seconds, which the widget should not cost when it is docked)."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.addItems(["auto", "cpu"])
-        self._probed = False
-
-    def probe(self) -> None:
-        """Add the devices torch finds (once)."""
-        if self._probed:
-            return
-        self._probed = True
-        current = self.currentText()
-        for device in available_devices():
-            if self.findText(device) < 0:
-                self.addItem(device)
-        self.setCurrentText(current)
-
-    def showPopup(self) -> None:  # Qt's name
-        self.probe()
-        super().showPopup()
-
-
-class _VerticalScroll(QScrollArea):
-    """Scrolls its panel vertically; asks the dock for the panel's full width (a horizontal
-    scroll bar appears only when the dock is squeezed narrower than that)."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWidgetResizable(True)
-        self.setFrameShape(QFrame.NoFrame)
-
-    def setWidget(self, widget: QWidget) -> None:  # Qt's name
-        super().setWidget(widget)
-        widget.installEventFilter(self)
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # Qt's name
-        # The panel's size hints change once it is styled (fonts, theme): re-ask the dock.
-        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
-            self.updateGeometry()
-        return super().eventFilter(watched, event)
-
-    def showEvent(self, event: QEvent) -> None:  # Qt's name
-        super().showEvent(event)
-        self.updateGeometry()
-
-    def _with_panel_width(self, hint: QSize, panel: QSize) -> QSize:
-        bar = self.verticalScrollBar().sizeHint().width()
-        hint.setWidth(panel.width() + bar + 2 * self.frameWidth())
-        return hint
-
-    def minimumSizeHint(self) -> QSize:  # Qt's name
-        hint = super().minimumSizeHint()
-        panel = self.widget()
-        return hint if panel is None else self._with_panel_width(hint, panel.minimumSizeHint())
-
-    def sizeHint(self) -> QSize:  # Qt's name
-        hint = super().sizeHint()
-        panel = self.widget()
-        return hint if panel is None else self._with_panel_width(hint, panel.sizeHint())
 
 
 @dataclass
@@ -196,7 +129,7 @@ class FusionWidget(QWidget):
         layout.addWidget(self._build_run())
         layout.addWidget(self._build_results())
         layout.addStretch()
-        scroll = _VerticalScroll()
+        scroll = VerticalScroll()
         scroll.setWidget(content)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -321,7 +254,7 @@ class FusionWidget(QWidget):
             self.weights[name] = edit
             form.addRow(f"{name} weights", row)
 
-        self.device = _DeviceCombo()
+        self.device = DeviceCombo()
         self.batch_size = QSpinBox()
         self.batch_size.setRange(1, 256)
         self.batch_size.setToolTip("Frames per network batch (more uses more memory)")
