@@ -331,6 +331,12 @@ def test_attention_plot_receives_points_and_moves_the_viewer(fusion_viewer):
     x, y = plot.axes.transData.transform((5.2, 1.0))
     MouseEvent("button_press_event", plot.canvas, x, y, button=1)._process()
     assert viewer.dims.point[0] == 5
+    # The plot follows napari's theme.
+    from matplotlib.colors import to_hex
+    from napari.utils.theme import get_theme
+
+    viewer.theme = "light"
+    assert to_hex(plot.figure.get_facecolor()) == get_theme("light").background.as_hex()
 
 
 def test_export_writes_tiffs_and_csvs_that_reopen(fusion_viewer, qtbot, tmp_path):
