@@ -674,3 +674,20 @@ def test_metrics_table_stays_sorted_and_updates_rerun_frames(fusion_viewer, qtbo
     frames = [table.item(i, 0).data(Qt.UserRole) for i in range(table.rowCount())]
     assert frames == list(range(8))  # frame 10 would sort after 9, reruns replace their row
     assert metrics.summary.item(0, 1).text() == "8"
+
+
+def test_simulate_first_and_last_keys_without_noise(fusion_viewer, qtbot):
+    viewer, widget = fusion_viewer
+    widget.simulate.setChecked(True)
+    widget.first_last.setChecked(True)
+    widget.noise.setChecked(False)
+    choose(widget, "bayesian")
+    summary = run_and_wait(widget, qtbot)
+    assert summary.error is None, summary.error
+    assert viewer.layers["HR keys (simulated)"].metadata["xfusion"]["key_indices"] == [0, 7]
+    truth = viewer.layers["ground truth"].data
+    lr = viewer.layers["LR (simulated)"].data
+    np.testing.assert_allclose(lr, truth.reshape(8, 16, 4, 32, 4).mean(axis=(2, 4)), atol=1e-6)
+    assert widget.b0_label.text() == "b0: no noise"
+    fused = viewer.layers["fused [bayesian]"].data
+    np.testing.assert_allclose(fused[[0, 7]], truth[[0, 7]], atol=1e-5)  # keys are observed
