@@ -18,17 +18,25 @@ ratio. Random frames: run time does not depend on content.
         [--frames 20] [--threads N] [--precision float32|bfloat16] [--channels-last 0|1]
         [--lr-shape 100 256]
 
-Memory of a 1024x1024 output with the paper config (one plain frame, a 2-frame stream):
+Memory and time of one 1024x1024 output frame with the paper config:
 
     .venv/bin/python benchmarks/bench_networks.py --configs paper --archs edvr-stf \
         --lr-shape 256 256 --frames 2 --memory-only [--tile 64]
 
-Measured on the project's shared 2-core AMD EPYC (avx512_bf16) CPU, torch 2.13, 1 thread
-(other jobs were running, so CPU seconds are the stable figure; see the printed table):
-``small`` EDVR-STF float32 NCHW, plain forward ~3.2 CPU-s per frame, of which PCD alignment
-of the 5 inputs 1.76 s, HR key encoder 0.97 s, LR encoder 0.30 s, TSA 0.08 s, reconstruction
-0.05 s, up-sampling head 0.24 s; channels-last 2.6-2.8 s (identical output), channels-last +
-bfloat16 1.7-1.9 s.
+Measured on the project's shared 2-core AMD EPYC (avx512_bf16) CPU, torch 2.13, 1 thread,
+while other jobs ran (so wall-clock frames/s swing; CPU seconds per frame are the stable
+figure), ``--configs small --frames 20``, channels-last, float32:
+
+    small edvr      plain 1.46 CPU-s/frame, stream 1.38 (1.06x), peak RSS 741 MiB
+    small edvr-stf  plain 2.59 CPU-s/frame, stream 2.09 (1.24x), peak RSS 981 MiB
+    bicubic         ~350 frames/s
+
+Where a ``small`` EDVR-STF frame goes (float32, NCHW, CPU-s): PCD alignment of the 5 inputs
+1.76, HR key encoder 0.97, LR encoder (3 frames) 0.30, TSA 0.08, reconstruction 0.05,
+up-sampling head 0.24; total 3.2 (channels-last 2.6-2.8, channels-last + bfloat16 1.7-1.9).
+The cache removes the encoders, so PCD (its offset convs and DCNs) bounds the streaming rate.
+Paper config, EDVR-STF, 256x256 -> 1024x1024, one frame: 124 s and 3.3 GiB peak RSS untiled;
+201 s and 1.1 GiB with ``--tile 64`` (16 px overlap).
 """
 
 from __future__ import annotations
