@@ -77,7 +77,8 @@ class _NetworkMethod(Reconstructor):
         Channels-last memory format for the convs. None: on for CPU, where it took ~15-20 %
         less time with identical outputs (to 1e-7); off elsewhere (not measured there).
     cache_size : int
-        Frames kept in the feature cache (>= 2s + 3 for separation s avoids recomputation).
+        Frames kept in the feature cache (raised to ``batch_size + 10`` if smaller, which
+        avoids recomputation for separations up to 3).
     """
 
     name: ClassVar[str]
@@ -123,7 +124,9 @@ class _NetworkMethod(Reconstructor):
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.cache = FeatureCache(cache_size)
+        # A batch of b targets spans b + 2s LR frames (s <= 3) and up to 4 keys; the next batch
+        # reuses its trailing frames, so keep at least that many.
+        self.cache = FeatureCache(max(int(cache_size), self.batch_size + 10))
 
     # -- Reconstructor ----------------------------------------------------------------------
 
