@@ -115,6 +115,14 @@ def test_basicsr_state_dict_loads(tmp_path, arch):
         torch.testing.assert_close(grey(lr, hr), want.mean(1, keepdim=True), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["edvr", "edvr-stf"])
+def test_infer_paper_config_from_shapes(arch):
+    # Shapes only (meta tensors): the XFusion paper model's state dict has these shapes.
+    with torch.device("meta"):
+        state = build_model(named_config("paper", arch)).state_dict()
+    assert infer_config(state) == named_config("paper", arch)
+
+
 def test_basicsr_five_frame_model_is_refused_for_a_three_frame_window(tmp_path):
     five = build_model(
         NetConfig(

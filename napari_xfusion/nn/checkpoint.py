@@ -22,6 +22,9 @@ tensor shapes. The mapping of names:
   (``conv_first``, ``conv_first_hi``) get their kernels summed over the input channels, and
   the grey output is the mean of the three outputs, so ``conv_last`` gets its kernels and bias
   averaged over the output channels. The result equals the RGB model's channel mean exactly.
+- The XFusion paper model (``network_g`` of its ``xfusion/inference/config_dataset1.yml``:
+  grey in/out, 128 features, 3 LR + 2 HR frames, 8 deformable groups, 5 / 40 blocks) infers
+  to exactly ``named_config("paper", "edvr-stf")``.
 - Not mapped (an error names them): the pre-deblur module (``predeblur.*``, ``hr_in``), and
   the ``fuse_searched_feat_ok`` extension of the XFusion code (``temporal_attn3``).
 """
