@@ -5,9 +5,9 @@ Run from the repository root (needs a display; on a headless machine use Xvfb)::
     xvfb-run -a python examples/screenshot.py
 
 It opens napari with the small simulated sample (what ``xfusion demo`` shows), runs bicubic,
-Bayesian and, when its shipped weights exist, EDVR-STF on every frame, then shows the results
-side by side at a frame between two HR keys, with the attention and metrics docks, and saves
-the whole window.
+Bayesian and, when its shipped weights exist (or ``--weights edvr-stf=PATH`` names a
+checkpoint), EDVR-STF on every frame, then shows the results side by side at a frame between
+two HR keys, with the attention and metrics docks, and saves the whole window.
 """
 
 from __future__ import annotations
@@ -22,7 +22,16 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "screenshot.png")
     parser.add_argument("--frame", type=int, default=26, help="frame shown (between two keys)")
+    parser.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="METHOD=PATH",
+        help="run a network method with this checkpoint (e.g. edvr-stf=model.pt) instead of "
+        "its shipped weights; repeatable",
+    )
     args = parser.parse_args(argv)
+    weights = dict(item.split("=", 1) for item in args.weights)
 
     import matplotlib.image
     import napari
@@ -34,10 +43,13 @@ def main(argv: list[str] | None = None) -> Path:
 
     # napari's one-off PyQt5 deprecation toast would sit on the canvas: not for the README.
     napari._qt.qt_main_window.SHOW_QT_WARNING = False
-    methods = ["bicubic", "bayesian", *(m for m in default_methods() if m != "bayesian")]
+    networks = list(weights) or [m for m in default_methods() if m != "bayesian"]
+    methods = ["bicubic", "bayesian", *networks]
     viewer = launch("small", methods, run=False, block=False)
     viewer.window.resize(1700, 1050)
     widget = viewer.window.dock_widgets["Fusion (napari-xfusion)"]
+    for method, path in weights.items():
+        widget.weights[method].setText(path)
     if not widget.run():
         raise SystemExit(f"the run did not start: {widget.status.text()}")
     loop = QEventLoop()
