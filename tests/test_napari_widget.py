@@ -691,3 +691,18 @@ def test_simulate_first_and_last_keys_without_noise(fusion_viewer, qtbot):
     assert widget.b0_label.text() == "b0: no noise"
     fused = viewer.layers["fused [bayesian]"].data
     np.testing.assert_allclose(fused[[0, 7]], truth[[0, 7]], atol=1e-5)  # keys are observed
+
+
+def test_bayesian_uncertainty_layer(fusion_viewer, qtbot):
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic", "bayesian")
+    widget.show_uncertainty.setChecked(True)
+    run_and_wait(widget, qtbot)
+    sd = viewer.layers["uncertainty [bayesian]"]
+    assert sd.metadata["xfusion"]["role"] == "uncertainty"
+    assert sd.metadata["xfusion"]["frames_done"] == list(range(8))
+    assert "uncertainty [bicubic]" not in viewer.layers  # bicubic has no posterior
+    assert np.all(sd.data >= 0)
+    assert not sd.data[[0, 4]].any()  # the HR keys are observed exactly
+    assert sd.data[2].mean() > 0
+    assert widget.lr_combo.findText("uncertainty [bayesian]") < 0  # not offered as an input

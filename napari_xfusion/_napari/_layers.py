@@ -1,9 +1,9 @@
 """Result layers: fused stacks filled frame by frame, change views, side-by-side grid.
 
 Every function here runs on the GUI thread. Our layers carry a JSON-able dict under
-``layer.metadata["xfusion"]`` (:data:`META`) with at least a ``role`` (``"lr"``, ``"hr_keys"``,
-``"truth"``, ``"fused"``, ``"change"``); the writer stores it in the TIFF and the reader
-restores it, so an exported fused stack reopens as what it was.
+``layer.metadata["xfusion"]`` (:data:`META`) with at least a ``role`` (``"lr"``,
+``"hr_keys"``, ``"truth"``, ``"fused"``, ``"uncertainty"``, ``"change"``); the writer stores
+it in the TIFF and the reader restores it, so an exported fused stack reopens as what it was.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = [
     "fused_name",
     "fused_layers",
     "ensure_fused_layer",
+    "ensure_uncertainty_layer",
     "write_frame",
     "add_change_view",
     "refresh_change_views",
@@ -98,8 +99,39 @@ def ensure_fused_layer(
     ``signature`` (layers, separation, keys) are unchanged, so runs on successive time windows
     add up; otherwise its frames are cleared.
     """
-    name = fused_name(method)
     entry = {"role": "fused", "method": method, "inputs": signature, "frames_done": []}
+    return _ensure_result_layer(
+        viewer, fused_name(method), entry, shape, scale, translate, "gray", (0.0, 1.0)
+    )
+
+
+def ensure_uncertainty_layer(
+    viewer: napari.Viewer,
+    method: str,
+    shape: tuple[int, int, int],
+    signature: dict[str, Any],
+    *,
+    scale: Sequence[float] = (1.0, 1.0, 1.0),
+    translate: Sequence[float] = (0.0, 0.0, 0.0),
+) -> Image:
+    """The layer ``uncertainty [method]``: the posterior standard deviation per pixel (same
+    units as the fused frames), filled like the fused layer."""
+    entry = {"role": "uncertainty", "method": method, "inputs": signature, "frames_done": []}
+    return _ensure_result_layer(
+        viewer, f"uncertainty [{method}]", entry, shape, scale, translate, "magma", (0.0, 0.1)
+    )
+
+
+def _ensure_result_layer(
+    viewer: napari.Viewer,
+    name: str,
+    entry: dict[str, Any],
+    shape: tuple[int, int, int],
+    scale: Sequence[float],
+    translate: Sequence[float],
+    colormap: str,
+    contrast_limits: tuple[float, float],
+) -> Image:
     if name in viewer.layers:
         layer = viewer.layers[name]
         data = layer.data
@@ -112,7 +144,7 @@ def ensure_fused_layer(
             and data.dtype == np.float32
             and data.shape == tuple(shape)
         )
-        if fillable and meta(layer).get("inputs") == signature:
+        if fillable and meta(layer).get("inputs") == entry["inputs"]:
             return layer
         if fillable:
             data[:] = 0
@@ -123,8 +155,8 @@ def ensure_fused_layer(
     return viewer.add_image(
         np.zeros(shape, dtype=np.float32),
         name=name,
-        contrast_limits=(0.0, 1.0),
-        colormap="gray",
+        contrast_limits=contrast_limits,
+        colormap=colormap,
         scale=tuple(scale),
         translate=tuple(translate),
         metadata={META: entry},

@@ -57,6 +57,7 @@ from napari_xfusion._napari._layers import (
     META,
     add_change_view,
     ensure_fused_layer,
+    ensure_uncertainty_layer,
     fused_layers,
     lr_overlay_transform,
     meta,
@@ -97,6 +98,7 @@ class _Job:
     truth_layer: Layer | None
     signature: dict[str, Any]
     layers: dict[str, Image] = field(default_factory=dict)
+    uncertainty: dict[str, Image] = field(default_factory=dict)
     total: int = 0
     done: int = 0
     prepared: Prepared | None = None
@@ -326,6 +328,11 @@ class FusionWidget(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.change_mode)
         row.addWidget(change)
+        self.show_uncertainty = QCheckBox("Bayesian uncertainty layer (posterior s.d.)")
+        self.show_uncertainty.setToolTip(
+            "With bayesian: also fill 'uncertainty [bayesian]', the per-pixel posterior "
+            "standard deviation (0 at the HR keys)"
+        )
         self.export_list = QListWidget()
         self.export_list.setMaximumHeight(80)
         self.export_list.setToolTip("Fused stacks to export")
@@ -339,6 +346,7 @@ class FusionWidget(QWidget):
         export.clicked.connect(self._export_dialog)
         layout.addWidget(self.side_by_side_button)
         layout.addLayout(row)
+        layout.addWidget(self.show_uncertainty)
         layout.addWidget(QLabel("Export"))
         layout.addWidget(self.export_list)
         export_row = QHBoxLayout()
@@ -358,7 +366,7 @@ class FusionWidget(QWidget):
         return [
             layer.name
             for layer in self.viewer.layers
-            if isinstance(layer, Image) and role(layer) not in ("fused", "change")
+            if isinstance(layer, Image) and role(layer) not in ("fused", "uncertainty", "change")
         ]
 
     def _by_role(self, wanted: str) -> str | None:
@@ -671,6 +679,15 @@ class FusionWidget(QWidget):
                 "normalisation": prep.normalisation,
             }
             job.layers[method] = layer
+            if method == "bayesian" and self.show_uncertainty.isChecked():
+                job.uncertainty[method] = ensure_uncertainty_layer(
+                    self.viewer,
+                    method,
+                    shape,
+                    job.signature,
+                    scale=(1.0, *spatial_scale),
+                    translate=(0.0, *spatial_shift),
+                )
         self.session.begin(
             prep.n_frames,
             prep.key_indices,
@@ -739,6 +756,10 @@ class FusionWidget(QWidget):
         if layer is not None and layer in self.viewer.layers:
             write_frame(layer, int(result.index), result.frame)
             refresh_change_views(self.viewer, layer)
+        spread = job.uncertainty.get(result.method)
+        if spread is not None and result.variance is not None and spread in self.viewer.layers:
+            sd = np.sqrt(np.clip(np.asarray(result.variance, dtype=np.float32), 0, None))
+            write_frame(spread, int(result.index), sd)
         record = self.session.add(result, item.metrics)
         if record.backward is not None and not job.attention_shown:
             job.attention_shown = True
@@ -871,7 +892,7 @@ class FusionWidget(QWidget):
         sources += [
             layer
             for layer in self.viewer.layers.selection
-            if isinstance(layer, Image) and role(layer) not in ("fused", "change")
+            if isinstance(layer, Image) and role(layer) not in ("fused", "uncertainty", "change")
         ]
         if not sources:
             show_info("Select an image layer (or run a method) to add a change view.")
@@ -958,6 +979,7 @@ class FusionWidget(QWidget):
         s.setValue("methods", ",".join(self.selected_methods()))
         s.setValue("device", self.device.currentText())
         s.setValue("batch_size", self.batch_size.value())
+        s.setValue("uncertainty", self.show_uncertainty.isChecked())
         for name, edit in self.weights.items():
             s.setValue(f"weights/{name}", edit.text())
         s.sync()
@@ -989,5 +1011,6 @@ class FusionWidget(QWidget):
         if self.device.findText(device) >= 0:
             self.device.setCurrentText(device)
         self.batch_size.setValue(get("batch_size", 1, int))
+        self.show_uncertainty.setChecked(get("uncertainty", False, bool))
         for name, edit in self.weights.items():
             edit.setText(get(f"weights/{name}", "", str))
