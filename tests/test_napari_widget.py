@@ -307,7 +307,7 @@ def test_attention_plot_receives_points_and_moves_the_viewer(fusion_viewer):
     plot = AttentionWidget(viewer)
     viewer.window.add_dock_widget(plot, area="bottom")
     session = widget.session
-    session.begin(8, [0, 4], ["edvr-stf"], has_truth=False, keep=False)
+    session.begin(8, [0, 4], ["edvr-stf"], has_truth=False, fresh=["edvr-stf"])
     for t in range(8):
         key = 0 if t < 4 else 4
         result = SimpleNamespace(
@@ -706,3 +706,20 @@ def test_bayesian_uncertainty_layer(fusion_viewer, qtbot):
     assert not sd.data[[0, 4]].any()  # the HR keys are observed exactly
     assert sd.data[2].mean() > 0
     assert widget.lr_combo.findText("uncertainty [bayesian]") < 0  # not offered as an input
+
+
+def test_metrics_of_earlier_methods_stay_when_another_method_runs(fusion_viewer, qtbot):
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic")
+    run_and_wait(widget, qtbot)
+    choose(widget, "bayesian")
+    run_and_wait(widget, qtbot)
+    assert [row["method"] for row in widget.session.metrics_summary()] == ["bicubic", "bayesian"]
+    # New inputs clear the frames (and numbers) of the methods run on them only.
+    widget.separation.setValue(2)
+    choose(widget, "bicubic")
+    widget.end.setValue(2)
+    run_and_wait(widget, qtbot)
+    summary = {row["method"]: row["frames"] for row in widget.session.metrics_summary()}
+    assert summary == {"bicubic": 3, "bayesian": 8}
+    assert viewer.layers["fused [bicubic]"].metadata["xfusion"]["frames_done"] == [0, 1, 2]

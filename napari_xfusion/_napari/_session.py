@@ -73,11 +73,12 @@ class FusionSession:
         methods: Sequence[str],
         *,
         has_truth: bool,
-        keep: bool,
+        fresh: Sequence[str] = (),
     ) -> None:
-        """A run starts; ``keep=False`` forgets earlier frames (the inputs changed)."""
-        if not keep:
-            self.records = {}
+        """A run of ``methods`` starts; the records of the ``fresh`` ones are forgotten (their
+        layers were cleared: new inputs), those of other methods stay with their layers."""
+        for method in fresh:
+            self.records[method] = {}
         self.run = _Run(int(n_frames), np.asarray(keys, np.int64), tuple(methods), has_truth)
         for method in methods:
             self.records.setdefault(method, {})

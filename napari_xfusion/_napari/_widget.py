@@ -656,7 +656,7 @@ class FusionWidget(QWidget):
             )
             job.lr_layer.scale, job.lr_layer.translate = scale, translate
         shape = (prep.n_frames, *prep.hr_shape)
-        keep = True
+        fresh = []
         for method in job.request.methods:
             layer = ensure_fused_layer(
                 self.viewer,
@@ -667,7 +667,8 @@ class FusionWidget(QWidget):
                 translate=(0.0, *spatial_shift),
             )
             entry = meta(layer)
-            keep &= bool(entry.get("frames_done"))
+            if not entry.get("frames_done"):
+                fresh.append(method)
             entry["parameters"] = {
                 **job.signature,
                 "method": method,
@@ -693,7 +694,7 @@ class FusionWidget(QWidget):
             prep.key_indices,
             job.request.methods,
             has_truth=prep.has_truth,
-            keep=keep,
+            fresh=fresh,
         )
         first, last = prep.frames
         job.total = (last - first + 1) * len(job.request.methods)
