@@ -723,3 +723,5 @@ def test_metrics_of_earlier_methods_stay_when_another_method_runs(fusion_viewer,
     summary = {row["method"]: row["frames"] for row in widget.session.metrics_summary()}
     assert summary == {"bicubic": 3, "bayesian": 8}
     assert viewer.layers["fused [bicubic]"].metadata["xfusion"]["frames_done"] == [0, 1, 2]
+    viewer.layers.remove("fused [bayesian]")
+    assert [row["method"] for row in widget.session.metrics_summary()] == ["bicubic"]

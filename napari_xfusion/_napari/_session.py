@@ -84,6 +84,11 @@ class FusionSession:
             self.records.setdefault(method, {})
         self.started.emit(self)
 
+    def forget(self, method: str) -> None:
+        """Drop the records of ``method`` (its layer was deleted) and tell the docks."""
+        if self.records.pop(method, None):
+            self.started.emit(self)
+
     def add(self, result: Any, metrics: dict[str, float] | None) -> FrameRecord:
         """Record the engine's ``FrameResult`` (and its metrics) and announce it."""
         record = FrameRecord(

@@ -146,6 +146,7 @@ class FusionWidget(QWidget):
         for layer in self.viewer.layers:
             connect_while_alive(self, layer.events.name, self.refresh_layers)
         connect_while_alive(self, events.inserted, self._watch_layer_name)
+        connect_while_alive(self, events.removed, self._forget_removed)
 
     # --- building -------------------------------------------------------------------------
 
@@ -356,6 +357,13 @@ class FusionWidget(QWidget):
         return box
 
     # --- layer pickers ---------------------------------------------------------------------
+
+    def _forget_removed(self, event: Any) -> None:
+        # A deleted fused layer takes its metrics and attention with it (unless a run is
+        # about to replace it with a fresh layer of the same method).
+        layer = event.value
+        if role(layer) == "fused" and not self.running:
+            self.session.forget(meta(layer).get("method", ""))
 
     def _watch_layer_name(self, event: Any) -> None:
         connect_while_alive(self, event.value.events.name, self.refresh_layers)
