@@ -725,3 +725,27 @@ def test_metrics_of_earlier_methods_stay_when_another_method_runs(fusion_viewer,
     assert viewer.layers["fused [bicubic]"].metadata["xfusion"]["frames_done"] == [0, 1, 2]
     viewer.layers.remove("fused [bayesian]")
     assert [row["method"] for row in widget.session.metrics_summary()] == ["bicubic"]
+
+
+def test_results_follow_a_physical_time_axis(fusion_viewer, qtbot):
+    viewer, widget = fusion_viewer
+    # 0.5 ms per LR frame; the keys (every 4 frames) every 2 ms.
+    viewer.layers["LR"].scale = (0.5, 4.0, 4.0)
+    viewer.layers["HR keys"].scale = (2.0, 1.0, 1.0)
+    viewer.layers["ground truth"].scale = (0.5, 1.0, 1.0)
+    viewer.dims.set_point(0, 2.5)  # 2.5 ms: frame 5
+    widget.start.setValue(0)
+    widget.end.setValue(2)  # a window 2 frames wide...
+    widget.window_around_current()  # ...centred on frame 5
+    assert (widget.start.value(), widget.end.value()) == (4, 6)
+    choose(widget, "bicubic")
+    run_and_wait(widget, qtbot)
+    fused = viewer.layers["fused [bicubic]"]
+    assert fused.scale[0] == 0.5
+    np.testing.assert_allclose(fused.data_to_world((5, 0, 0))[0], 2.5)
+    metrics = [w for w in viewer.window.dock_widgets.values() if isinstance(w, MetricsWidget)][0]
+    row = next(
+        i for i in range(metrics.frames.rowCount()) if metrics.frames.item(i, 0).text() == "6"
+    )
+    metrics.frames.itemDoubleClicked.emit(metrics.frames.item(row, 1))
+    assert viewer.dims.point[0] == pytest.approx(3.0)

@@ -165,7 +165,7 @@ class AttentionWidget(QWidget):
 
     def go_to_frame(self, index: int) -> None:
         """Move the viewer's time slider (axis 0) to ``index``."""
-        self.viewer.dims.set_point(0, float(index))
+        self.viewer.dims.set_point(0, self.session.world_time(index))
 
     def _on_click(self, event: Any) -> None:
         if event.inaxes is not self.axes or event.xdata is None:

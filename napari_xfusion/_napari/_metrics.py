@@ -192,4 +192,4 @@ class MetricsWidget(QWidget):
     def _on_double_click(self, item: QTableWidgetItem) -> None:
         frame = self.frames.item(item.row(), 0)
         if frame is not None:
-            self.viewer.dims.set_point(0, float(frame.data(Qt.UserRole)))
+            self.viewer.dims.set_point(0, self.session.world_time(int(frame.data(Qt.UserRole))))

@@ -54,6 +54,8 @@ class _Run:
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     methods: tuple[str, ...] = ()
     has_truth: bool = False
+    time_scale: float = 1.0  # napari world time of frame t: time_shift + time_scale * t
+    time_shift: float = 0.0
 
 
 class FusionSession:
@@ -74,12 +76,21 @@ class FusionSession:
         *,
         has_truth: bool,
         fresh: Sequence[str] = (),
+        time: tuple[float, float] = (1.0, 0.0),
     ) -> None:
         """A run of ``methods`` starts; the records of the ``fresh`` ones are forgotten (their
-        layers were cleared: new inputs), those of other methods stay with their layers."""
+        layers were cleared: new inputs), those of other methods stay with their layers.
+        ``time`` is the (scale, translate) of the result layers' time axis."""
         for method in fresh:
             self.records[method] = {}
-        self.run = _Run(int(n_frames), np.asarray(keys, np.int64), tuple(methods), has_truth)
+        self.run = _Run(
+            int(n_frames),
+            np.asarray(keys, np.int64),
+            tuple(methods),
+            has_truth,
+            float(time[0]),
+            float(time[1]),
+        )
         for method in methods:
             self.records.setdefault(method, {})
         self.started.emit(self)
@@ -104,6 +115,10 @@ class FusionSession:
         self.records.setdefault(record.method, {})[record.index] = record
         self.frame_added.emit(record)
         return record
+
+    def world_time(self, index: int) -> float:
+        """napari's world coordinate of frame ``index`` on the results' time axis."""
+        return self.run.time_shift + self.run.time_scale * index
 
     # --- views for the docks and the export ---------------------------------------------
 

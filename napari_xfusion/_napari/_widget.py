@@ -473,7 +473,11 @@ class FusionWidget(QWidget):
         width = self.end.value() - self.start.value()
         if width >= last:
             width = min(2 * self.key_step.value(), last)
-        t = int(round(self.viewer.dims.point[0])) if self.viewer.dims.ndim else 0
+        clock = self._layer(self.hr_combo if self.simulate.isChecked() else self.lr_combo)
+        t = 0
+        if clock is not None and self.viewer.dims.ndim:
+            # The slider is in world time; the window is in frames of the LR stream.
+            t = int(round((self.viewer.dims.point[0] - clock.translate[0]) / clock.scale[0]))
         start = min(max(t - width // 2, 0), max(last - width, 0))
         self.start.setValue(start)
         self.end.setValue(min(start + width, last))
@@ -651,6 +655,9 @@ class FusionWidget(QWidget):
         hr = job.hr_layer
         spatial_scale = tuple(hr.scale[1:])
         spatial_shift = tuple(hr.translate[1:])
+        # Results share the LR stream's clock (the HR stack's when simulating from it).
+        clock = hr if job.lr_layer is None else job.lr_layer
+        t_scale, t_shift = float(clock.scale[0]), float(clock.translate[0])
         if job.request.simulate:
             if prep.b0 is not None:
                 self.b0_label.setText(f"b0 = {prep.b0:.3g} (LR PSNR {prep.lr_psnr:.1f} dB)")
@@ -671,8 +678,8 @@ class FusionWidget(QWidget):
                 method,
                 shape,
                 job.signature,
-                scale=(1.0, *spatial_scale),
-                translate=(0.0, *spatial_shift),
+                scale=(t_scale, *spatial_scale),
+                translate=(t_shift, *spatial_shift),
             )
             entry = meta(layer)
             if not entry.get("frames_done"):
@@ -694,8 +701,8 @@ class FusionWidget(QWidget):
                     method,
                     shape,
                     job.signature,
-                    scale=(1.0, *spatial_scale),
-                    translate=(0.0, *spatial_shift),
+                    scale=(t_scale, *spatial_scale),
+                    translate=(t_shift, *spatial_shift),
                 )
         self.session.begin(
             prep.n_frames,
@@ -703,6 +710,7 @@ class FusionWidget(QWidget):
             job.request.methods,
             has_truth=prep.has_truth,
             fresh=fresh,
+            time=(t_scale, t_shift),
         )
         first, last = prep.frames
         job.total = (last - first + 1) * len(job.request.methods)
