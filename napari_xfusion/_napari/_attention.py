@@ -131,7 +131,6 @@ class AttentionWidget(QWidget):
                     markersize=3,
                     color=_COLOURS[name],
                     label=f"{name} [{method}]" if len(series) > 1 else name,
-                    picker=True,
                 )
                 self._lines[(method, name)] = line
         ax.set_xlabel("frame")
