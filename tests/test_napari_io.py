@@ -159,3 +159,12 @@ def test_change_view_is_lazy_and_follows_the_source():
     assert np.asarray(view.data[1]).mean() == 2.0
     with pytest.raises(ValueError, match="unknown change view"):
         FrameChange(source, "log")
+
+
+def test_open_demo_declines_without_napari(monkeypatch):
+    import sys
+
+    from napari_xfusion._napari.demo import open_demo
+
+    monkeypatch.setitem(sys.modules, "napari", None)  # "import napari" raises ImportError
+    assert open_demo() is False
