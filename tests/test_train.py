@@ -360,3 +360,19 @@ def test_cli_source_flags_and_a_stack_folder_run(tmp_path, capsys):
     assert main(run) == 0
     prov = load_model(tmp_path / "run" / "edvr-tiny" / "model_latest.pt").checkpoint_info
     assert prov["provenance"]["training"]["data"]["sources"][0]["kind"] == "stacks"
+
+
+@pytest.mark.parametrize("arch", ["edvr-stf", "edvr"])
+def test_shipped_weights_match_their_model_cards(arch):
+    from napari_xfusion.nn.checkpoint import sha256_file
+    from napari_xfusion.nn.edvr import named_config
+
+    weights = ROOT / "resources" / "weights" / f"{arch}-small.pt"
+    if not weights.exists():
+        pytest.skip(f"{weights.name} not shipped yet")
+    digest = sha256_file(weights)
+    assert (weights.parent / f"{weights.name}.sha256").read_text().split()[0] == digest
+    assert f"sha256 `{digest}`" in weights.with_suffix(".md").read_text()
+    model = load_model(weights, expect=arch)
+    assert model.config == named_config("small", arch)
+    assert weights.stat().st_size < 8e6  # "a few MB"
