@@ -126,6 +126,18 @@ def test_wrong_or_missing_weights(checkpoints, tmp_path, monkeypatch):
         get_reconstructor("edvr", weights=checkpoints["edvr"], batch_size=0)
 
 
+def test_shipped_weights_are_checked_against_their_sha256(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setattr(network, "WEIGHTS_DIR", tmp_path)
+    shipped = network.shipped_weights("edvr")
+    shipped.write_bytes(checkpoints["edvr"].read_bytes())
+    sidecar = shipped.with_name(shipped.name + ".sha256")
+    sidecar.write_text(f"{sha256_file(shipped)}  {shipped.name}\n")
+    assert get_reconstructor("edvr").describe()["sha256"] == sha256_file(shipped)
+    sidecar.write_text(f"{'0' * 64}  {shipped.name}\n")
+    with pytest.raises(ValueError, match="edvr-small.pt have sha256 .* record 0{64}"):
+        get_reconstructor("edvr")
+
+
 def test_resolve_device():
     assert network.resolve_device("cpu") == torch.device("cpu")
     assert network.resolve_device("auto").type in {"cpu", "cuda", "mps"}

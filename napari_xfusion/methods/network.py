@@ -22,13 +22,23 @@ import numpy as np
 import torch
 
 from napari_xfusion.methods.base import Reconstruction, Reconstructor, WindowInputs
-from napari_xfusion.nn.checkpoint import load_model
+from napari_xfusion.nn.checkpoint import load_model, sha256_file
 from napari_xfusion.nn.edvr import FeatureCache, forward_cached, forward_tiled
 
-__all__ = ["EDVRMethod", "EDVRSTFMethod", "WEIGHTS_DIR", "resolve_device", "shipped_weights"]
+__all__ = [
+    "EDVRMethod",
+    "EDVRSTFMethod",
+    "WEIGHTS_DIR",
+    "resolve_device",
+    "shipped_weights",
+    "verify_shipped_weights",
+]
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "resources" / "weights"
-"""Shipped weights: ``resources/weights/<method>-small.pt`` at the repository top level."""
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "resources" / "weights"
+"""Shipped weights: ``resources/weights/<method>-small.pt``, each with a ``.pt.sha256`` sidecar.
+
+``napari_xfusion/resources`` is a symlink to the repository's top-level ``resources/``, so the
+same path works in a checkout, an editable install and a wheel (which copies the files)."""
 
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -36,6 +46,28 @@ PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.floa
 def shipped_weights(name: str) -> Path:
     """Path of the shipped ``small`` weights of method ``name`` (may not exist)."""
     return WEIGHTS_DIR / f"{name}-small.pt"
+
+
+def verify_shipped_weights(path: Path) -> str:
+    """Check a shipped checkpoint against the sha256 recorded beside it; return the digest.
+
+    Raises
+    ------
+    ValueError
+        When the file's sha256 differs from its ``.sha256`` sidecar (a truncated download, a
+        Git LFS pointer, or weights replaced without a new model card).
+    """
+    sidecar = path.with_name(path.name + ".sha256")
+    actual = sha256_file(path)
+    if sidecar.is_file():
+        expected = sidecar.read_text().split()[0]
+        if actual != expected:
+            raise ValueError(
+                f"shipped weights {path} have sha256 {actual}, but {sidecar.name} and the model "
+                f"card record {expected}: the file is damaged or was replaced; reinstall the "
+                f"package or pass weights=<checkpoint path>"
+            )
+    return actual
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -110,6 +142,7 @@ class _NetworkMethod(Reconstructor):
                     f"no shipped weights for {self.name!r} (looked for {path}); train a model "
                     f"(napari_xfusion.train) and pass weights=<checkpoint path>"
                 )
+            verify_shipped_weights(path)
         else:
             path = Path(weights)
         self.weights = path
