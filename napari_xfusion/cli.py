@@ -905,13 +905,14 @@ def _display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _open_gui(out_dir: Path, report: FuseReport) -> bool:
-    """Open the demo's results in napari; False when the GUI is not available.
+def _open_gui() -> bool:
+    """Open napari on the sample with the docks and a first run going; block until it closes.
 
-    GUI HOOK: the napari side (``napari_xfusion._napari.demo.launch``) is added by the GUI
-    module; the call goes here (lazy import, so the headless path never imports Qt).
+    False when napari or its Qt binding cannot be imported (the caller then runs headless).
     """
-    return False
+    from napari_xfusion._napari.demo import open_demo  # lazy: the headless path never imports Qt
+
+    return open_demo()
 
 
 # ----------------------------------------------------------------------------- argparse
@@ -1224,9 +1225,11 @@ def _command(args: argparse.Namespace) -> int:
         print(f"per-frame metrics: {csv_path}")
         return 0
     if args.command == "demo":
-        report = run_demo(args.out)
-        if not args.headless and _display_available():
-            _open_gui(args.out, report)
+        # With a display the GUI runs the fusion itself; headless (or without napari) the same
+        # engine writes the fused TIFFs and prints the metrics.
+        if not args.headless and _display_available() and _open_gui():
+            return 0
+        run_demo(args.out)
         return 0
     raise AssertionError(args.command)
 

@@ -292,6 +292,18 @@ def test_demo_headless_small(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "demo" / "fused_comparison.csv").exists()
 
 
+@pytest.mark.parametrize("gui_opens", [True, False])
+def test_demo_opens_napari_with_a_display_else_runs_headless(tmp_path, monkeypatch, gui_opens):
+    monkeypatch.setattr(cli, "_display_available", lambda: True)
+    monkeypatch.setattr(cli, "_open_gui", lambda: gui_opens)
+    headless_runs = []
+    monkeypatch.setattr(cli, "run_demo", lambda out: headless_runs.append(out))
+    assert cli.main(["demo", "-o", str(tmp_path / "demo")]) == 0
+    assert headless_runs == ([] if gui_opens else [tmp_path / "demo"])
+    assert cli.main(["demo", "-o", str(tmp_path / "demo"), "--headless"]) == 0
+    assert len(headless_runs) == (1 if gui_opens else 2)
+
+
 def test_train_is_forwarded(monkeypatch):
     import napari_xfusion.train as train
 
