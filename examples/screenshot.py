@@ -13,6 +13,7 @@ two HR keys, with the attention and metrics docks, and saves the whole window.
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,11 +37,13 @@ def main(argv: list[str] | None = None) -> Path:
     import matplotlib.image
     import napari
     import napari._qt.qt_main_window
-    from qtpy.QtCore import QEventLoop, QThreadPool
+    from qtpy.QtCore import QEventLoop, QSettings, QThreadPool
     from qtpy.QtWidgets import QApplication
 
     from napari_xfusion._napari.demo import default_methods, launch
 
+    # Fresh widget settings: the picture shows the defaults, not this machine's remembered paths.
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, tempfile.mkdtemp())
     # napari's one-off PyQt5 deprecation toast would sit on the canvas: not for the README.
     napari._qt.qt_main_window.SHOW_QT_WARNING = False
     networks = list(weights) or [m for m in default_methods() if m != "bayesian"]
