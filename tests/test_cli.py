@@ -382,3 +382,25 @@ def test_weights_for_a_method_without_weights_refused(sample, tmp_path, capsys):
         {"edvr-stf": {"weights": str(weights)}},
         {"edvr-stf": "91e5fc2337da7b5c71431121a4e2ad00df8b935b91d1ff668051a1410288ba52"},
     )
+
+
+def test_fuse_edvr_stf_uses_the_shipped_weights_by_default(sample, tmp_path):
+    from napari_xfusion.methods.network import shipped_weights
+    from napari_xfusion.nn.checkpoint import sha256_file
+
+    weights = shipped_weights("edvr-stf")
+    if not weights.is_file():
+        pytest.skip("no shipped edvr-stf weights")
+    out = tmp_path / "fused.tif"
+    rc = cli.main(
+        ["fuse", "--lr", str(sample / "lr.tif"), "--hr", str(sample / "hr_keys.tif"),
+         "--method", "edvr-stf", "--frames", "3:7", "--device", "cpu", "--no-progress",
+         "-o", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    assert read_stack(out).shape == (4, 32, 64)
+    meta = read_metadata(out)
+    assert meta["method_description"]["sha256"] == sha256_file(weights)
+    rows = _csv(out.with_suffix(".csv"))
+    assert [int(r["frame"]) for r in rows] == [3, 4, 5, 6]
+    assert all(np.isfinite(float(r["backward"])) for r in rows)
