@@ -6,6 +6,7 @@ import csv
 import subprocess
 import sys
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -290,6 +291,9 @@ def test_demo_headless_small(tmp_path, monkeypatch, capsys):
     assert "bicubic" in printed and "bayesian" in printed and "PSNR mean" in printed
     assert read_stack(tmp_path / "demo" / "fused_bayesian.tif").shape == (6, 32, 64)
     assert (tmp_path / "demo" / "fused_comparison.csv").exists()
+    montage = plt.imread(tmp_path / "demo" / "montage.png")
+    assert montage.ndim == 3 and montage[..., :3].std() > 0.05  # an image, not a blank page
+    assert "montage.png" in printed
 
 
 @pytest.mark.parametrize("gui_opens", [True, False])
