@@ -4,6 +4,7 @@
   (8 frames, HR 64x128, LR 16x32, a key every 4 frames), as napari layer data.
 - ``isolated_settings``: the fusion widget's remembered values go to ``tmp_path``, never to
   the user's config folder.
+- ``_one_torch_thread`` (automatic): torch runs the suite's tiny tensors on one thread.
 - ``fusion_viewer``: a napari viewer (``make_napari_viewer``) holding ``tiny_sample`` and a
   docked fusion widget; at teardown any run is cancelled and its thread awaited, and the test
   fails if a worker thread is still alive.
@@ -12,6 +13,19 @@
 from __future__ import annotations
 
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One torch thread for the whole suite: the tensors are tiny, and on 2 shared cores a
+    second OpenMP thread spin-waits more than it computes (a tiny training step: 0.43 s of CPU
+    with 2 threads, 0.02 s with 1)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -18,15 +18,6 @@ from napari_xfusion.nn.checkpoint import (
 from napari_xfusion.nn.edvr import NetConfig, build_model, named_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: on 2 shared cores, a second thread costs more in synchronisation than it saves.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _lr_hr(h: int = 6, w: int = 5, stf: bool = True):
     g = torch.Generator().manual_seed(0)
     lr = torch.rand(1, 3, 1, h, w, generator=g)

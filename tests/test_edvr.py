@@ -25,15 +25,6 @@ def _inputs(arch: str, b: int, h: int, w: int, seed: int = 0):
     return lr, hr
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: on 2 shared cores, a second thread costs more in synchronisation than it saves.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_models():
     torch.manual_seed(0)

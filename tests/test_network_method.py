@@ -12,15 +12,6 @@ from napari_xfusion.nn.checkpoint import save_checkpoint, sha256_file
 from napari_xfusion.nn.edvr import build_model, named_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: on 2 shared cores, a second thread costs more in synchronisation than it saves.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")

@@ -248,16 +248,7 @@ def test_charbonnier_is_a_smooth_l1():
 # -- the loop -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    # Two OpenMP threads on a busy 2-core machine spin-wait; one thread is much faster here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_trainer_fits_one_batch_and_tsa_warmup_trains_only_fusion(tmp_path, one_thread):
+def test_trainer_fits_one_batch_and_tsa_warmup_trains_only_fusion(tmp_path):
     torch.manual_seed(0)
     cfg = TrainConfig.from_dict(
         {"models": [{"arch": "edvr-stf", "net": "tiny"}], "run_dir": str(tmp_path),
@@ -304,7 +295,7 @@ def test_cli_trains_both_archs_deterministically_and_resumes(tmp_path):
     assert len((tmp_path / "a" / "edvr-tiny" / "log.csv").read_text().splitlines()) == 5
 
 
-def test_init_fine_tunes_from_a_checkpoint_of_the_same_arch(tmp_path, one_thread):
+def test_init_fine_tunes_from_a_checkpoint_of_the_same_arch(tmp_path):
     base = [
         "models=[{arch: edvr, net: tiny}]", f"run_dir={tmp_path / 'a'}", "optim.iterations=1",
         "val.every=0", "data.crop=32", "data.batch_size=1",
