@@ -24,7 +24,6 @@ backward score falling (rho < 0) and a forward score rising (rho > 0) across eac
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shlex
 import sys
@@ -36,6 +35,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from napari_xfusion.core.degrade import add_shot_noise, bin_frames, solve_b0
+from napari_xfusion.core.io import sha256_file
 from napari_xfusion.core.metrics import frame_metrics
 from napari_xfusion.core.sample import simulate_sequence
 from napari_xfusion.engine import KeyFrames, attention_table, configure_torch_threads, run
@@ -182,14 +182,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_card(method: str, path: Path, tables: str, command: str) -> str:
     """Markdown model card of the checkpoint at ``path`` (facts from its provenance)."""
     from napari_xfusion.nn.checkpoint import load_model
@@ -208,7 +200,7 @@ def model_card(method: str, path: Path, tables: str, command: str) -> str:
     lines = [
         f"# {path.stem}",
         "",
-        f"`{path.name}`: {path.stat().st_size / 1e6:.1f} MB, sha256 `{_sha256(path)}`",
+        f"`{path.name}`: {path.stat().st_size / 1e6:.1f} MB, sha256 `{sha256_file(path)}`",
         "",
         "## Architecture",
         "",
@@ -282,7 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = Path(opt["weights"])
             card = model_card(method, path, "\n\n".join(tables), command)
             path.with_suffix(".md").write_text(card, encoding="utf-8")
-            (path.parent / (path.name + ".sha256")).write_text(f"{_sha256(path)}  {path.name}\n")
+            (path.parent / (path.name + ".sha256")).write_text(
+                f"{sha256_file(path)}  {path.name}\n"
+            )
             print(f"wrote {path.with_suffix('.md')}")
     return 0
 

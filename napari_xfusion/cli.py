@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import math
 import os
 import signal
@@ -101,14 +100,6 @@ def _normalisation_for(
         return None
     data = stack if rows is None else np.asarray(stack[list(rows)])
     return fit_normalisation(data)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -408,6 +399,8 @@ def _weights_options(
     methods: list[str], weights: list[str], device: str
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Per-method options from ``--weights [name=]PATH`` flags, and the files' sha256."""
+    from napari_xfusion.core.io import sha256_file
+
     options: dict[str, dict[str, Any]] = {}
     hashes: dict[str, str] = {}
     for item in weights:
@@ -423,7 +416,7 @@ def _weights_options(
             raise CommandError(f"--weights: {file}: no such file")
         for target in targets:
             options.setdefault(target, {})["weights"] = str(file)
-            hashes[target] = _sha256(file)
+            hashes[target] = sha256_file(file)
     return options, hashes
 
 
@@ -959,6 +952,15 @@ def _open_gui() -> bool:
 # ----------------------------------------------------------------------------- argparse
 
 
+def _add_normalise_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--normalise",
+        choices=("auto", "percentile", "none"),
+        default="auto",
+        help="input normalisation; auto: percentile clip unless already float in [0, 1]",
+    )
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
@@ -1059,12 +1061,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="crop rows/columns that do not fill a 4x4 block (default: error)",
     )
-    p.add_argument(
-        "--normalise",
-        choices=("auto", "percentile", "none"),
-        default="auto",
-        help="auto: percentile clip unless already float in [0, 1]",
-    )
+    _add_normalise_option(p)
     p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
 
     p = sub.add_parser(
@@ -1129,12 +1126,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="float",
         help="float32 in [0, 1] (default) or detector units and dtype of the HR input",
     )
-    p.add_argument(
-        "--normalise",
-        choices=("auto", "percentile", "none"),
-        default="auto",
-        help="input normalisation; auto: percentile clip unless float in [0, 1]",
-    )
+    _add_normalise_option(p)
     p.add_argument(
         "--truth",
         type=Path,

@@ -14,6 +14,7 @@ interrupted :class:`StackWriter` still leaves a valid TIFF of the frames done.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -32,10 +33,21 @@ __all__ = [
     "StackWriter",
     "read_metadata",
     "read_stack",
+    "sha256_file",
     "write_stack",
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (weights, exported stacks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
 
 # Read the stack in blocks of about this many bytes when scanning for non-finite values, so a
 # memory-mapped stack is never pulled into memory as a whole.

@@ -31,7 +31,6 @@ tensor shapes. The mapping of names:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -44,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from napari_xfusion.core.io import sha256_file
 from napari_xfusion.nn.edvr import EDVR, NUM_KEYS, NetConfig, build_model
 
 __all__ = [
@@ -103,15 +103,6 @@ class Checkpoint:
             "config": self.config.to_dict(),
             "provenance": self.provenance,
         }
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
