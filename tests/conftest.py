@@ -12,7 +12,17 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
+
+
+def pytest_configure(config):
+    """Ctrl-C raises KeyboardInterrupt in the tests even when the suite was started with SIGINT
+    ignored (``nohup``, a background job): Python only installs its handler when SIGINT is not
+    ignored at start-up, and the interrupt tests check that handler is restored."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
