@@ -36,7 +36,14 @@ import numpy as np
 
 from napari_xfusion.core import windows as win
 from napari_xfusion.core.windows import Window
-from napari_xfusion.methods import METHODS, SCALE, Reconstructor, WindowInputs, get_reconstructor
+from napari_xfusion.methods import (
+    METHODS,
+    SCALE,
+    Reconstructor,
+    WindowInputs,
+    available_methods,
+    get_reconstructor,
+)
 
 __all__ = [
     "DEVICES",
@@ -376,6 +383,7 @@ def _make_methods(
     if not items:
         raise InputError("no method given")
     options = dict(method_options or {})
+    available_methods()  # entry-point plugins join METHODS on first use
     out: list[tuple[str, Reconstructor]] = []
     uses_torch = False
     for item in items:

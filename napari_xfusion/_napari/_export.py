@@ -6,7 +6,6 @@ Plain functions (no dialogs) so the widget, the writer contribution and the test
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ import numpy as np
 
 from napari_xfusion._napari._layers import META, fused_layers
 from napari_xfusion._napari._session import rows_to_csv, session_for
-from napari_xfusion.core.io import write_stack
+from napari_xfusion.core.io import write_stack, write_text_atomic
 
 if TYPE_CHECKING:
     import napari
@@ -28,20 +27,6 @@ __all__ = [
     "export_results",
     "write_text_atomic",
 ]
-
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temp file and a rename (never half a file)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def layer_metadata(

@@ -165,7 +165,7 @@ class MetricsWidget(QWidget):
 
     def save_csv(self, path: str | Path) -> Path:
         """Write the per-frame metrics and the summary (``<name>_summary.csv``) to ``path``."""
-        from napari_xfusion._napari._export import write_text_atomic
+        from napari_xfusion.core.io import write_text_atomic
 
         path = Path(path)
         write_text_atomic(path, self.csv_text())

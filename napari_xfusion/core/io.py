@@ -35,6 +35,7 @@ __all__ = [
     "read_stack",
     "sha256_file",
     "write_stack",
+    "write_text_atomic",
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -476,3 +477,24 @@ class StackWriter:
             self.close()
         else:
             self.abort()
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temp file and a rename (never half a file).
+
+    Used for every CSV and JSON sidecar of an export, so readers see the old file or the new
+    one, never a torn one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
