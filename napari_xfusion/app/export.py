@@ -1,0 +1,363 @@
+"""One export schema and writer for both faces, and a reader for every export.
+
+An export is ``<stem>.tif`` (the fused frames, streamed through
+:class:`napari_xfusion.core.io.StackWriter`) plus, written atomically next to it,
+``<stem>.csv`` (the per-frame rows of :class:`~napari_xfusion.app.results.ResultTable`) and
+``<stem>.config.json`` (the :class:`~napari_xfusion.app.config.RunConfig`).
+
+TIFF metadata (JSON in the first page's description), ``schema`` = :data:`EXPORT_SCHEMA`:
+
+- ``schema``, ``kind`` (``"xfusion-fused"``), ``software``;
+- ``config`` (``RunConfig.to_dict()``), ``method``, ``method_description``,
+  ``method_options``, ``weights_sha256``;
+- ``inputs`` (source of LR / HR / truth), ``separation``, ``key_rule``, ``key_indices``,
+  ``noise``, ``window`` (``frames`` [start, stop) and ``n_frames`` requested), ``device``;
+- ``frame_indices``: the LR index of each page - only the frames actually computed are
+  written, so a partial window or a cancelled run holds no placeholder frames;
+  ``complete`` (false when cancelled) and ``frames_written``;
+- ``normalisation`` (``{"lr": ..., "hr": ...}``, clip values and dtype) and ``units``
+  (``"float"`` or ``"detector"``: then pages are the HR detector's values, mapped back to
+  [0, 1] by ``normalisation.hr``);
+- ``pixel_size_um``, ``frame_interval_s`` (None when unknown);
+- ``frames``: per-frame ``index`` and attention columns.
+
+:func:`read_export` also reads the earlier CLI exports (no ``schema``) and the GUI's layer
+exports (``xfusion`` layer entry, full-length stacks with ``frames_done``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_xfusion import __version__
+from napari_xfusion.app.config import ConfigError, RunConfig
+
+__all__ = [
+    "EXPORT_SCHEMA",
+    "SOFTWARE",
+    "ExportInfo",
+    "ExportWriter",
+    "config_path",
+    "csv_path",
+    "read_export",
+    "run_metadata",
+    "write_sidecars",
+]
+
+EXPORT_SCHEMA = 1
+SOFTWARE = f"napari-xfusion {__version__}"
+KIND = "xfusion-fused"
+
+
+def csv_path(path: str | os.PathLike[str]) -> Path:
+    """``<stem>.csv`` next to the TIFF at ``path``."""
+    return Path(path).with_suffix(".csv")
+
+
+def config_path(path: str | os.PathLike[str]) -> Path:
+    """``<stem>.config.json`` next to the TIFF at ``path``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.config.json")
+
+
+def run_metadata(config: RunConfig, prepared: Any, *, device: str | None = None) -> dict[str, Any]:
+    """The metadata every export of one run shares (both faces call this)."""
+    keys = prepared.keys
+    targets = prepared.targets
+    lr_norm, hr_norm = prepared.lr_normalisation, keys.normalisation
+    return {
+        "schema": EXPORT_SCHEMA,
+        "kind": KIND,
+        "software": SOFTWARE,
+        "config": config.to_dict(),
+        "inputs": dict(prepared.sources),
+        "separation": int(prepared.separation),
+        "key_rule": dict(keys.rule),
+        "key_indices": [int(k) for k in keys.indices],
+        "noise": prepared.noise,
+        "window": {"frames": [int(targets[0]), int(targets[-1]) + 1], "n_frames": len(targets)},
+        "normalisation": {
+            "lr": None if lr_norm is None else lr_norm.to_dict(),
+            "hr": None if hr_norm is None else hr_norm.to_dict(),
+        },
+        "device": device if device is not None else config.device,
+    }
+
+
+def write_sidecars(path: str | os.PathLike[str], config: RunConfig | None, csv_text: str) -> list[Path]:
+    """Write ``<stem>.csv`` (``csv_text``) and ``<stem>.config.json`` atomically."""
+    from napari_xfusion.core.io import write_text_atomic
+
+    written = [write_text_atomic(csv_path(path), csv_text)]
+    if config is not None:
+        written.append(config.save(config_path(path)))
+    return written
+
+
+class ExportWriter:
+    """Stream one method's fused frames into an export (TIFF + CSV + config JSON).
+
+    Parameters
+    ----------
+    path : path-like
+        The TIFF; the sidecars go next to it.
+    config : RunConfig
+    method : str
+        Method name (``config.method(method)`` gives its options and weights hash).
+    frame_shape : (H, W)
+    n_frames : int
+        Frames announced (at most this many are written).
+    description : mapping, optional
+        The method's ``describe()`` (parameters, weights sha256).
+    normalisation : Normalisation, optional
+        The HR normalisation; with ``config.units == "detector"`` frames are mapped back
+        through it and stored in its dtype.
+    dtype : numpy dtype, optional
+        Stored dtype; default float32, or the detector's (see ``normalisation``).
+    pixel_size_um, frame_interval_s : float, optional
+        HR pixel size (micrometres) and LR frame interval (seconds), when known.
+    metadata : mapping, optional
+        Run metadata (:func:`run_metadata`), merged in.
+    sidecars : bool
+        Write the CSV and config JSON when closing (False for torchrun parts).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        config: RunConfig,
+        method: str,
+        frame_shape: tuple[int, int],
+        n_frames: int,
+        *,
+        description: Mapping[str, Any] | None = None,
+        normalisation: Any = None,
+        dtype: Any = None,
+        pixel_size_um: float | None = None,
+        frame_interval_s: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        sidecars: bool = True,
+    ) -> None:
+        from napari_xfusion.core.io import StackWriter
+
+        self.path = Path(path)
+        self.config = config
+        self.method = method
+        self.detector = config.units == "detector" and normalisation is not None
+        self.normalisation = normalisation
+        if dtype is None:
+            dtype = np.dtype(normalisation.dtype) if self.detector else np.float32
+        self.sidecars = sidecars
+        try:
+            choice = config.method(method)
+            options, sha = dict(choice.options), choice.weights_sha256
+        except KeyError:
+            options, sha = {}, None
+        description = dict(description or {"method": method})
+        meta: dict[str, Any] = {
+            "schema": EXPORT_SCHEMA,
+            "kind": KIND,
+            "software": SOFTWARE,
+            "config": config.to_dict(),
+            **dict(metadata or {}),
+            "method": method,
+            "method_description": description,
+            "method_options": options,
+            "weights_sha256": sha or description.get("sha256"),
+            "units": "detector" if self.detector else "float",
+            "pixel_size_um": None if pixel_size_um is None else float(pixel_size_um),
+            "frame_interval_s": None if frame_interval_s is None else float(frame_interval_s),
+        }
+        if normalisation is not None:
+            meta.setdefault("normalisation", {})
+            meta["normalisation"] = {**(meta["normalisation"] or {}), "hr": normalisation.to_dict()}
+        self._writer = StackWriter(self.path, (int(n_frames), *frame_shape), dtype, meta)
+        self._rows: list[Any] = []
+
+    @property
+    def count(self) -> int:
+        """Frames written so far."""
+        return self._writer.count
+
+    @property
+    def indices(self) -> list[int]:
+        return list(self._writer.indices)
+
+    def write(self, frame: np.ndarray, index: int, row: Any = None) -> None:
+        """Append the fused frame (float32 [0, 1]) at LR time ``index``; ``row`` (its
+        :class:`~napari_xfusion.app.results.FrameRow`) goes to the CSV and metadata."""
+        if self.detector:
+            frame = self.normalisation.invert(np.asarray(frame), to_dtype=True)
+        self._writer.write(frame, index=int(index))
+        if row is not None:
+            self._rows.append(row)
+
+    def _finish(self, table: Any, complete: bool) -> int:
+        from napari_xfusion.app.results import ResultTable
+
+        if table is None:
+            table = ResultTable()
+            table.extend(self._rows)
+        done = self.indices
+        self._writer.update_metadata({"frames": table.attention_columns(self.method, done)})
+        n = self._writer.close() if complete else self._writer.abort()
+        if self.sidecars and n:
+            rows = [r for r in table.rows(self.method) if r.index in set(done)]
+            sub = ResultTable(table.key_indices)
+            sub.extend(rows)
+            write_sidecars(self.path, self.config, sub.to_csv_text())
+        return n
+
+    def close(self, table: Any = None) -> int:
+        """Finish the TIFF (complete) and write the sidecars; returns the frames written.
+
+        ``table`` (the run's ResultTable) gives the final rows (attention normalised over the
+        whole run); without it the rows passed to :meth:`write` are used."""
+        return self._finish(table, complete=True)
+
+    def abort(self, table: Any = None) -> int:
+        """Keep the frames done as a valid export marked ``complete: false``."""
+        return self._finish(table, complete=False)
+
+
+@dataclass
+class ExportInfo:
+    """What :func:`read_export` knows about an export.
+
+    Attributes
+    ----------
+    path : Path
+    source : str
+        ``"schema"`` (this writer), ``"cli"`` (earlier CLI exports), ``"gui-layer"`` (earlier
+        GUI layer exports) or ``"plain"`` (any TIFF stack).
+    schema : int or None
+    method : str or None
+    pages : numpy.ndarray of int64
+        The LR frame index of each page.
+    computed : numpy.ndarray of bool
+        Per page: whether it holds a reconstructed frame (GUI layer exports keep frames never
+        run as placeholders; no tool may score those).
+    complete : bool
+    units : str
+        ``"float"`` or ``"detector"``.
+    normalisation : Normalisation or None
+        The HR normalisation (maps detector units back to [0, 1]).
+    key_indices : numpy.ndarray or None
+    config : RunConfig or None
+        The run configuration when the export has one this version reads.
+    metadata : dict
+    pixel_size_um, frame_interval_s : float or None
+    """
+
+    path: Path
+    source: str
+    schema: int | None
+    method: str | None
+    pages: np.ndarray
+    computed: np.ndarray
+    complete: bool = True
+    units: str = "float"
+    normalisation: Any = None
+    key_indices: np.ndarray | None = None
+    config: RunConfig | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    pixel_size_um: float | None = None
+    frame_interval_s: float | None = None
+
+    @property
+    def computed_pages(self) -> np.ndarray:
+        """Page numbers holding reconstructed frames."""
+        return np.flatnonzero(self.computed)
+
+    def to_unit(self, page: np.ndarray) -> np.ndarray:
+        """One page as float32 in [0, 1] (detector units mapped back)."""
+        if self.units == "detector" and self.normalisation is not None:
+            return self.normalisation.apply(np.asarray(page))
+        return np.asarray(page, dtype=np.float32)
+
+
+def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
+    """Read a fused export of either face (any version) as ``(stack, info)``.
+
+    Raises
+    ------
+    napari_xfusion.app.inputs.InputError
+        Integer pages without the normalisation that maps them to [0, 1], or frame indices
+        that do not match the pages; the message names the file.
+    """
+    from napari_xfusion.app.inputs import InputError
+    from napari_xfusion.core.io import read_metadata, read_stack
+    from napari_xfusion.core.normalise import Normalisation
+
+    path = Path(path)
+    stack = read_stack(path)
+    meta = read_metadata(path)
+    n = int(stack.shape[0])
+    layer_entry = meta.get("xfusion") if isinstance(meta.get("xfusion"), dict) else None
+    norm_dict = (meta.get("normalisation") or {}).get("hr") if isinstance(meta.get("normalisation"), dict) else None
+    if "schema" in meta:
+        source = "schema"
+    elif layer_entry is not None:
+        source = "gui-layer"
+    elif "frame_indices" in meta or "method" in meta:
+        source = "cli"
+    else:
+        source = "plain"
+    units = meta.get("units", "float")
+    if source == "gui-layer":
+        params = layer_entry.get("parameters") or {}
+        norm_dict = params.get("normalisation") or None
+        units = "detector" if meta.get("units") == "detector" else "float"
+        pages = np.arange(n, dtype=np.int64)
+        done = layer_entry.get("frames_done")
+        computed = np.isin(pages, np.asarray(done, dtype=np.int64)) if done is not None else np.ones(n, bool)
+        method = layer_entry.get("method")
+        keys = params.get("key_indices")
+    else:
+        indices = meta.get("frame_indices")
+        pages = np.asarray(indices if indices is not None else range(n), dtype=np.int64)
+        if pages.size != n:
+            raise InputError(f"{path}: metadata lists {pages.size} frame indices for {n} frames")
+        computed = np.ones(n, dtype=bool)
+        method = meta.get("method")
+        keys = meta.get("key_indices")
+    normalisation = Normalisation.from_dict(norm_dict) if norm_dict else None
+    if units not in ("float", "detector"):
+        units = "float"
+    if not np.issubdtype(stack.dtype, np.floating) and (units != "detector" or normalisation is None):
+        if normalisation is not None:
+            units = "detector"  # integer pages with the HR clip values: detector units
+        else:
+            raise InputError(
+                f"{path}: {stack.dtype} pages without normalisation metadata; expected float "
+                "[0, 1] pages or a detector-units export with its HR normalisation"
+            )
+    config = None
+    if isinstance(meta.get("config"), dict):
+        try:
+            config = RunConfig.from_dict(meta["config"])
+        except (ConfigError, ValueError):
+            config = None  # written by another version or with a plugin not installed here
+    info = ExportInfo(
+        path=path,
+        source=source,
+        schema=meta.get("schema"),
+        method=method,
+        pages=pages,
+        computed=computed,
+        complete=bool(meta.get("complete", True)),
+        units=units,
+        normalisation=normalisation,
+        key_indices=None if keys is None else np.asarray(keys, dtype=np.int64),
+        config=config,
+        metadata=meta,
+        pixel_size_um=meta.get("pixel_size_um"),
+        frame_interval_s=meta.get("frame_interval_s"),
+    )
+    return stack, info
