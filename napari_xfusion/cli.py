@@ -12,8 +12,6 @@ over the ranks and rank 0 writes one output file in order.
 from __future__ import annotations
 
 import argparse
-import csv
-import math
 import os
 import signal
 import sys
@@ -30,14 +28,22 @@ import numpy as np
 from napari_xfusion import __version__
 
 if TYPE_CHECKING:
+    from napari_xfusion.app.config import RunConfig
+    from napari_xfusion.app.results import ResultTable
     from napari_xfusion.core.normalise import Normalisation
-    from napari_xfusion.engine import FrameResult, KeyFrames
 
-__all__ = ["main", "make_sample", "simulate_from_hr", "fuse", "evaluate", "run_demo"]
+__all__ = [
+    "main",
+    "make_sample",
+    "simulate_from_hr",
+    "fuse",
+    "fuse_config",
+    "fuse_run",
+    "evaluate",
+    "run_demo",
+]
 
 SOFTWARE = f"napari-xfusion {__version__}"
-METRICS = ("psnr", "aad", "ssim")
-NETWORK_METHODS = ("edvr", "edvr-stf")
 
 # Frames read per block when a whole stack is streamed (normalising, binning, scanning ranges).
 _BLOCK_FRAMES = 32
@@ -100,38 +106,6 @@ def _normalisation_for(
         return None
     data = stack if rows is None else np.asarray(stack[list(rows)])
     return fit_normalisation(data)
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(
-            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _fmt(value: float) -> str:
-    return "nan" if value is None or not math.isfinite(value) else f"{value:.4f}"
-
-
-def _summary_table(per_method: dict[str, dict[str, list[float]]]) -> str:
-    """Mean and median of each metric per method, as printed text."""
-    header = ["method"] + [f"{m.upper()} {stat}" for m in METRICS for stat in ("mean", "median")]
-    rows = [header]
-    for method, cols in per_method.items():
-        row = [method]
-        for m in METRICS:
-            values = np.asarray(cols.get(m, []), dtype=np.float64)
-            values = values[np.isfinite(values)]
-            row += (
-                [_fmt(values.mean()), _fmt(float(np.median(values)))] if values.size else ["-"] * 2
-            )
-        rows.append(row)
-    return _table(rows)
 
 
 # ----------------------------------------------------------------------------- sample/simulate
@@ -329,70 +303,8 @@ class FuseReport:
     comparison: Path | None = None
     interrupted: bool = False
     seconds: float = 0.0
-
-
-def _load_keys(
-    hr: np.ndarray,
-    hr_path: Path,
-    n_lr: int,
-    key_step: int | None,
-    first_last: bool,
-    key_list: list[int] | None,
-    normalise_mode: str,
-) -> KeyFrames:
-    from napari_xfusion.core.io import read_metadata
-    from napari_xfusion.engine import KeyFrames
-
-    if key_step is not None or first_last:
-        if hr.shape[0] != n_lr:
-            raise CommandError(
-                f"{hr_path}: --key-step/--first-last need a full-rate HR stack with one frame per "
-                f"LR frame ({n_lr}), but it has {hr.shape[0]}; for a stack of key frames only, "
-                "give --key-indices or store key_indices in its metadata"
-            )
-        from napari_xfusion.core.windows import key_indices
-
-        rows = key_indices(n_lr, key_step, first_last=first_last)
-        norm = _normalisation_for(hr, normalise_mode, rows)
-        return KeyFrames.from_full_rate(hr, key_step, first_last=first_last, normalisation=norm)
-    source = "--key-indices"
-    if key_list is None:
-        key_list = read_metadata(hr_path).get("key_indices")
-        source = f"{hr_path} metadata"
-        if key_list is None:
-            raise CommandError(
-                f"{hr_path}: no key_indices in its metadata; give --key-step K or --first-last "
-                "(full-rate HR) or --key-indices i,j,... (one per HR frame)"
-            )
-    if hr.shape[0] == len(key_list):
-        norm = _normalisation_for(hr, normalise_mode)
-        return KeyFrames(hr, key_list, norm, rule={"key_indices": list(key_list), "source": source})
-    if hr.shape[0] == n_lr:  # a full-rate stack with an explicit key list
-        norm = _normalisation_for(hr, normalise_mode, key_list)
-        keys = KeyFrames(
-            _Rows(hr, key_list),
-            key_list,
-            norm,
-            rule={"key_indices": list(key_list), "source": source},
-        )
-        return keys
-    raise CommandError(
-        f"{hr_path}: has {hr.shape[0]} frames; with {len(key_list)} key indices ({source}) it "
-        f"must hold either those {len(key_list)} key frames or all {n_lr} LR-rate frames"
-    )
-
-
-class _Rows:
-    """Lazy view of some rows of a stack (keeps a memmap a memmap)."""
-
-    def __init__(self, stack: np.ndarray, rows: Sequence[int]) -> None:
-        self._stack, self._rows = stack, [int(r) for r in rows]
-        self.shape = (len(self._rows), *stack.shape[1:])
-        self.dtype = stack.dtype
-        self.ndim = 3
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return self._stack[self._rows[i]]
+    table: ResultTable | None = None
+    config: RunConfig | None = None
 
 
 def _weights_options(
@@ -400,15 +312,19 @@ def _weights_options(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Per-method options from ``--weights [name=]PATH`` flags, and the files' sha256."""
     from napari_xfusion.core.io import sha256_file
+    from napari_xfusion.methods.registry import get_spec
 
+    uses_weights = [m for m in methods if get_spec(m).needs_weights]
     options: dict[str, dict[str, Any]] = {}
     hashes: dict[str, str] = {}
     for item in weights:
         name, sep, path = item.partition("=")
-        targets = [name] if sep else [m for m in methods if m in NETWORK_METHODS]
+        targets = [name] if sep else uses_weights
         path = path if sep else item
         if sep and name not in methods:
             raise CommandError(f"--weights {item}: method {name!r} is not in --method")
+        if sep and name not in uses_weights:
+            raise CommandError(f"--weights {item}: {name} uses no network weights")
         if not targets:
             raise CommandError(f"--weights {item}: none of {methods} uses network weights")
         file = Path(path)
@@ -432,6 +348,62 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+def fuse_config(
+    lr_path: str | os.PathLike[str],
+    hr_path: str | os.PathLike[str],
+    *,
+    methods: Sequence[str] = ("bicubic",),
+    key_step: int | None = None,
+    first_last: bool = False,
+    key_list: Sequence[int] | None = None,
+    frames: slice | None = None,
+    separation: int | None = None,
+    device: str = "auto",
+    weights: Sequence[str] = (),
+    units: str = "float",
+    truth_path: str | os.PathLike[str] | None = None,
+    normalise_mode: str = "auto",
+) -> RunConfig:
+    """The :class:`RunConfig` that ``xfusion fuse``'s arguments describe (paths made absolute,
+    weights hashed). ``frames`` is a slice with an exclusive stop, like ``--frames A:B``."""
+    from napari_xfusion.app.config import ConfigError, KeyRule, MethodChoice, RunConfig
+    from napari_xfusion.app.inputs import source_path
+
+    methods = list(dict.fromkeys(methods))
+    options, hashes = _weights_options(methods, list(weights), device)
+    window = None
+    if frames is not None:
+        if frames.step not in (None, 1):
+            raise CommandError("--frames takes A:B without a step")
+        window = (frames.start or 0, frames.stop)
+    try:
+        return RunConfig(
+            lr=source_path(lr_path),
+            hr=source_path(hr_path),
+            truth=source_path(truth_path),
+            keys=KeyRule(
+                step=key_step,
+                first_last=first_last,
+                indices=None if key_list is None else tuple(key_list),
+            ),
+            separation=separation,
+            frames=window,
+            normalise=normalise_mode,
+            units=units,
+            device=device,
+            methods=tuple(
+                MethodChoice(
+                    m,
+                    weights=options.get(m, {}).get("weights"),
+                    weights_sha256=hashes.get(m),
+                )
+                for m in methods
+            ),
+        )
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def fuse(
     lr_path: str | os.PathLike[str],
     hr_path: str | os.PathLike[str],
@@ -450,76 +422,68 @@ def fuse(
     normalise_mode: str = "auto",
     progress: bool = True,
 ) -> FuseReport:
-    """Fuse an LR stream with HR keys through the engine, writing one TIFF per method.
+    """Fuse an LR stream with HR keys, writing one export per method (see :func:`fuse_run`)."""
+    if frames is not None and frames.stop is None:
+        from napari_xfusion.core.io import read_stack
 
-    Files: ``out`` for one method, else ``<stem>_<method>.tif`` next to it, each with a
-    ``.csv`` of per-frame scores (and metrics with ``truth_path``), plus
-    ``<stem>_comparison.csv`` for several methods. Frames are written as they come; on Ctrl-C
-    or an error every file keeps the frames done (the report says how many).
+        frames = slice(frames.start, int(read_stack(lr_path, check_finite=False).shape[0]))
+    config = fuse_config(
+        lr_path,
+        hr_path,
+        methods=methods,
+        key_step=key_step,
+        first_last=first_last,
+        key_list=key_list,
+        frames=frames,
+        separation=separation,
+        device=device,
+        weights=weights,
+        units=units,
+        truth_path=truth_path,
+        normalise_mode=normalise_mode,
+    )
+    return fuse_run(config, out, progress=progress)
+
+
+def _outputs(out: Path, methods: Sequence[str]) -> dict[str, Path]:
+    """``out`` for one method, else ``<stem>_<method>.tif`` next to it."""
+    if len(methods) == 1:
+        return {methods[0]: out}
+    return {m: out.with_name(f"{out.stem}_{m}{out.suffix or '.tif'}") for m in methods}
+
+
+def fuse_run(
+    config: RunConfig, out: str | os.PathLike[str], *, progress: bool = True
+) -> FuseReport:
+    """Run ``config`` through :mod:`napari_xfusion.app` and write the exports.
+
+    Files: ``out`` for one method, else ``<stem>_<method>.tif`` next to it, each with its
+    ``.csv`` (per-frame rows, metrics when there is truth) and ``.config.json``, plus
+    ``<stem>_comparison.csv`` (the summary) for several methods. Frames are written as they
+    come; on Ctrl-C or an error every file keeps the frames done (the report says how many).
+    Under torchrun the frames are split over the ranks and rank 0 writes one file per method.
     """
     from tqdm import tqdm
 
-    from napari_xfusion.core.io import StackWriter, read_metadata, read_stack
-    from napari_xfusion.core.metrics import frame_metrics
-    from napari_xfusion.engine import build_methods, resolve_targets, run, split_targets
+    from napari_xfusion.app.devices import rank_device
+    from napari_xfusion.app.export import ExportWriter, run_metadata, write_sidecars
+    from napari_xfusion.app.inputs import prepare_inputs
+    from napari_xfusion.app.job import FrameEvent, run_job
+    from napari_xfusion.core.io import write_text_atomic
+    from napari_xfusion.engine import split_targets
 
-    lr_path, hr_path, out = Path(lr_path), Path(hr_path), Path(out)
-    methods = list(dict.fromkeys(methods))
-    if units not in ("float", "detector"):
-        raise CommandError(f"--units must be float or detector, got {units!r}")
+    out = Path(out)
+    prepared = prepare_inputs(config)
+    for note in prepared.notes:
+        if "detector units" in note:
+            _say(f"xfusion fuse: {note}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    lr = read_stack(lr_path, check_finite=False)  # the engine checks each frame as it reads it
-    hr = read_stack(hr_path, check_finite=False)
-    lr_meta = read_metadata(lr_path)
-    if separation is None:
-        separation = int(lr_meta.get("separation", 1))
-    keys = _load_keys(hr, hr_path, lr.shape[0], key_step, first_last, key_list, normalise_mode)
-    lr_norm = _normalisation_for(lr, normalise_mode)
-    options, hashes = _weights_options(methods, list(weights), device)
-    targets = resolve_targets(frames, lr.shape[0])
-    truth = None
-    if truth_path is not None:
-        truth = read_stack(truth_path, check_finite=False)
-        if truth.shape[0] != lr.shape[0] or truth.shape[1:] != keys.frame_shape:
-            raise CommandError(
-                f"--truth {truth_path}: shape {truth.shape}; expected {lr.shape[0]} frames of "
-                f"{keys.frame_shape[0]}x{keys.frame_shape[1]} (the LR times at HR size)"
-            )
-    hr_norm = keys.normalisation
-    # The truth is compared in the fused frames' [0, 1] units: the HR camera's normalisation,
-    # or (float HR keys) its own when it is not already float in [0, 1].
-    truth_norm = hr_norm
-    if truth is not None and hr_norm is None:
-        truth_norm = _normalisation_for(truth, normalise_mode, targets)
-    if units == "detector" and hr_norm is None:
-        _say("xfusion fuse: HR input is already float in [0, 1]; --units detector writes float32")
-    detector = units == "detector" and hr_norm is not None
-    out_dtype = np.dtype(hr_norm.dtype) if detector else np.dtype(np.float32)
-
+    targets = prepared.targets
     rank, world = _distributed()
-    device = _rank_device(device, world)
+    device = rank_device(config.device, world)
     my_targets = split_targets(targets, rank, world)
-    instances = build_methods(methods, options, device)
-    described = {
-        m.name: _describe(m, options.get(m.name, {}), hashes.get(m.name)) for m in instances
-    }
-    if my_targets.size:
-        results = run(
-            instances,
-            lr,
-            keys,
-            separation=separation,
-            frames=my_targets,
-            device=device,
-            lr_normalisation=lr_norm,
-        )
-    else:  # torchrun with more ranks than frames: this rank has nothing to do
-        results = (r for r in ())
-
-    multi = len(methods) > 1
-    outputs = {
-        m: out.with_name(f"{out.stem}_{m}{out.suffix or '.tif'}") if multi else out for m in methods
-    }
+    methods = list(config.method_names)
+    outputs = _outputs(out, methods)
     if world > 1:
         # Each rank writes its chunk to a private file next to the output (room for a full
         # stack is needed there anyway); rank 0 then assembles one file in order.
@@ -529,31 +493,24 @@ def fuse(
         }
     else:
         writing = outputs
-    base_meta = {
-        "software": SOFTWARE,
-        "inputs": {"lr": str(lr_path.resolve()), "hr": str(hr_path.resolve())},
-        "separation": separation,
-        "key_rule": keys.rule,
-        "key_indices": keys.indices,
-        "noise": lr_meta.get("noise"),
-        "window": {"frames": [int(targets[0]), int(targets[-1]) + 1], "n_frames": len(targets)},
-        "normalisation": {
-            "lr": None if lr_norm is None else lr_norm.to_dict(),
-            "hr": None if hr_norm is None else hr_norm.to_dict(),
-        },
-        "units": "detector" if detector else "float",
-        "device": device,
-    }
+    job = run_job(config, prepared, targets=my_targets, device=device)
+    started = next(job)  # builds the methods (a bad option or device fails before any file)
+    table = started.table
+    base = run_metadata(config, prepared, device=device)
     writers = {
-        m: StackWriter(
+        m: ExportWriter(
             writing[m],
-            (len(my_targets), *keys.frame_shape),
-            out_dtype,
-            {**base_meta, **described[m]},
+            config,
+            m,
+            prepared.frame_shape,
+            max(len(my_targets), 1),
+            description=started.descriptions.get(m),
+            normalisation=prepared.hr_normalisation,
+            metadata=base,
+            sidecars=world == 1,
         )
         for m in methods
     }
-    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
     bar = tqdm(
         total=len(targets) * len(methods),
         disable=not progress or rank != 0,
@@ -561,63 +518,57 @@ def fuse(
         desc="fusing",
         dynamic_ncols=True,
     )
-    start = time.perf_counter()
+    tic = time.perf_counter()
     interrupted = False
     try:
-        for res in results:
-            # Ctrl-C waits until the frame and its CSV row are both stored, so an interrupted
+        while True:
+            # Ctrl-C waits until the frame and its row are both stored, so an interrupted
             # export never holds a half-written page or a frame without its row.
             with _DeferredInterrupt():
-                frame = res.frame
-                if detector:
-                    frame = hr_norm.invert(frame, to_dtype=True)
-                writers[res.method].write(frame, index=res.index)
-                row = _row(res)
-                if truth is not None:
-                    truth_frame = np.asarray(truth[res.index])
-                    if truth_norm is not None:
-                        truth_frame = truth_norm.apply(truth_frame)
-                    row.update(frame_metrics(res.frame, truth_frame))
-                rows[res.method].append(row)
+                event = next(job, None)
+                if event is None:
+                    break
+                assert isinstance(event, FrameEvent)
+                writers[event.result.method].write(
+                    event.result.frame, event.result.index, event.row
+                )
             bar.update(world if rank == 0 else 0)
     except KeyboardInterrupt:
         interrupted = True
     except BaseException:
-        results.close()
-        done = {m: w.abort() for m, w in writers.items()}
+        job.close()
         bar.close()
+        done = {m: w.abort(table) for m, w in writers.items()}
         for m, n in done.items():
             if n:
                 _say(f"xfusion fuse: error; kept {n} of {len(targets)} frames in {outputs[m]}")
         raise
     finally:
         bar.close()
-    results.close()
-    done = {}
-    for m, w in writers.items():
-        w.update_metadata({"frames": _attention_columns(rows[m])})
-        done[m] = w.abort() if interrupted else w.close()
+    job.close()
+    done = {m: (w.abort(table) if interrupted else w.close(table)) for m, w in writers.items()}
     if world > 1:
-        done = _assemble(methods, writing, outputs, rows, interrupted, rank, world)
-    seconds = time.perf_counter() - start
+        done = _assemble(methods, writing, outputs, table, interrupted, rank, world)
     report = FuseReport(
         outputs=outputs,
         csv_paths={},
         frames_done=done,
         total_per_method=len(targets),
         interrupted=interrupted,
-        seconds=seconds,
+        seconds=time.perf_counter() - tic,
+        table=table,
+        config=config,
     )
     if rank != 0:
         return report
     for m in methods:
-        csv_path = outputs[m].with_suffix(".csv")
-        _write_csv(csv_path, rows[m])
-        report.csv_paths[m] = csv_path
-        report.metrics[m] = {k: [r[k] for r in rows[m] if k in r] for k in METRICS}
-    if multi:
+        report.csv_paths[m] = outputs[m].with_suffix(".csv")
+        if world > 1 and done[m]:
+            write_sidecars(outputs[m], config, table.to_csv_text(m))
+        report.metrics[m] = table.metric_columns(m)
+    if len(methods) > 1:
         report.comparison = out.with_name(f"{out.stem}_comparison.csv")
-        _write_comparison(report.comparison, rows)
+        write_text_atomic(report.comparison, table.summary_csv_text())
     if interrupted:
         for m in methods:
             _say(
@@ -647,76 +598,11 @@ class _DeferredInterrupt:
             raise KeyboardInterrupt
 
 
-def _describe(method: Any, options: dict[str, Any], weights_sha256: str | None) -> dict[str, Any]:
-    """The method's own description (parameters, weights) plus the options given."""
-    meta: dict[str, Any] = {"method_description": method.describe()}
-    meta.update(method=method.name, method_options=options)
-    if weights_sha256 is not None:
-        meta["weights_sha256"] = weights_sha256
-    return meta
-
-
-def _rank_device(device: str, world: int) -> str:
-    """Under torchrun each rank takes its own GPU (``cuda:LOCAL_RANK``)."""
-    if world <= 1 or device not in ("auto", "cuda"):
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
-    return "cpu" if device == "auto" else device
-
-
-def _row(res: FrameResult) -> dict[str, Any]:
-    row: dict[str, Any] = {"frame": res.index, "method": res.method, "seconds": res.seconds}
-    if res.backward is not None:
-        row.update(
-            backward=res.backward,
-            forward=res.forward,
-            backward_norm=res.backward_norm,
-            forward_norm=res.forward_norm,
-        )
-    return row
-
-
-def _attention_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Per-frame values for the TIFF metadata (frame index, scores when the method has them)."""
-    cols: dict[str, list[Any]] = {"index": [r["frame"] for r in rows]}
-    for key in ("backward", "forward", "backward_norm", "forward_norm"):
-        if rows and key in rows[0]:
-            cols[key] = [r.get(key) for r in rows]
-    return cols
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    fields = list(dict.fromkeys(k for r in rows for k in r)) or ["frame"]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _write_comparison(path: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
-    """One row per method: frames, mean seconds/frame and mean/median of each metric."""
-    table = []
-    for m, method_rows in rows.items():
-        entry: dict[str, Any] = {"method": m, "frames": len(method_rows)}
-        seconds = [r["seconds"] for r in method_rows]
-        entry["seconds_per_frame"] = float(np.mean(seconds)) if seconds else math.nan
-        for k in METRICS:
-            values = np.array([r[k] for r in method_rows if k in r], dtype=np.float64)
-            if values.size:
-                entry[f"{k}_mean"] = float(values.mean())
-                entry[f"{k}_median"] = float(np.median(values))
-        table.append(entry)
-    _write_csv(path, table)
-
-
 def _assemble(
     methods: list[str],
     parts: dict[str, Path],
     outputs: dict[str, Path],
-    rows: dict[str, list[dict[str, Any]]],
+    table: ResultTable,
     interrupted: bool,
     rank: int,
     world: int,
@@ -724,8 +610,8 @@ def _assemble(
     """torchrun: rank 0 writes every rank's frames into one file per method, in time order.
 
     Ranks send their frames one at a time as raw bytes (bounded memory, any dtype, no shared
-    file system needed) and their per-frame rows as objects. The result is marked incomplete
-    when any rank was interrupted.
+    file system needed) and their per-frame rows as objects; rank 0's ``table`` ends up with
+    every rank's rows. The result is marked incomplete when any rank was interrupted.
     """
     import torch
     import torch.distributed as dist
@@ -734,29 +620,34 @@ def _assemble(
 
     done: dict[str, int] = {}
     for m in methods:
+        mine = table.rows(m)
         gathered: list[Any] = [None] * world
-        dist.gather_object((rows[m], interrupted), gathered if rank == 0 else None, dst=0)
+        dist.gather_object((mine, interrupted), gathered if rank == 0 else None, dst=0)
         if rank == 0:
             chunks = [chunk for chunk, _ in gathered]
-            part = read_stack(parts[m], check_finite=False)
-            meta = read_metadata(parts[m])
+            for chunk in chunks[1:]:
+                table.extend(chunk)
+            part = read_stack(parts[m], check_finite=False) if parts[m].exists() else None
+            meta = read_metadata(parts[m]) if part is not None else {}
             for key in ("frame_indices", "frames_written", "complete", "frames"):
                 meta.pop(key, None)
-            rows[m][:] = [r for chunk in chunks for r in chunk]
-            meta["frames"] = _attention_columns(rows[m])
+            meta["frames"] = table.attention_columns(m)
             counts = [len(chunk) for chunk in chunks]
             meta["distributed"] = {"world_size": world, "frames_per_rank": counts}
-            shape = (sum(counts), *part.shape[1:])
-            writer = StackWriter(outputs[m], shape, part.dtype, meta)
+            frame_shape = part.shape[1:] if part is not None else None
+            dtype = part.dtype if part is not None else None
+            if frame_shape is None:  # rank 0 had no frames: take the shape from rank 1
+                raise RuntimeError("torchrun: rank 0 computed no frames; use fewer ranks")
+            writer = StackWriter(outputs[m], (sum(counts), *frame_shape), dtype, meta)
             try:
                 for row, frame in zip(chunks[0], part, strict=True):
-                    writer.write(frame, index=row["frame"])
-                buf = np.empty(part.shape[1:], dtype=part.dtype)
+                    writer.write(frame, index=row.index)
+                buf = np.empty(frame_shape, dtype=dtype)
                 received = torch.from_numpy(buf.reshape(-1).view(np.uint8))
                 for src in range(1, world):
                     for row in chunks[src]:
                         dist.recv(received, src=src)  # fills buf through the shared memory
-                        writer.write(buf, index=row["frame"])
+                        writer.write(buf, index=row.index)
             except BaseException:
                 writer.abort()
                 raise
@@ -764,7 +655,7 @@ def _assemble(
             done[m] = writer.abort() if any_interrupted else writer.close()
             del part
         else:
-            count = len(rows[m])
+            count = len(mine)
             part = read_stack(parts[m], check_finite=False) if count else None
             for i in range(count):
                 frame = np.array(part[i])  # a writable copy: torch refuses read-only memmaps
@@ -784,57 +675,63 @@ def evaluate(
     truth_path: str | os.PathLike[str],
     csv_path: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, dict[str, list[float]]]:
-    """Per-frame PSNR/AAD/SSIM of a fused stack against the ground truth.
+    """Per-frame PSNR/AAD/SSIM of a fused export (either face, any version) against the truth.
 
-    The fused frames' LR time indices come from their metadata (``frame_indices``), so a
-    window ``A:B`` is compared with the right truth frames. Both are compared in normalised
-    units: detector-unit exports are mapped back with the normalisation in their metadata.
-    Returns the CSV path and the metric columns.
+    :func:`napari_xfusion.app.export.read_export` says which LR frame each page is and which
+    pages were computed (frames never run are not scored); detector-unit exports are mapped
+    back with their stored normalisation. The truth is normalised by the input policy's rule
+    (as is when float in [0, 1], else the export's HR clip values, else its own). Returns the
+    CSV path and the metric columns.
     """
-    from napari_xfusion.core.io import read_metadata, read_stack
-    from napari_xfusion.core.metrics import frame_metrics
-    from napari_xfusion.core.normalise import Normalisation
+    _, _, path, columns = _evaluate(fused_path, truth_path, csv_path)
+    return path, columns
+
+
+def _evaluate(
+    fused_path: str | os.PathLike[str],
+    truth_path: str | os.PathLike[str],
+    csv_path: str | os.PathLike[str] | None = None,
+) -> tuple[ResultTable, str, Path, dict[str, list[float]]]:
+    from napari_xfusion.app.export import read_export
+    from napari_xfusion.app.inputs import LR_SAMPLE_FRAMES
+    from napari_xfusion.app.results import ResultTable
+    from napari_xfusion.core.io import read_stack, write_text_atomic
+    from napari_xfusion.core.normalise import fit_normalisation
 
     fused_path, truth_path = Path(fused_path), Path(truth_path)
-    fused = read_stack(fused_path)
-    truth = read_stack(truth_path)
-    meta = read_metadata(fused_path)
-    indices = meta.get("frame_indices") or list(range(fused.shape[0]))
-    if len(indices) != fused.shape[0]:
-        raise CommandError(
-            f"{fused_path}: metadata lists {len(indices)} frame indices for {fused.shape[0]} frames"
-        )
+    fused, info = read_export(fused_path)
+    truth = read_stack(truth_path, check_finite=False)
+    pages = info.computed_pages
+    indices = info.pages[pages]
+    if not pages.size:
+        raise CommandError(f"{fused_path}: holds no computed frame")
     if fused.shape[1:] != truth.shape[1:]:
         raise CommandError(
             f"{fused_path} frames are {fused.shape[1]}x{fused.shape[2]} but {truth_path} frames "
             f"are {truth.shape[1]}x{truth.shape[2]}"
         )
-    if max(indices) >= truth.shape[0]:
+    if int(indices.max()) >= truth.shape[0]:
         raise CommandError(
-            f"{fused_path} holds frame {max(indices)} but {truth_path} has only "
+            f"{fused_path} holds frame {int(indices.max())} but {truth_path} has only "
             f"{truth.shape[0]} frames"
         )
-    hr_norm_dict = (meta.get("normalisation") or {}).get("hr")
-    hr_norm = Normalisation.from_dict(hr_norm_dict) if hr_norm_dict else None
-    fused_norm = hr_norm if meta.get("units") == "detector" else None
-    if fused_norm is None and not np.issubdtype(fused.dtype, np.floating):
-        raise CommandError(
-            f"{fused_path}: {fused.dtype} data without normalisation metadata; cannot compare "
-            "in [0, 1] units"
-        )
+    sample = [int(t) for t in indices[:: max(1, len(indices) // LR_SAMPLE_FRAMES)]]
     truth_norm = None
-    if not _is_unit_float(truth, indices):
-        truth_norm = hr_norm if hr_norm is not None else _normalisation_for(truth, "percentile")
-    rows = []
-    for row, t in enumerate(indices):
-        pred = np.asarray(fused[row], dtype=np.float32)
-        pred = fused_norm.apply(pred) if fused_norm is not None else pred
+    if not _is_unit_float(truth, sample):
+        truth_norm = info.normalisation or fit_normalisation(np.asarray(truth[sample]))
+
+    def truth_frame(t: int) -> np.ndarray:
         ref = np.asarray(truth[t])
-        ref = truth_norm.apply(ref) if truth_norm is not None else ref.astype(np.float32)
-        rows.append({"frame": int(t), **frame_metrics(pred, ref)})
+        return truth_norm.apply(ref) if truth_norm is not None else ref.astype(np.float32)
+
+    keys = info.key_indices if info.key_indices is not None else ()
+    table = ResultTable(keys, truth_frame)
+    method = info.method or fused_path.stem
+    for page, t in zip(pages, indices, strict=False):
+        table.add_frame(method, int(t), info.to_unit(fused[page]))
     out = Path(csv_path) if csv_path else fused_path.with_name(f"{fused_path.stem}_metrics.csv")
-    _write_csv(out, rows)
-    return out, {k: [r[k] for r in rows] for k in METRICS}
+    write_text_atomic(out, table.to_csv_text(method))
+    return table, method, out, table.metric_columns(method)
 
 
 # ----------------------------------------------------------------------------- demo
@@ -847,9 +744,12 @@ DEMO_SIZE = dict(n_frames=40, shape=(200, 512), key_step=10, lr_psnr=35.0, separ
 def _available_methods() -> tuple[list[str], dict[str, str]]:
     """Methods the demo can run: the baselines always, networks when shipped weights exist."""
     from napari_xfusion.methods import get_reconstructor
+    from napari_xfusion.methods.registry import available_methods
 
-    available, skipped = ["bicubic", "bayesian"], {}
-    for name in NETWORK_METHODS:
+    specs = available_methods()
+    available = [n for n, spec in specs.items() if not spec.needs_weights]
+    skipped: dict[str, str] = {}
+    for name in (n for n, spec in specs.items() if spec.needs_weights):
         try:
             get_reconstructor(name, device="cpu")
         except Exception as exc:  # a probe: any failure means "not available here", say why
@@ -879,7 +779,8 @@ def run_demo(out_dir: str | os.PathLike[str] = "xfusion-demo", progress: bool = 
         truth_path=paths["truth"],
         progress=progress,
     )
-    print(_summary_table(report.metrics))
+    assert report.table is not None
+    print(report.table.summary_text())
     print(f"\nfiles in {out_dir}/:")
     print(
         f"  inputs: {paths['lr'].name} (LR), {paths['keys'].name} (HR keys), "
@@ -1245,16 +1146,16 @@ def _command(args: argparse.Namespace) -> int:
         )
         if int(os.environ.get("RANK", "0")) != 0:
             return 130 if report.interrupted else 0
-        if report.metrics and any(report.metrics[m].get("psnr") for m in report.metrics):
-            print(_summary_table(report.metrics))
+        if report.table is not None and report.table.has_truth:
+            print(report.table.summary_text())
         for m, path in report.outputs.items():
             print(f"{m}: {path} ({report.frames_done[m]} frames), {report.csv_paths[m]}")
         if report.comparison is not None:
             print(f"comparison: {report.comparison}")
         return 130 if report.interrupted else 0
     if args.command == "evaluate":
-        csv_path, metrics = evaluate(args.fused, args.truth, args.csv)
-        print(_summary_table({args.fused.name: metrics}))
+        table, _, csv_path, _ = _evaluate(args.fused, args.truth, args.csv)
+        print(table.summary_text())
         print(f"per-frame metrics: {csv_path}")
         return 0
     if args.command == "demo":

@@ -156,7 +156,12 @@ def test_ctrl_c_keeps_done_frames(sample, tmp_path, monkeypatch, capsys):
     meta = read_metadata(out)
     assert meta["complete"] is False and meta["frame_indices"] == [0, 1, 2]
     assert len(_csv(tmp_path / "part.csv")) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["part.csv", "part.tif"]
+    # the export's sidecars: the per-frame CSV and the run configuration
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "part.config.json",
+        "part.csv",
+        "part.tif",
+    ]
 
 
 def test_real_sigint_while_storing_a_frame_keeps_frame_and_row(sample, tmp_path, monkeypatch):
@@ -213,8 +218,9 @@ def test_fuse_bad_inputs_exit_2_with_message(sample, tmp_path, capsys):
     lr = str(sample / "lr.tif")
     assert cli.main([*base, "--lr", lr, "--frames", "10:20"]) == 2
     assert f"frame {N_FRAMES} is outside the LR sequence" in capsys.readouterr().err
-    assert cli.main([*base, "--lr", lr, "--key-step", "4"]) == 2
-    assert "need a full-rate HR stack" in capsys.readouterr().err
+    # a sparse key stack with a key step: key i at i*step, which must agree with its metadata
+    assert cli.main([*base, "--lr", lr, "--key-step", "5"]) == 2
+    assert "disagree with the key rule" in capsys.readouterr().err
     assert cli.main([*base, "--lr", lr, "--frames", "a:b"]) == 2
     assert "--frames must look like A:B" in capsys.readouterr().err
     write_stack(tmp_path / "nokeys.tif", read_stack(sample / "hr_keys.tif"))

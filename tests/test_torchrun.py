@@ -51,8 +51,9 @@ def test_two_ranks_equal_single_process(tmp_path):
         assert meta["frame_indices"] == list(range(1, 11)) and meta["complete"] is True
         assert meta["distributed"] == {"world_size": 2, "frames_per_rank": [5, 5]}
         assert _rows(single.with_suffix(".csv")) == _rows(multi.with_suffix(".csv"))
-    # rank part files are removed
+    # rank part files are removed; each export has its CSV and its run configuration
     assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == [
-        "f_bayesian.csv", "f_bayesian.tif", "f_bicubic.csv", "f_bicubic.tif", "f_comparison.csv"
+        "f_bayesian.config.json", "f_bayesian.csv", "f_bayesian.tif",
+        "f_bicubic.config.json", "f_bicubic.csv", "f_bicubic.tif", "f_comparison.csv"
     ]  # fmt: skip
     assert np.isfinite(read_stack(tmp_path / "multi" / "f_bayesian.tif")).all()

@@ -107,10 +107,10 @@ class KeyRule:
             try:
                 indices = tuple(int(i) for i in self.indices)
             except (TypeError, ValueError):
-                raise ConfigError(
-                    f"keys.indices must be integers, got {self.indices!r}"
-                ) from None
-            if len(indices) < 2 or any(b <= a for a, b in zip(indices, indices[1:])):
+                raise ConfigError(f"keys.indices must be integers, got {self.indices!r}") from None
+            if len(indices) < 2 or any(
+                b <= a for a, b in zip(indices[:-1], indices[1:], strict=True)
+            ):
                 raise ConfigError(
                     "keys.indices must be at least 2 strictly increasing LR frame indices, "
                     f"got {list(indices)}"
@@ -169,7 +169,9 @@ class MethodChoice:
         from napari_xfusion.methods.registry import coerce_options, get_spec
 
         if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"methods: a method name must be a non-empty string, got {self.name!r}")
+            raise ConfigError(
+                f"methods: a method name must be a non-empty string, got {self.name!r}"
+            )
         try:
             spec = get_spec(self.name)
         except ValueError as exc:
@@ -186,7 +188,9 @@ class MethodChoice:
         object.__setattr__(self, "options", FrozenOptions(coerced))
         if self.weights is not None:
             if not spec.needs_weights:
-                raise ConfigError(f"methods: {self.name} uses no network weights, got {self.weights!r}")
+                raise ConfigError(
+                    f"methods: {self.name} uses no network weights, got {self.weights!r}"
+                )
             object.__setattr__(self, "weights", os.fspath(self.weights))
 
     def constructor_options(self) -> dict[str, Any]:
@@ -223,7 +227,8 @@ def _refuse_unknown(data: Mapping[str, Any], known: set[str], where: str) -> Non
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}" + (f" (and {unknown[1:]})" if unknown[1:] else "")
+            f"{where}: unknown key {unknown[0]!r}"
+            + (f" (and {unknown[1:]})" if unknown[1:] else "")
             + f"; known keys: {', '.join(sorted(known))}"
         )
 
@@ -301,8 +306,14 @@ class RunConfig:
         if isinstance(self.keys, Mapping):
             set_("keys", KeyRule.from_dict(self.keys))
         if self.separation is not None:
-            if isinstance(self.separation, bool) or int(self.separation) != self.separation or self.separation < 1:
-                raise ConfigError(f"separation must be an integer >= 1 or None, got {self.separation!r}")
+            if (
+                isinstance(self.separation, bool)
+                or int(self.separation) != self.separation
+                or self.separation < 1
+            ):
+                raise ConfigError(
+                    f"separation must be an integer >= 1 or None, got {self.separation!r}"
+                )
             set_("separation", int(self.separation))
         if self.frames is not None:
             try:
@@ -317,7 +328,9 @@ class RunConfig:
                 )
             set_("frames", (start, stop))
         if self.normalise not in NORMALISE_MODES:
-            raise ConfigError(f"normalise must be one of {', '.join(NORMALISE_MODES)}, got {self.normalise!r}")
+            raise ConfigError(
+                f"normalise must be one of {', '.join(NORMALISE_MODES)}, got {self.normalise!r}"
+            )
         if self.units not in UNITS:
             raise ConfigError(f"units must be float or detector, got {self.units!r}")
         try:
@@ -352,7 +365,9 @@ class RunConfig:
         for m in self.methods:
             if m.name == name:
                 return m
-        raise KeyError(f"method {name!r} is not in this configuration ({', '.join(self.method_names)})")
+        raise KeyError(
+            f"method {name!r} is not in this configuration ({', '.join(self.method_names)})"
+        )
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with ``changes`` applied (validated again)."""

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DEVICES", "available_devices", "check_device", "ensure_device", "rank_device", "resolve_device"]
+__all__ = [
+    "DEVICES",
+    "available_devices",
+    "check_device",
+    "ensure_device",
+    "rank_device",
+    "resolve_device",
+]
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 """Device names (``cuda:N`` is accepted too)."""
@@ -53,9 +60,14 @@ def ensure_device(device: str) -> str:
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             build = torch.__version__
-            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            why = (
+                "this torch build has no CUDA"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible"
+            )
             raise ValueError(
-                f"device {device!r} asked for, but {why} (torch {build}); use device 'cpu' or 'auto'"
+                f"device {device!r} asked for, but {why} (torch {build}); "
+                "use device 'cpu' or 'auto'"
             )
         _, _, number = device.partition(":")
         if number and int(number) >= torch.cuda.device_count():
@@ -66,7 +78,9 @@ def ensure_device(device: str) -> str:
     if device == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError("device 'mps' asked for, but Apple MPS is not available; use 'cpu' or 'auto'")
+            raise ValueError(
+                "device 'mps' asked for, but Apple MPS is not available; use 'cpu' or 'auto'"
+            )
     return device
 
 

@@ -90,7 +90,9 @@ def run_metadata(config: RunConfig, prepared: Any, *, device: str | None = None)
     }
 
 
-def write_sidecars(path: str | os.PathLike[str], config: RunConfig | None, csv_text: str) -> list[Path]:
+def write_sidecars(
+    path: str | os.PathLike[str], config: RunConfig | None, csv_text: str
+) -> list[Path]:
     """Write ``<stem>.csv`` (``csv_text``) and ``<stem>.config.json`` atomically."""
     from napari_xfusion.core.io import write_text_atomic
 
@@ -300,7 +302,11 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
     meta = read_metadata(path)
     n = int(stack.shape[0])
     layer_entry = meta.get("xfusion") if isinstance(meta.get("xfusion"), dict) else None
-    norm_dict = (meta.get("normalisation") or {}).get("hr") if isinstance(meta.get("normalisation"), dict) else None
+    norm_dict = (
+        (meta.get("normalisation") or {}).get("hr")
+        if isinstance(meta.get("normalisation"), dict)
+        else None
+    )
     if "schema" in meta:
         source = "schema"
     elif layer_entry is not None:
@@ -316,7 +322,11 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
         units = "detector" if meta.get("units") == "detector" else "float"
         pages = np.arange(n, dtype=np.int64)
         done = layer_entry.get("frames_done")
-        computed = np.isin(pages, np.asarray(done, dtype=np.int64)) if done is not None else np.ones(n, bool)
+        computed = (
+            np.isin(pages, np.asarray(done, dtype=np.int64))
+            if done is not None
+            else np.ones(n, bool)
+        )
         method = layer_entry.get("method")
         keys = params.get("key_indices")
     else:
@@ -330,7 +340,9 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
     normalisation = Normalisation.from_dict(norm_dict) if norm_dict else None
     if units not in ("float", "detector"):
         units = "float"
-    if not np.issubdtype(stack.dtype, np.floating) and (units != "detector" or normalisation is None):
+    if not np.issubdtype(stack.dtype, np.floating) and (
+        units != "detector" or normalisation is None
+    ):
         if normalisation is not None:
             units = "detector"  # integer pages with the HR clip values: detector units
         else:

@@ -304,7 +304,9 @@ def _simulate(config: RunConfig, hr: Any, norm: Any, name: str) -> Simulated:
         block = np.asarray(hr[start : start + _BLOCK_FRAMES])
         block = norm.apply(block) if norm is not None else block.astype(np.float32, copy=False)
         if not np.isfinite(block).all():
-            raise InputError(f"{name}: non-finite values in frames {start}..{start + len(block) - 1}")
+            raise InputError(
+                f"{name}: non-finite values in frames {start}..{start + len(block) - 1}"
+            )
         lr[start : start + len(block)] = bin_frames(block, SCALE)
     if config.lr_psnr is None:
         return Simulated(lr, None, None, {"model": "none"})
@@ -322,8 +324,9 @@ def _targets(config: RunConfig, n_frames: int, name: str) -> np.ndarray:
     start, stop = config.frames
     if stop > n_frames:
         raise InputError(
-            f"frames {start}:{stop} (stop exclusive): {name} has {n_frames} frames "
-            f"(0..{n_frames - 1}); expected stop <= {n_frames}"
+            f"frames {start}:{stop} (stop exclusive): frame {max(start, n_frames)} is outside "
+            f"the LR sequence {name}: it has {n_frames} frames (0..{n_frames - 1}); expected "
+            f"stop <= {n_frames}"
         )
     return np.arange(start, stop, dtype=np.int64)
 
@@ -383,7 +386,9 @@ def prepare_inputs(
     else:
         lr_arr, lr_meta, lr_name = _read(config.lr, lr, lr_metadata, "lr", labels["lr"])
         if lr_arr is None:
-            raise InputError("no LR input: give the LR stream, or simulate it from a full-rate HR stack")
+            raise InputError(
+                "no LR input: give the LR stream, or simulate it from a full-rate HR stack"
+            )
         n_lr = int(lr_arr.shape[0])
         if n_lr < 2:
             raise InputError(f"{lr_name}: has {n_lr} frame(s); expected at least 2")
@@ -413,7 +418,9 @@ def prepare_inputs(
                 f"{SCALE * h}x{SCALE * w} (the LR times at HR size)"
             )
         rows = [int(targets[i]) for i in _sample_rows(len(targets))]
-        if config.normalise == "none" or (config.normalise == "auto" and _is_unit_float(truth_arr, rows)):
+        if config.normalise == "none" or (
+            config.normalise == "auto" and _is_unit_float(truth_arr, rows)
+        ):
             truth_norm = None
         elif keys.normalisation is not None:
             truth_norm = keys.normalisation

@@ -127,11 +127,15 @@ def run_job(
     device = config.device if device is None else device
     if not config.methods and methods is None:
         raise InputError("no method chosen: pick at least one")
-    instances = list(methods) if methods is not None else build_methods(config, method_cache, device=device)
+    instances = (
+        list(methods) if methods is not None else build_methods(config, method_cache, device=device)
+    )
     targets = prepared.targets if targets is None else np.asarray(targets, dtype=np.int64)
-    table = ResultTable(prepared.keys.indices, prepared.truth_frame if prepared.truth is not None else None)
+    table = ResultTable(
+        prepared.keys.indices, prepared.truth_frame if prepared.truth is not None else None
+    )
     names = [getattr(m, "name", str(m)) for m in instances]
-    descriptions = {n: m.describe() for n, m in zip(names, instances)}
+    descriptions = {n: m.describe() for n, m in zip(names, instances, strict=True)}
     total = len(targets) * len(instances)
     yield JobStarted(instances, descriptions, table, targets, total, device)
     if not len(targets):

@@ -114,7 +114,9 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
         cells.append(line)
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = [
-        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        "  ".join(
+            c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=False))
+        )
         for r in cells
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -226,7 +228,7 @@ class ResultTable:
         for name in ("backward", "forward"):
             raw = np.array([getattr(r, name) for r in rows], dtype=np.float64)
             norm = np.asarray(normalise_scores(index, raw, self.key_indices), dtype=np.float64)
-            for r, value in zip(out, norm):
+            for r, value in zip(out, norm, strict=False):
                 if math.isfinite(value):
                     setattr(r, f"{name}_norm", float(value))
         return out
@@ -292,7 +294,9 @@ class ResultTable:
         """The summary as a printed table (PSNR/AAD/SSIM mean and median between keys)."""
         return format_table(self.summary(), _SUMMARY_TEXT_COLUMNS)
 
-    def attention_columns(self, method: str, indices: Iterable[int] | None = None) -> dict[str, list]:
+    def attention_columns(
+        self, method: str, indices: Iterable[int] | None = None
+    ) -> dict[str, list]:
         """Per-frame values for export metadata: ``index`` plus the attention columns when the
         method has them (None where unknown), over ``indices`` (default all rows)."""
         rows = self.rows(method)
@@ -302,7 +306,9 @@ class ResultTable:
         cols: dict[str, list[Any]] = {"index": [r.index for r in rows]}
         if any(r.has_attention for r in rows):
             for k in ATTENTION:
-                cols[k] = [None if not math.isfinite(getattr(r, k)) else getattr(r, k) for r in rows]
+                cols[k] = [
+                    None if not math.isfinite(getattr(r, k)) else getattr(r, k) for r in rows
+                ]
         return cols
 
     def extend(self, rows: Iterable[FrameRow]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,9 @@ class OptionSpec:
 
     def __post_init__(self) -> None:
         if self.type not in OPTION_TYPES:
-            raise ValueError(f"option {self.name!r}: type must be one of {OPTION_TYPES}, got {self.type!r}")
+            raise ValueError(
+                f"option {self.name!r}: type must be one of {OPTION_TYPES}, got {self.type!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,9 @@ class MethodSpec:
 
     def __post_init__(self) -> None:
         if ":" not in self.target:
-            raise ValueError(f"method {self.name!r}: target must be 'module:Class', got {self.target!r}")
+            raise ValueError(
+                f"method {self.name!r}: target must be 'module:Class', got {self.target!r}"
+            )
 
     def option(self, name: str) -> OptionSpec:
         for opt in self.options:
@@ -128,7 +132,9 @@ _NETWORK_OPTIONS = (
     OptionSpec("batch_size", "int", 1, "targets per forward pass"),
     OptionSpec("tile", "int", None, "tile size in LR pixels (>= 4) for large frames"),
     OptionSpec("overlap", "int", 16, "tile overlap in LR pixels"),
-    OptionSpec("precision", "str", "float32", "compute precision", ("float32", "bfloat16", "float16")),
+    OptionSpec(
+        "precision", "str", "float32", "compute precision", ("float32", "bfloat16", "float16")
+    ),
     OptionSpec("channels_last", "bool", None, "channels-last memory format (default: per device)"),
     OptionSpec("cache_size", "int", 16, "per-frame feature cache entries"),
 )
@@ -163,8 +169,13 @@ BUILTIN_SPECS: tuple[MethodSpec, ...] = (
         options=(
             OptionSpec("n_classes", "int", None, "K-means classes (default: from the data)"),
             OptionSpec("seed", "int", 0, "K-means seed"),
-            OptionSpec("block_prior", "str", "correlated", "errors inside a 4x4 block",
-                       ("correlated", "independent")),  # fmt: skip
+            OptionSpec(
+                "block_prior",
+                "str",
+                "correlated",
+                "errors inside a 4x4 block",
+                ("correlated", "independent"),
+            ),  # fmt: skip
             OptionSpec("prior_weight", "float", 8.0, "weight of the prior towards interpolation"),
             OptionSpec("clip", "bool", True, "clip the result to [0, 1]"),
         ),
@@ -337,7 +348,9 @@ def coerce_options(spec: MethodSpec, options: Mapping[str, Any]) -> dict[str, An
         opt = spec.option(key) if key in {o.name for o in spec.options} else None
         if opt is None:
             known = ", ".join(o.name for o in spec.options)
-            raise ValueError(f"--option {spec.name}.{key}: {spec.name} has no option {key!r} (options: {known})")
+            raise ValueError(
+                f"--option {spec.name}.{key}: {spec.name} has no option {key!r} (options: {known})"
+            )
         out[key] = _coerce(spec, opt, value, f"--option {spec.name}.{key}={value}")
     return out
 
