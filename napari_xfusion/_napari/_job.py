@@ -11,7 +11,6 @@ thread: first one :class:`Prepared` (the inputs as the engine sees them), then o
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import threading
@@ -22,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from napari_xfusion.core.degrade import add_shot_noise, bin_frames, lr_psnr_for_b0, solve_b0
+from napari_xfusion.app.config import RunConfig
+from napari_xfusion.app.devices import available_devices
+from napari_xfusion.app.inputs import InputError
 from napari_xfusion.core.metrics import frame_metrics
-from napari_xfusion.core.normalise import Normalisation, fit_normalisation
-from napari_xfusion.core.windows import key_indices as make_key_indices
+from napari_xfusion.core.normalise import Normalisation
 
 __all__ = [
     "NETWORK_METHODS",
@@ -139,64 +139,8 @@ class Finished:
     seconds: float = 0.0
 
 
-class UserInputError(ValueError):
-    """Inputs the user must change; the message says what to do."""
-
-
-def _as_stack(data: Any, name: str) -> np.ndarray:
-    """``data`` as a (T, H, W) array; memmaps stay memmaps (the engine reads frames lazily)."""
-    arr = data if isinstance(data, np.ndarray) else np.asarray(data)
-    if arr.ndim != 3:
-        raise UserInputError(
-            f"the {name} must be a time series of shape (T, H, W), got shape {arr.shape}"
-        )
-    return arr
-
-
-def _normaliser(arr: np.ndarray, name: str, notes: list[str]) -> Normalisation | None:
-    """None for floats already in [0, 1]; otherwise the percentile normalisation to apply."""
-    if np.issubdtype(arr.dtype, np.floating):
-        lo, hi = float(np.min(arr)), float(np.max(arr))
-        if 0.0 <= lo and hi <= 1.0:
-            return None
-    norm = fit_normalisation(arr, max_frames=64)
-    notes.append(
-        f"{name} normalised to [0, 1]: values clipped at {norm.low:g} .. {norm.high:g} "
-        f"({arr.dtype})"
-    )
-    return norm
-
-
-def _key_indices(request: FusionRequest, n_frames: int, n_hr: int) -> tuple[np.ndarray, bool]:
-    """LR time indices of the HR keys and whether ``hr`` is a full-rate stack."""
-    if request.key_frames is not None:
-        keys = np.asarray(request.key_frames, dtype=np.int64)
-        if keys.size != n_hr:
-            raise UserInputError(
-                f"the HR layer has {n_hr} frames but its metadata lists {keys.size} key times"
-            )
-        return keys, False
-    if n_hr == n_frames:
-        # A full-rate HR stack (ground truth or the stack to simulate from): take the keys.
-        return make_key_indices(n_frames, request.key_step, first_last=request.first_last), True
-    # Only the key frames were recorded: frame i of the HR stack is at LR time i * k.
-    if request.first_last:
-        if n_hr != 2:
-            raise UserInputError(
-                f"'first and last only' needs an HR layer of 2 frames (or {n_frames}, full "
-                f"rate); the HR layer has {n_hr}"
-            )
-        return np.array([0, n_frames - 1], dtype=np.int64), False
-    step = int(request.key_step or 0)
-    keys = np.arange(n_hr, dtype=np.int64) * step
-    if step < 1 or keys[-1] >= n_frames:
-        most = (n_frames - 1) // max(n_hr - 1, 1)
-        raise UserInputError(
-            f"the HR layer has {n_hr} key frames; with a key step of {step} the last one falls "
-            f"at LR frame {keys[-1]}, past the {n_frames} LR frames. Set the key step to at "
-            f"most {most}, or pick a full-rate HR stack of {n_frames} frames"
-        )
-    return keys, False
+class UserInputError(InputError):
+    """Inputs the user must change; the message says what to do (the app layer's error)."""
 
 
 def _inference_mode() -> contextlib.AbstractContextManager[Any]:
@@ -229,103 +173,84 @@ class _Inputs:
         return self.truth_norm.apply(frame) if self.truth_norm is not None else frame
 
 
-def _build_methods(request: FusionRequest) -> list[Any]:
-    """The request's methods, from its cache where name, options and device match."""
-    from napari_xfusion.engine import build_methods
+def run_config(request: FusionRequest) -> RunConfig:
+    """The :class:`~napari_xfusion.app.config.RunConfig` a request describes (the widget's
+    inclusive frame range becomes the half-open ``[first, last + 1)``)."""
+    from napari_xfusion.app.config import KeyRule, MethodChoice, RunConfig
 
-    cache = request.method_cache if request.method_cache is not None else {}
-    out = []
+    if request.key_frames is not None:
+        keys = KeyRule(indices=tuple(int(k) for k in request.key_frames))
+    elif request.first_last:
+        keys = KeyRule(first_last=True)
+    else:
+        keys = KeyRule(step=request.key_step)
+    choices = []
     for name in request.methods:
-        options = request.method_options.get(name, {})
-        key = json.dumps([name, options, request.device], sort_keys=True, default=str)
-        if key not in cache:
-            # One instance per method name: a network loaded with other weights or on another
-            # device is dropped, not kept in memory.
-            for stale in [k for k in cache if json.loads(k)[0] == name]:
-                del cache[stale]
-            (cache[key],) = build_methods(
-                [name], {name: options} if options else None, request.device
-            )
-        out.append(cache[key])
-    return out
+        options = dict(request.method_options.get(name, {}))
+        weights = options.pop("weights", None)
+        choices.append(
+            MethodChoice(name, options, weights=None if weights is None else str(weights))
+        )
+    frames = None
+    if request.frames is not None:
+        first, last = request.frames
+        if last < first:
+            raise UserInputError(f"the time window {first}..{last} is empty: set Frames to >= from")
+        frames = (int(first), int(last) + 1)
+    return RunConfig(
+        simulate=request.simulate,
+        keys=keys,
+        separation=request.separation,
+        frames=frames,
+        device=request.device,
+        lr_psnr=request.noise_psnr if request.simulate else None,
+        seed=request.seed,
+        methods=tuple(choices),
+    )
 
 
 def prepare(request: FusionRequest) -> tuple[Prepared, _Inputs]:
-    """Check the inputs and set up what the engine reads; :class:`UserInputError` says what
-    to fix."""
-    from napari_xfusion.engine import KeyFrames
+    """Check the inputs (:func:`napari_xfusion.app.inputs.prepare_inputs`, the policy the CLI
+    uses too) and build the methods; errors say what to fix."""
+    from napari_xfusion.app.inputs import prepare_inputs
+    from napari_xfusion.app.job import build_methods
 
-    notes: list[str] = []
-    hr = _as_stack(request.hr, "HR stack" if request.simulate else "HR layer")
-    hr_norm = _normaliser(hr, "HR", notes)
-    b0 = lr_psnr = None
-    simulated_lr = None
-    if request.simulate:
-        hr_unit = hr_norm.apply(hr) if hr_norm is not None else np.asarray(hr, np.float32)
-        lr = bin_frames(hr_unit, SCALE)
-        if request.noise_psnr is not None:
-            b0 = solve_b0(lr, request.noise_psnr, seed=request.seed)
-            lr_psnr = lr_psnr_for_b0(lr, b0, seed=request.seed)
-            lr = add_shot_noise(lr, b0, np.random.default_rng(request.seed))
-        simulated_lr = lr
-        lr_norm = None
-    else:
-        if request.lr is None:
-            raise UserInputError("choose an LR layer, or tick 'simulate from an HR stack'")
-        lr = _as_stack(request.lr, "LR layer")
-        lr_norm = _normaliser(lr, "LR", notes)
-    n_frames, h, w = lr.shape
-    if hr.shape[1:] != (SCALE * h, SCALE * w):
-        raise UserInputError(
-            f"HR frames must be exactly {SCALE}x the LR frames: LR is {h}x{w}, so HR must be "
-            f"{SCALE * h}x{SCALE * w}, but it is {hr.shape[1]}x{hr.shape[2]}. Register or crop "
-            "the HR stack onto the LR view first"
-        )
-    if n_frames < 2:
-        raise UserInputError(f"the LR stream needs at least 2 frames, it has {n_frames}")
-    keys, full_rate = _key_indices(request, n_frames, hr.shape[0])
-    if full_rate:
-        keyframes = KeyFrames.from_full_rate(
-            hr, request.key_step if not request.first_last else None, request.first_last, hr_norm
-        )
-    else:
-        keyframes = KeyFrames(hr, keys, hr_norm)
-
-    first, last = request.frames if request.frames is not None else (0, n_frames - 1)
-    if not (0 <= first <= last < n_frames):
-        raise UserInputError(
-            f"the time window {first}..{last} is not inside the LR stream's frames "
-            f"0..{n_frames - 1}: set Frames from/to within it"
-        )
-    truth = truth_norm = None
-    if request.truth is not None:
-        truth = _as_stack(request.truth, "ground truth")
-        if truth.shape != (n_frames, SCALE * h, SCALE * w):
-            raise UserInputError(
-                f"the ground truth must have shape {(n_frames, SCALE * h, SCALE * w)} (every LR "
-                f"frame at HR size), got {truth.shape}: choose another layer or (none)"
-            )
-        truth_norm = _normaliser(truth, "ground truth", notes)
-    elif full_rate:
-        truth, truth_norm = hr, hr_norm  # a full-rate HR stack is the ground truth
-    methods = _build_methods(request)
+    if not request.simulate and request.lr is None:
+        raise UserInputError("choose an LR layer, or tick 'simulate from an HR stack'")
+    config = run_config(request)
+    names = {"hr": "HR stack" if request.simulate else "HR layer", "truth": "ground truth"}
+    inputs = prepare_inputs(
+        config,
+        lr=None if request.simulate else request.lr,
+        hr=request.hr,
+        truth=request.truth,
+        names=names,
+    )
+    methods = build_methods(config, request.method_cache)
+    keyframes = inputs.keys
+    hr_norm = keyframes.normalisation
+    simulated = inputs.simulated
+    first, stop = int(inputs.targets[0]), int(inputs.targets[-1]) + 1
     prepared = Prepared(
-        n_frames=n_frames,
-        hr_shape=(SCALE * h, SCALE * w),
+        n_frames=inputs.n_frames,
+        hr_shape=inputs.frame_shape,
         key_indices=np.asarray(keyframes.indices, dtype=np.int64),
         key_frames=None,
-        frames=(int(first), int(last)),
-        lr=simulated_lr,
-        b0=b0,
-        lr_psnr=lr_psnr,
-        has_truth=truth is not None,
+        frames=(first, stop - 1),
+        lr=None if simulated is None else simulated.lr,
+        b0=None if simulated is None else simulated.b0,
+        lr_psnr=None if simulated is None else simulated.lr_psnr,
+        has_truth=inputs.truth is not None,
         normalisation=hr_norm.to_dict() if hr_norm is not None else {},
-        notes=notes,
+        notes=list(inputs.notes),
         descriptions={m.name: m.describe() for m in methods},
     )
     if request.simulate:
         prepared.key_frames = np.stack([keyframes[int(k)] for k in prepared.key_indices])
-    return prepared, _Inputs(lr, lr_norm, keyframes, truth, truth_norm, methods)
+    truth_norm = inputs.truth_normalisation
+    return prepared, _Inputs(
+        inputs.lr, inputs.lr_normalisation, keyframes, inputs.truth, truth_norm, methods
+    )
 
 
 def fusion_job(request: FusionRequest, cancel: threading.Event) -> Iterator[Prepared | FrameDone]:
@@ -373,22 +298,6 @@ def fusion_job(request: FusionRequest, cancel: threading.Event) -> Iterator[Prep
             stream.close()
         summary.seconds = time.perf_counter() - started
     return summary
-
-
-def available_devices() -> list[str]:
-    """Devices torch can run on here: ``auto`` first, then cpu, each cuda device, mps."""
-    devices = ["auto", "cpu"]
-    try:
-        import torch
-    except ImportError:  # the methods that need torch will say so when run
-        return devices
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        devices += ["cuda"] if count == 1 else [f"cuda:{i}" for i in range(count)]
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        devices.append("mps")
-    return devices
 
 
 def describe_keys(keys: Sequence[int]) -> str:

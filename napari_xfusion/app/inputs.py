@@ -157,7 +157,9 @@ def _is_unit_float(stack: Any, rows: Sequence[int]) -> bool:
     return True
 
 
-def _fit(stack: Any, rows: Sequence[int], mode: str, name: str, notes: list[str]) -> Any:
+def _fit(
+    stack: Any, rows: Sequence[int], mode: str, name: str, notes: list[str], role: str = "HR"
+) -> Any:
     """The normalisation of one stream by the module's rule (None: used as is)."""
     from napari_xfusion.core.normalise import fit_normalisation
 
@@ -174,8 +176,8 @@ def _fit(stack: Any, rows: Sequence[int], mode: str, name: str, notes: list[str]
             "expected an image with contrast"
         )
     notes.append(
-        f"{name} normalised to [0, 1]: clipped at {norm.low:g} .. {norm.high:g} ({stack.dtype}, "
-        f"fitted on {len(rows)} frame(s))"
+        f"{role} normalised to [0, 1] ({name}): clipped at {norm.low:g} .. {norm.high:g} "
+        f"({stack.dtype}, fitted on {len(rows)} frame(s))"
     )
     return norm
 
@@ -392,7 +394,7 @@ def prepare_inputs(
         n_lr = int(lr_arr.shape[0])
         if n_lr < 2:
             raise InputError(f"{lr_name}: has {n_lr} frame(s); expected at least 2")
-        lr_norm = _fit(lr_arr, _sample_rows(n_lr), config.normalise, lr_name, notes)
+        lr_norm = _fit(lr_arr, _sample_rows(n_lr), config.normalise, lr_name, notes, "LR")
         keys = _resolve_keys(config, hr_arr, hr_meta, hr_name, n_lr, notes)
     h, w = (int(v) for v in lr_arr.shape[1:])
     if keys.frame_shape != (SCALE * h, SCALE * w):
@@ -426,7 +428,7 @@ def prepare_inputs(
             truth_norm = keys.normalisation
             notes.append(f"{truth_name}: compared in the HR keys' units (their clip values)")
         else:
-            truth_norm = _fit(truth_arr, rows, config.normalise, truth_name, notes)
+            truth_norm = _fit(truth_arr, rows, config.normalise, truth_name, notes, "truth")
     elif int(hr_arr.shape[0]) == n_lr:
         truth_arr, truth_norm, truth_name = hr_arr, keys.normalisation, hr_name
         notes.append(f"{hr_name} is full rate: it is the ground truth of the metrics")
