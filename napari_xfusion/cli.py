@@ -82,32 +82,6 @@ def _parse_int_list(text: str, what: str) -> list[int]:
         raise CommandError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
-def _is_unit_float(stack: np.ndarray, rows: Sequence[int] | None = None) -> bool:
-    """Whether ``stack`` (or its ``rows``) is float data within [0, 1], scanned block-wise."""
-    if not np.issubdtype(stack.dtype, np.floating):
-        return False
-    rows = range(stack.shape[0]) if rows is None else list(rows)
-    for start in range(0, len(rows), _BLOCK_FRAMES):
-        block = np.asarray(stack[list(rows[start : start + _BLOCK_FRAMES])])
-        if block.size and (block.min() < 0.0 or block.max() > 1.0):
-            return False
-    return True
-
-
-def _normalisation_for(
-    stack: np.ndarray, mode: str, rows: Sequence[int] | None = None
-) -> Normalisation | None:
-    """The normalisation of an input: None when it is already float in [0, 1] (``auto``)."""
-    from napari_xfusion.core.normalise import fit_normalisation
-
-    if mode == "none":
-        return None
-    if mode == "auto" and _is_unit_float(stack, rows):
-        return None
-    data = stack if rows is None else np.asarray(stack[list(rows)])
-    return fit_normalisation(data)
-
-
 # ----------------------------------------------------------------------------- sample/simulate
 
 
@@ -270,10 +244,13 @@ def simulate_from_hr(
     The HR stack is normalised (percentile clip, unless it is already float in [0, 1]); the
     clip values are kept in the metadata so results can go back to detector units.
     """
+    from napari_xfusion.app.inputs import fit_stream
     from napari_xfusion.core.io import read_stack
 
     hr = read_stack(hr_path)
-    norm = _normalisation_for(hr, normalise_mode)
+    # The whole stack is binned into the LR stream: its clip values come from all of it
+    # (sampled evenly), by the same rule as fuse's inputs.
+    norm = fit_stream(hr, range(hr.shape[0]), normalise_mode, str(hr_path))
     return _write_pair(
         Path(out_dir),
         hr,
@@ -579,7 +556,11 @@ def fuse_run(
 
 
 class _DeferredInterrupt:
-    """Hold Ctrl-C (SIGINT) back until the block ends, then raise KeyboardInterrupt."""
+    """Hold Ctrl-C (SIGINT) back until the block ends, then raise KeyboardInterrupt.
+
+    The block computes one frame and stores it with its row, so a first Ctrl-C finishes the
+    frame in progress; a second one stops at once (the frames stored so far are kept).
+    """
 
     def __enter__(self) -> _DeferredInterrupt:
         self.hit = False
@@ -589,6 +570,8 @@ class _DeferredInterrupt:
         return self
 
     def _hold(self, signum: int, frame: Any) -> None:
+        if self.hit:  # the second Ctrl-C: do not make the user wait for the frame
+            raise KeyboardInterrupt
         self.hit = True
 
     def __exit__(self, *exc: object) -> None:
@@ -693,10 +676,9 @@ def _evaluate(
     csv_path: str | os.PathLike[str] | None = None,
 ) -> tuple[ResultTable, str, Path, dict[str, list[float]]]:
     from napari_xfusion.app.export import read_export
-    from napari_xfusion.app.inputs import LR_SAMPLE_FRAMES
+    from napari_xfusion.app.inputs import truth_normalisation
     from napari_xfusion.app.results import ResultTable
     from napari_xfusion.core.io import read_stack, write_text_atomic
-    from napari_xfusion.core.normalise import fit_normalisation
 
     fused_path, truth_path = Path(fused_path), Path(truth_path)
     fused, info = read_export(fused_path)
@@ -715,10 +697,7 @@ def _evaluate(
             f"{fused_path} holds frame {int(indices.max())} but {truth_path} has only "
             f"{truth.shape[0]} frames"
         )
-    sample = [int(t) for t in indices[:: max(1, len(indices) // LR_SAMPLE_FRAMES)]]
-    truth_norm = None
-    if not _is_unit_float(truth, sample):
-        truth_norm = info.normalisation or fit_normalisation(np.asarray(truth[sample]))
+    truth_norm = truth_normalisation(truth, indices, "auto", info.normalisation, str(truth_path))
 
     def truth_frame(t: int) -> np.ndarray:
         ref = np.asarray(truth[t])

@@ -12,7 +12,8 @@ counts, floats outside [0, 1]) gets percentile clip values (0.35th / 99.65th,
 :func:`napari_xfusion.core.normalise.fit_normalisation`) fitted on the frames the run uses of
 that stream:
 
-- HR: the key rows (for a full-rate stack, only its rows at the key indices);
+- HR: the key rows (for a full-rate stack, only its rows at the key indices; at most
+  :data:`LR_SAMPLE_FRAMES` of them, evenly spaced);
 - LR: an evenly spaced sample of at most :data:`LR_SAMPLE_FRAMES` frames across the whole
   stream (first and last included), so memory does not grow with T;
 - truth: used as is when it is float in [0, 1] (on the same kind of sample); otherwise the HR
@@ -46,7 +47,17 @@ from napari_xfusion.app.config import RunConfig
 from napari_xfusion.engine import InputError as EngineInputError
 from napari_xfusion.methods import SCALE
 
-__all__ = ["LR_SAMPLE_FRAMES", "InputError", "PreparedInputs", "Simulated", "prepare_inputs"]
+__all__ = [
+    "LR_SAMPLE_FRAMES",
+    "InputError",
+    "PreparedInputs",
+    "Simulated",
+    "fit_stream",
+    "is_unit_float",
+    "prepare_inputs",
+    "sample_rows",
+    "truth_normalisation",
+]
 
 LR_SAMPLE_FRAMES = 64
 """Frames (evenly spaced) that an LR or truth stream's clip values are fitted on."""
@@ -141,13 +152,20 @@ class _Rows:
         return self._stack[self._rows[i]]
 
 
-def _sample_rows(n: int, limit: int = LR_SAMPLE_FRAMES) -> list[int]:
+def sample_rows(n: int, limit: int = LR_SAMPLE_FRAMES) -> list[int]:
+    """At most ``limit`` evenly spaced indices of ``range(n)``, first and last included."""
     if n <= limit:
         return list(range(n))
     return [int(i) for i in np.unique(np.linspace(0, n - 1, limit).round())]
 
 
-def _is_unit_float(stack: Any, rows: Sequence[int]) -> bool:
+def _subsample(rows: Sequence[int]) -> list[int]:
+    rows = [int(r) for r in rows]
+    return [rows[i] for i in sample_rows(len(rows))]
+
+
+def is_unit_float(stack: Any, rows: Sequence[int]) -> bool:
+    """Whether ``stack[rows]`` is float data within [0, 1] (read block by block)."""
     if not np.issubdtype(stack.dtype, np.floating):
         return False
     for start in range(0, len(rows), _BLOCK_FRAMES):
@@ -157,13 +175,21 @@ def _is_unit_float(stack: Any, rows: Sequence[int]) -> bool:
     return True
 
 
-def _fit(
-    stack: Any, rows: Sequence[int], mode: str, name: str, notes: list[str], role: str = "HR"
+def fit_stream(
+    stack: Any,
+    rows: Sequence[int],
+    mode: str = "auto",
+    name: str = "stack",
+    notes: list[str] | None = None,
+    role: str = "HR",
 ) -> Any:
-    """The normalisation of one stream by the module's rule (None: used as is)."""
+    """The normalisation of one stream by the module's rule, fitted on ``stack[rows]`` (at
+    most :data:`LR_SAMPLE_FRAMES` of them, evenly spaced); None when it is used as is."""
     from napari_xfusion.core.normalise import fit_normalisation
 
-    if mode == "none" or (mode == "auto" and _is_unit_float(stack, rows)):
+    rows = _subsample(rows)
+    notes = [] if notes is None else notes
+    if mode == "none" or (mode == "auto" and is_unit_float(stack, rows)):
         return None
     data = np.asarray(stack[list(rows)])
     try:
@@ -180,6 +206,26 @@ def _fit(
         f"({stack.dtype}, fitted on {len(rows)} frame(s))"
     )
     return norm
+
+
+def truth_normalisation(
+    truth: Any,
+    rows: Sequence[int],
+    mode: str = "auto",
+    hr_normalisation: Any = None,
+    name: str = "truth",
+    notes: list[str] | None = None,
+) -> Any:
+    """The truth's normalisation by the module's rule: None when float in [0, 1] (on
+    ``rows``, sampled), else the HR keys' clip values when HR was normalised, else its own."""
+    notes = [] if notes is None else notes
+    sample = _subsample(rows)
+    if mode == "none" or (mode == "auto" and is_unit_float(truth, sample)):
+        return None
+    if hr_normalisation is not None:
+        notes.append(f"{name}: compared in the HR keys' units (their clip values)")
+        return hr_normalisation
+    return fit_stream(truth, sample, mode, name, notes, "truth")
 
 
 def _stack(data: Any, name: str) -> Any:
@@ -232,7 +278,7 @@ def _resolve_keys(
                 rows = key_indices(n_lr, rule.step, first_last=rule.first_last)
             except ValueError as exc:
                 raise InputError(f"{name}: {exc}") from None
-            norm = _fit(hr, rows, config.normalise, name, notes)
+            norm = fit_stream(hr, rows, config.normalise, name, notes)
             return KeyFrames.from_full_rate(hr, rule.step, rule.first_last, normalisation=norm)
         if rule.first_last:
             if n_hr != 2:
@@ -278,9 +324,9 @@ def _resolve_keys(
                 )
             if indices and max(indices) >= n_lr:
                 raise InputError(f"{name}: key index {max(indices)} is past the {n_lr} LR frames")
-            norm = _fit(hr, indices, config.normalise, name, notes)
+            norm = fit_stream(hr, indices, config.normalise, name, notes)
             return KeyFrames(_Rows(hr, indices), indices, norm, rule=rule_dict)
-    norm = _fit(hr, range(n_hr), config.normalise, name, notes)
+    norm = fit_stream(hr, range(n_hr), config.normalise, name, notes)
     return KeyFrames(hr, indices, norm, rule=rule_dict)
 
 
@@ -394,7 +440,7 @@ def prepare_inputs(
         n_lr = int(lr_arr.shape[0])
         if n_lr < 2:
             raise InputError(f"{lr_name}: has {n_lr} frame(s); expected at least 2")
-        lr_norm = _fit(lr_arr, _sample_rows(n_lr), config.normalise, lr_name, notes, "LR")
+        lr_norm = fit_stream(lr_arr, sample_rows(n_lr), config.normalise, lr_name, notes, "LR")
         keys = _resolve_keys(config, hr_arr, hr_meta, hr_name, n_lr, notes)
     h, w = (int(v) for v in lr_arr.shape[1:])
     if keys.frame_shape != (SCALE * h, SCALE * w):
@@ -419,16 +465,9 @@ def prepare_inputs(
                 f"{truth_name}: shape {tuple(truth_arr.shape)}; expected {n_lr} frames of "
                 f"{SCALE * h}x{SCALE * w} (the LR times at HR size)"
             )
-        rows = [int(targets[i]) for i in _sample_rows(len(targets))]
-        if config.normalise == "none" or (
-            config.normalise == "auto" and _is_unit_float(truth_arr, rows)
-        ):
-            truth_norm = None
-        elif keys.normalisation is not None:
-            truth_norm = keys.normalisation
-            notes.append(f"{truth_name}: compared in the HR keys' units (their clip values)")
-        else:
-            truth_norm = _fit(truth_arr, rows, config.normalise, truth_name, notes, "truth")
+        truth_norm = truth_normalisation(
+            truth_arr, targets, config.normalise, keys.normalisation, truth_name, notes
+        )
     elif int(hr_arr.shape[0]) == n_lr:
         truth_arr, truth_norm, truth_name = hr_arr, keys.normalisation, hr_name
         notes.append(f"{hr_name} is full rate: it is the ground truth of the metrics")
