@@ -10,9 +10,7 @@ thread: first one :class:`Prepared` (the inputs as the engine sees them), then o
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -23,9 +21,7 @@ import numpy as np
 
 from napari_xfusion.app.config import RunConfig
 from napari_xfusion.app.devices import available_devices
-from napari_xfusion.app.inputs import InputError
-from napari_xfusion.core.metrics import frame_metrics
-from napari_xfusion.core.normalise import Normalisation
+from napari_xfusion.app.inputs import InputError, PreparedInputs
 
 __all__ = [
     "NETWORK_METHODS",
@@ -143,12 +139,6 @@ class UserInputError(InputError):
     """Inputs the user must change; the message says what to do (the app layer's error)."""
 
 
-def _inference_mode() -> contextlib.AbstractContextManager[Any]:
-    """torch's inference mode when torch is in use (it is thread-local: entered per frame here)."""
-    torch = sys.modules.get("torch")
-    return torch.inference_mode() if torch is not None else contextlib.nullcontext()
-
-
 def _user_message(exc: BaseException) -> str:
     if isinstance(exc, (ValueError, FileNotFoundError, KeyError, RuntimeError, ImportError)):
         text = str(exc) or type(exc).__name__
@@ -159,18 +149,18 @@ def _user_message(exc: BaseException) -> str:
 
 @dataclass
 class _Inputs:
-    """What the engine and the metrics read (arrays stay lazy; normalisation per frame)."""
+    """What the job runs on: the app layer's inputs and configuration, and the built methods."""
 
-    lr: np.ndarray
-    lr_norm: Normalisation | None
-    keys: Any  # engine.KeyFrames
-    truth: np.ndarray | None
-    truth_norm: Normalisation | None
+    config: RunConfig
+    prepared: PreparedInputs
     methods: list[Any]  # Reconstructor instances, in request order
 
-    def truth_frame(self, t: int) -> np.ndarray:
-        frame = self.truth[t]
-        return self.truth_norm.apply(frame) if self.truth_norm is not None else frame
+    @property
+    def truth(self) -> Any:
+        return self.prepared.truth
+
+    def truth_frame(self, t: int) -> np.ndarray | None:
+        return self.prepared.truth_frame(t)
 
 
 def run_config(request: FusionRequest) -> RunConfig:
@@ -247,10 +237,7 @@ def prepare(request: FusionRequest) -> tuple[Prepared, _Inputs]:
     )
     if request.simulate:
         prepared.key_frames = np.stack([keyframes[int(k)] for k in prepared.key_indices])
-    truth_norm = inputs.truth_normalisation
-    return prepared, _Inputs(
-        inputs.lr, inputs.lr_normalisation, keyframes, inputs.truth, truth_norm, methods
-    )
+    return prepared, _Inputs(config, inputs, methods)
 
 
 def fusion_job(request: FusionRequest, cancel: threading.Event) -> Iterator[Prepared | FrameDone]:
@@ -260,42 +247,35 @@ def fusion_job(request: FusionRequest, cancel: threading.Event) -> Iterator[Prep
     ``cancel`` is checked between frames: setting it ends the run after the frame in progress,
     keeping everything done so far.
     """
-    from napari_xfusion import engine
+    from napari_xfusion.app.job import run_job
+    from napari_xfusion.app.results import METRICS
 
     started = time.perf_counter()
     summary = Finished()
-    stream = None
+    job = None
     try:
         prepared, inputs = prepare(request)
         yield prepared
-        first, last = prepared.frames
-        stream = engine.run(
-            inputs.methods,
-            inputs.lr,
-            inputs.keys,
-            separation=request.separation,
-            frames=range(first, last + 1),
-            device=request.device,
-            lr_normalisation=inputs.lr_norm,
-        )
+        # The app layer's run loop: the same frames and metrics (computed once, in its
+        # ResultTable) as the CLI's.
+        job = run_job(inputs.config, inputs.prepared, methods=inputs.methods, device=request.device)
+        next(job)  # JobStarted: the methods are already built
         while not cancel.is_set():
-            with _inference_mode():
-                result = next(stream, None)
-            if result is None:
+            event = next(job, None)
+            if event is None:
                 break
             metrics = None
             if inputs.truth is not None:
-                truth = inputs.truth_frame(int(result.index))
-                metrics = frame_metrics(np.asarray(result.frame), truth)
+                metrics = {name: getattr(event.row, name) for name in METRICS}
             summary.frames_done += 1
-            yield FrameDone(result, metrics)
+            yield FrameDone(event.result, metrics)
         summary.cancelled = cancel.is_set()
     except Exception as exc:  # reported to the user on the GUI thread, never raised there
         log.debug("fusion run failed", exc_info=True)
         summary.error = _user_message(exc)
     finally:
-        if stream is not None:
-            stream.close()
+        if job is not None:
+            job.close()
         summary.seconds = time.perf_counter() - started
     return summary
 
