@@ -863,6 +863,13 @@ def _add_key_rule(p: argparse.ArgumentParser, required: bool) -> None:
     return None
 
 
+def _method_names() -> list[str]:
+    """The registry's method names (declarations only: nothing is imported)."""
+    from napari_xfusion.methods.registry import available_methods
+
+    return list(available_methods())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``xfusion`` argument parser (one sub-parser per command)."""
     parser = argparse.ArgumentParser(
@@ -950,7 +957,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="reconstruct HR frames at the LR frame rate",
         description="Fuse the LR stream with HR key frames. Frames are written as they are "
         "done; Ctrl-C keeps the frames done in a valid TIFF. Also writes a per-frame CSV "
-        "(attention scores, metrics with --truth). Under torchrun the frames are split over "
+        "(attention scores, metrics with --truth or a full-rate --hr) and the run "
+        "configuration (<stem>.config.json). Under torchrun the frames are split over "
         "the ranks and rank 0 writes one file.",
         epilog=_epilog("""
             xfusion fuse --lr data/lr.tif --hr data/hr_keys.tif --method bicubic -o fused.tif
@@ -982,7 +990,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         default="bicubic",
         metavar="M[,M...]",
-        help="bicubic, bayesian, edvr, edvr-stf; several comma-separated write one "
+        help=f"{', '.join(_method_names())}; several comma-separated write one "
         "file each (<stem>_<method>.tif) and a comparison table",
     )
     p.add_argument("--frames", metavar="A:B", help="LR frames A..B-1 only (default all)")
