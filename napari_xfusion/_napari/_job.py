@@ -22,6 +22,7 @@ import numpy as np
 from napari_xfusion.app.config import RunConfig
 from napari_xfusion.app.devices import available_devices
 from napari_xfusion.app.inputs import InputError, PreparedInputs
+from napari_xfusion.methods.registry import available_methods
 
 __all__ = [
     "NETWORK_METHODS",
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 SCALE = 4
 """HR pixels per LR pixel along each axis (the methods' fixed ratio)."""
 
-NETWORK_METHODS = ("edvr", "edvr-stf")
-"""Methods that need trained weights."""
+NETWORK_METHODS = tuple(name for name, spec in available_methods().items() if spec.needs_weights)
+"""Methods that need trained weights (from the registry's declarations)."""
 
 
 @dataclass(frozen=True)

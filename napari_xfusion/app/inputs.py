@@ -56,6 +56,7 @@ __all__ = [
     "is_unit_float",
     "prepare_inputs",
     "sample_rows",
+    "source_path",
     "truth_normalisation",
 ]
 
@@ -239,7 +240,9 @@ def _stack(data: Any, name: str) -> Any:
     return data
 
 
-def _read(path: str | None, array: Any, metadata: Mapping[str, Any] | None, role: str, layer: str):
+def _read(
+    path: str | None, array: Any, metadata: Mapping[str, Any] | None, layer: str
+) -> tuple[Any, dict[str, Any], str | None]:
     """(array, metadata, name) of one input: the array given, else the file at ``path``."""
     from napari_xfusion.core.io import read_metadata, read_stack
 
@@ -413,7 +416,7 @@ def prepare_inputs(
     """
     labels = {"lr": "LR layer", "hr": "HR layer", "truth": "truth layer", **(names or {})}
     notes: list[str] = []
-    hr_arr, hr_meta, hr_name = _read(config.hr, hr, hr_metadata, "hr", labels["hr"])
+    hr_arr, hr_meta, hr_name = _read(config.hr, hr, hr_metadata, labels["hr"])
     if hr_arr is None:
         raise InputError("no HR input: give the HR key frames (or a full-rate HR stack)")
     simulated = None
@@ -432,7 +435,7 @@ def prepare_inputs(
             f", shot noise b0={simulated.b0:.3g} (LR PSNR {simulated.lr_psnr:.2f} dB)"
             if simulated.b0 is not None else ", no noise"))  # fmt: skip
     else:
-        lr_arr, lr_meta, lr_name = _read(config.lr, lr, lr_metadata, "lr", labels["lr"])
+        lr_arr, lr_meta, lr_name = _read(config.lr, lr, lr_metadata, labels["lr"])
         if lr_arr is None:
             raise InputError(
                 "no LR input: give the LR stream, or simulate it from a full-rate HR stack"
@@ -457,7 +460,7 @@ def prepare_inputs(
     separation = config.separation
     if separation is None:
         separation = int(lr_meta.get("separation", 1) or 1)
-    truth_arr, _, truth_name = _read(config.truth, truth, None, "truth", labels["truth"])
+    truth_arr, _, truth_name = _read(config.truth, truth, None, labels["truth"])
     truth_norm = None
     if truth_arr is not None:
         if tuple(truth_arr.shape) != (n_lr, SCALE * h, SCALE * w):
