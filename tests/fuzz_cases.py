@@ -285,6 +285,16 @@ def make_cases(root: str | os.PathLike, seed: int = 0) -> list[FuzzCase]:
             p = _write(d / f"streamcut_{src.stem}_{k}.tif", cut)
             cases.append(FuzzCase(p, "corrupt-stream", EITHER))
 
+    # Compression tags patched: codecs this machine may lack (LZW, JPEG, LERC), unknown ones.
+    src = root / "orig" / "orig_plain.tif"
+    data = src.read_bytes()
+    for code in (5, 7, 8, 32773, 34887, 50000, 65535):
+        patched = bytearray(data)
+        for ifd in _ifd_offsets(src):
+            patched = _patch_tag(patched, ifd, 259, code)
+        p = _write(d / f"codec_{code}.tif", patched)
+        cases.append(FuzzCase(p, "codec", EITHER))
+
     # Mixed page shapes / dtypes.
     for k, shapes in enumerate([[(16, 24)] * 3 + [(8, 8)] * 3, [(16, 24), (16, 25)],
                                 [(8, 8), (8, 8), (16, 16), (8, 8)]]):  # fmt: skip
@@ -383,10 +393,12 @@ class FuzzTimeout(BaseException):
 
 @dataclass
 class Outcome:
-    """``kind`` is ``"read"``, ``"refused"``, ``"declined"`` or a failure: ``"crash"`` (another exception),
-    ``"timeout"``, ``"unnamed"`` (the message misses the file), ``"wrong-data"`` (a damaged
-    file read as something other than its original), ``"accepted-bad"`` (a file that must be
-    refused was read)."""
+    """The outcome of one call.
+
+    ``kind``: ``"read"``, ``"refused"``, ``"declined"``, or a failure: ``"crash"`` (another
+    exception), ``"timeout"``, ``"unnamed"`` (the message misses the file), ``"wrong-data"``
+    (a damaged file read as something other than its original), ``"accepted-bad"`` (a file
+    that must be refused was read)."""
 
     kind: str
     detail: str = ""

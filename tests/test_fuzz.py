@@ -47,8 +47,9 @@ def cases(tmp_path_factory):
 def test_fuzz_cases_are_many_and_varied(cases):
     assert len(cases) >= 300
     families = collections.Counter(c.family for c in cases)
-    for family in ("truncated", "bitflip-ifd", "random", "huge-shape", "ifd-loop",
-                   "corrupt-stream", "mixed-pages", "fifo", "symlink-loop", "folder-junk"):  # fmt: skip
+    wanted = ["truncated", "bitflip-ifd", "random", "huge-shape", "ifd-loop", "corrupt-stream"]
+    wanted += ["mixed-pages", "fifo", "symlink-loop", "folder-junk", "odd-dtype", "zero-size"]
+    for family in wanted:
         assert families[family] > 0, family
 
 

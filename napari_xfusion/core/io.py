@@ -254,12 +254,18 @@ def _wrap(exc: BaseException, path: Path) -> StackError:
     if isinstance(exc, StackError):
         return exc
     text = str(exc) or type(exc).__name__
-    if isinstance(exc, (ModuleNotFoundError, ImportError)) or "imagecodecs" in text:
-        name = getattr(exc, "name", None) or "imagecodecs"
+    if "imagecodecs" in text or getattr(exc, "name", None) == "imagecodecs":
+        codec = re.search(r"COMPRESSION\.(\w+)", text)
         return StackError(
-            f"{path}: its compression needs the Python package {name!r}, which is not "
-            f"installed ({text}); install it (pip install imagecodecs) or save the stack "
-            "uncompressed",
+            f"{path}: compressed with {codec.group(1) if codec else 'a codec'}, which needs the "
+            "Python package 'imagecodecs' (not installed); install it (pip install "
+            "imagecodecs) or save the stack uncompressed",
+            path=path,
+        )
+    if isinstance(exc, ImportError):
+        return StackError(
+            f"{path}: reading it needs the Python module {exc.name or text!r}, which is not "
+            f"installed ({text})",
             path=path,
         )
     if isinstance(exc, MemoryError):
@@ -273,11 +279,14 @@ def _wrap(exc: BaseException, path: Path) -> StackError:
             f"{path}: truncated TIFF: {text} (the file is {path.stat().st_size} bytes)",
             path=path,
         )
-    return StackError(f"{path}: damaged or unsupported TIFF ({type(exc).__name__}: {text})",
-                      path=path)  # fmt: skip
+    kind = type(exc).__name__
+    if kind == "error":  # struct.error, zlib.error: say whose
+        kind = f"{type(exc).__module__}.error"
+    return StackError(f"{path}: damaged or unsupported TIFF ({kind}: {text})", path=path)
 
 
 _DTYPE_KINDS = "uif"  # unsigned, signed integers and floats: detector values
+_KNOWN_COMPRESSION = frozenset(int(c) for c in tifffile.COMPRESSION)
 
 
 def _declared_frames(page: Any) -> int | None:
@@ -312,7 +321,7 @@ def _check_pages(tif: tifffile.TiffFile, path: Path, size: int) -> None:
     pages = tif.pages
     n_pages = len(pages)
     if n_pages == 0:
-        raise StackError(f"{path}: holds no image pages", path=path)
+        raise StackError(f"{path}: holds no image pages (damaged or not a TIFF)", path=path)
     first = pages.first
     first_shape = _page_shape(first)
     if first.dtype is not None and first.dtype.kind not in _DTYPE_KINDS:
@@ -335,6 +344,12 @@ def _check_pages(tif: tifffile.TiffFile, path: Path, size: int) -> None:
                 f"{path}: mixed page sizes: page {i} is {'x'.join(map(str, shape))} "
                 f"{page.dtype} but page 0 is {'x'.join(map(str, first_shape))} {first.dtype}; "
                 "expected every frame the same size",
+                path=path,
+            )
+        if page.compression not in _KNOWN_COMPRESSION:
+            raise StackError(
+                f"{path}: page {i} uses compression scheme {int(page.compression)}, which is "
+                "not a known TIFF compression (a damaged header?)",
                 path=path,
             )
         offsets, counts = page.dataoffsets, page.databytecounts
@@ -669,7 +684,7 @@ def read_metadata(path: str | os.PathLike[str], *, role: str | None = None) -> d
 def _read_json(path: Path) -> dict[str, Any] | None:
     with _open_tiff(path) as tif:
         if not tif.pages:
-            raise StackError(f"{path}: holds no image pages", path=path)
+            raise StackError(f"{path}: holds no image pages (damaged or not a TIFF)", path=path)
         first = tif.pages.first
         if tif.is_shaped:
             return _parse_description(first.description)

@@ -224,20 +224,19 @@ def fit_normalisation(
     else:
         used = np.unique(np.linspace(0, n_frames - 1, min(limit, n_frames)).round())
         used = used.astype(np.int64)
-    per_frame = max(1, SAMPLE_PIXELS // used.size)
+    per_frame = min(frame_pixels, max(1, SAMPLE_PIXELS // used.size))
     rng = np.random.default_rng(0)  # fixed: the same stack always gives the same clip values
-    parts = []
-    for t in used:
+    sample = np.empty(used.size * per_frame, dtype=stack.dtype)
+    for j, t in enumerate(used):
         frame = np.asarray(frames[int(t)])  # one frame in memory at a time
         if frame.dtype.kind == "f":
             _check_finite_frame(frame, int(t) if stack.ndim == 3 else None)
         flat = frame.ravel()
-        if flat.size > per_frame:
-            flat = flat[rng.integers(0, flat.size, per_frame)]
-        parts.append(flat)
-    sample = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    # percentile partitions the sample in its own dtype (no float64 copy of uint16 data).
-    low, high = np.percentile(sample, [lower, upper])
+        if frame_pixels > per_frame:
+            flat = flat[rng.integers(0, frame_pixels, per_frame)]
+        sample[j * per_frame : (j + 1) * per_frame] = flat
+    # Partitioned in place: the sample is ours, and stays in its dtype (no float64 copy).
+    low, high = np.percentile(sample, [lower, upper], overwrite_input=True)
     return Normalisation(float(low), float(high), stack.dtype.name)
 
 
