@@ -143,7 +143,7 @@ def _tifffile_log() -> Iterator[list[logging.LogRecord]]:
 
 
 def _log_problem(records: list[logging.LogRecord], path: Path) -> StackError | None:
-    """The first damage tifffile logged (warnings and errors), as a StackError."""
+    """The first damage tifffile logged, as a StackError (None when it logged none)."""
     for record in records:
         if record.levelno < logging.WARNING:
             continue
@@ -160,9 +160,14 @@ def _log_problem(records: list[logging.LogRecord], path: Path) -> StackError | N
                 f"{path.stat().st_size} bytes)",
                 path=path,
             )
-        if record.levelno >= logging.ERROR or "corrupt" in text or "invalid" in text:
+        # Errors are always damage; of the warnings only these (others, such as "coercing
+        # invalid ASCII", are common in sound camera files).
+        if record.levelno >= logging.ERROR or any(w in text for w in _DAMAGE_WORDS):
             return StackError(f"{path}: damaged TIFF: {text}", path=path)
     return None
+
+
+_DAMAGE_WORDS = ("corrupted", "incompletely written", "failed to reshape", "missing")
 
 
 # -- limits ------------------------------------------------------------------------------
