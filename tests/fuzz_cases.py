@@ -94,6 +94,11 @@ def _originals(root: Path, rng: np.random.Generator) -> list[tuple[Path, np.ndar
         for frame in u16:
             w.write(frame, metadata=None, photometric="minisblack")
     out.append((p, u16))
+    p = root / "orig_series.tif"  # one shaped series per page: tifffile's default in a loop
+    with tifffile.TiffWriter(p) as w:
+        for frame in u16[:5]:
+            w.write(frame)
+    out.append((p, u16[:5]))
     p = root / "orig_zlib.tif"
     smooth = (np.arange(6 * 16 * 24).reshape(6, 16, 24) % 97).astype(np.uint16)
     tifffile.imwrite(p, smooth, compression="zlib", metadata=None, photometric="minisblack")

@@ -413,3 +413,12 @@ def test_folder_entries_that_are_not_frames_are_reported(tmp_path, stack):
     with pytest.raises(StackError, match=r"folder entries that cannot be read as frames: "
                        r"f3\.tif \(a folder\), f4\.tif \(Too many levels"):  # fmt: skip
         read_stack(tmp_path)
+
+
+def test_one_series_per_page_reads_as_one_stack(tmp_path, stack):
+    # TiffWriter.write() in a loop gives every page its own shaped series; all were once read
+    # as the first frame only.
+    with tifffile.TiffWriter(tmp_path / "loop.tif") as w:
+        for frame in stack:
+            w.write(frame)
+    np.testing.assert_array_equal(read_stack(tmp_path / "loop.tif"), stack)

@@ -464,11 +464,9 @@ def _read_tiff(path: Path, memmap: bool, size: int, records: list[logging.LogRec
         if not tif.series:
             raise StackError(f"{path}: holds no image data", path=path)
         if len(tif.series) > 1:
-            raise StackError(
-                f"{path}: holds {len(tif.series)} image series of different layouts "
-                f"(shapes {[tuple(x.shape) for x in tif.series][:4]}); expected one stack",
-                path=path,
-            )
+            # One series per page (a TiffWriter.write() loop, each call with its own shaped
+            # description): _check_pages made every page alike, so they are one stack.
+            return _read_pages(tif, path, records)
         series = tif.series[0]
         axes = series.axes
         _check_imagej(tif, series, path)
@@ -502,6 +500,16 @@ def _read_tiff(path: Path, memmap: bool, size: int, records: list[logging.LogRec
     if data.ndim != len(axes):  # tifffile squeezes length-1 axes in some layouts
         data = data.reshape(series.shape)
     return _squeeze_series(data, axes, path)
+
+
+def _read_pages(tif: tifffile.TiffFile, path: Path, records: list[logging.LogRecord]) -> np.ndarray:
+    first = tif.pages.first
+    n = len(tif.pages)
+    _check_memory(n * first.nbytes, path, f"reading {n} pages of {first.shape} {first.dtype}")
+    data = tif.asarray(key=range(n)).reshape(n, *first.shape)
+    if (problem := _log_problem(records, path)) is not None:
+        raise problem
+    return _squeeze_series(data, "I" + first.axes, path)
 
 
 def _folder_files(path: Path) -> list[Path]:
