@@ -10,7 +10,16 @@ folders holding junk). Every case says what a reader may do with it (:class:`Fuz
 
 :func:`guarded` runs one entry point on one case under a timeout and classifies the outcome,
 so the same cases can be fed to any entry point: ``read_stack``, the napari reader here, the
-commands' main functions (``fuse`` as LR / HR / truth, ``evaluate``, ``simulate``) later.
+commands' main functions (``fuse`` as LR / HR / truth, ``evaluate``, ``simulate``) later, e.g.::
+
+    good = {"lr": lr_path, "hr": hr_path}              # a valid pair made by the test
+    for case in make_cases(tmp_path / "fuzz"):
+        def fuse_as_lr(path):
+            return cli.main(["fuse", "--lr", str(path), "--hr", str(good["hr"]), "-o", out])
+        outcome = guarded(fuse_as_lr, case, (SystemExit, CommandError), data=lambda v: None)
+
+(a command that prints the error and returns a non-zero code instead of raising needs a
+wrapper that raises, so the message can be checked for the file's name).
 """
 
 from __future__ import annotations

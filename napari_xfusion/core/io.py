@@ -365,7 +365,8 @@ def _check_pages(tif: tifffile.TiffFile, path: Path, size: int) -> None:
                     f"past the end of the {size}-byte file",
                     path=path,
                 )
-        if page.compression == 1 and sum(counts) < page.nbytes:
+        packed = page.bitspersample != 8 * page.dtype.itemsize  # e.g. 12-bit in 2-byte pixels
+        if page.compression == 1 and not packed and sum(counts) < page.nbytes:
             raise StackError(
                 f"{path}: truncated or damaged TIFF: page {i} stores {sum(counts)} bytes of "
                 f"pixel data, but a {'x'.join(map(str, shape))} {page.dtype} frame needs "
