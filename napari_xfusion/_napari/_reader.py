@@ -17,6 +17,12 @@ import numpy as np
 
 from napari_xfusion._napari._layers import META
 from napari_xfusion.core.io import TIFF_SUFFIXES, read_metadata, read_stack
+from napari_xfusion.core.meta import (
+    MetadataError,
+    parse_frame_indices,
+    parse_key_indices,
+    parse_separation,
+)
 
 __all__ = ["get_reader", "read_layers"]
 
@@ -62,6 +68,30 @@ def _numbers(value: Any, n: int, positive: bool) -> tuple[float, ...] | None:
     return out
 
 
+def _checked_entry(entry: dict[str, Any], path: Path, n_frames: int) -> dict[str, Any]:
+    """Our metadata entry with its frame numbers checked (the widget and jobs use them).
+
+    Raises MetadataError (a StackError) naming the file and the key: a fraction, a string or
+    a negative index in a file is refused here, not truncated or met as a traceback later.
+    """
+    entry = dict(entry)
+    where = f"{path.name} metadata"
+    if entry.get("key_indices") is not None:
+        keys = parse_key_indices(entry["key_indices"], None, f"{where} key_indices", min_keys=0)
+        entry["key_indices"] = keys.tolist()
+    if entry.get("frame_indices") is not None:
+        frames = parse_frame_indices(entry["frame_indices"], None, f"{where} frame_indices")
+        if frames.size != n_frames:
+            raise MetadataError(
+                f"{where} frame_indices: {frames.size} indices for a {n_frames}-frame stack; "
+                "expected one per frame"
+            )
+        entry["frame_indices"] = frames.tolist()
+    if entry.get("separation") is not None:
+        entry["separation"] = parse_separation(entry["separation"], None, f"{where} separation")
+    return entry
+
+
 def _layer(path: Path) -> LayerData:
     stack = read_stack(path)
     meta = read_metadata(path)
@@ -75,6 +105,7 @@ def _layer(path: Path) -> LayerData:
             kwargs[key] = value
     entry = meta.get(META)
     if isinstance(entry, dict):
+        entry = _checked_entry(entry, path, stack.shape[0])
         kwargs["metadata"] = {META: entry}
     else:
         # Someone else's metadata (ImageJ, a camera): keep it for reference.
