@@ -603,7 +603,9 @@ def read_stack(
     The file is checked before any pixel is allocated: a regular file or a folder (never a
     pipe or device), every page's data inside the file, one frame size and dtype, no loop in
     the chain of pages, the frame count our exports record (``n_frames``) present, and the
-    memory a non-memory-mapped read needs below :func:`memory_limit_bytes`.
+    memory a non-memory-mapped read needs below :func:`memory_limit_bytes`. Checking every page
+    costs about 0.1 ms per page (0.6-0.8 s for an 8,000-frame export on this project's machine,
+    where tifffile alone opens it in 0.05 s): the price of never reading a truncated file.
 
     Parameters
     ----------
