@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from napari_xfusion.core import windows as win
+from napari_xfusion.core.meta import MetadataError, parse_key_indices
 from napari_xfusion.core.windows import Window
 from napari_xfusion.methods import (
     METHODS,
@@ -131,7 +132,10 @@ class KeyFrames:
             raise InputError(
                 f"HR keys must be a (K, H, W) stack, got shape {getattr(frames, 'shape', None)}"
             )
-        indices = np.asarray(indices, dtype=np.int64).ravel()
+        try:  # refuses fractions (5.7 is not silently 5), strings, dicts, duplicates
+            indices = parse_key_indices(indices, None, "HR key indices", min_keys=0)
+        except MetadataError as exc:
+            raise InputError(str(exc)) from None
         if indices.size != frames.shape[0]:
             raise InputError(
                 f"HR keys: {frames.shape[0]} frames but {indices.size} key indices; give one "
@@ -347,9 +351,23 @@ def configure_torch_threads(n_threads: int | None = None) -> int:
 
 
 def _check_device(device: str) -> str:
-    base = device.split(":", 1)[0]
-    if base not in DEVICES or (":" in device and base != "cuda"):
+    """``device`` if this machine can run it, else :class:`InputError` saying what to use.
+
+    Names: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``. CUDA / MPS are checked by
+    :func:`napari_xfusion.nn.device.check_device` against the installed PyTorch build and the
+    GPUs present (torch is imported only for those names).
+    """
+    device = str(device).strip().lower()
+    base, _, index = device.partition(":")
+    if base not in DEVICES or (index and (base != "cuda" or not index.isdigit())):
         raise InputError(f"unknown device {device!r}; choose from {', '.join(DEVICES)} or cuda:N")
+    if base in ("cuda", "mps"):
+        from napari_xfusion.nn.device import DeviceError, check_device
+
+        try:
+            check_device(device)
+        except DeviceError as exc:
+            raise InputError(str(exc)) from None
     return device
 
 
@@ -519,7 +537,7 @@ def run(
         raise InputError(f"LR separation must be an integer >= 1, got {separation!r}")
     separation = int(separation)
     targets = resolve_targets(frames, n_frames)
-    _check_device(device)
+    device = _check_device(device)
     states = [_MethodState(label, m) for label, m in _make_methods(methods, method_options, device)]
     return _run(states, lr, keys, separation, targets, lr_normalisation)
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 
 import pytest
 import torch
 
 from napari_xfusion.nn.checkpoint import (
+    FORMAT,
+    VERSION,
+    CheckpointError,
     ConfigMismatchError,
     infer_config,
     load_model,
@@ -75,7 +79,7 @@ def test_unreadable_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         read_checkpoint(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+    with pytest.raises(CheckpointError, match=r"junk\.pt: is not a PyTorch file .*expected a"):
         read_checkpoint(tmp_path / "junk.pt")
     torch.save({"params": {"foo": torch.zeros(1)}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an EDVR state dict"):
@@ -130,3 +134,72 @@ def test_basicsr_five_frame_model_is_refused_for_a_three_frame_window(tmp_path):
     with pytest.raises(ConfigMismatchError, match="num_frame: 5 .* expected 3"):
         read_checkpoint(tmp_path / "bare.pth", expect={"arch": "edvr", "num_frame": 3})
     assert read_checkpoint(tmp_path / "bare.pth").source == "basicsr:-"
+
+
+# -- damaged and hostile checkpoints (issue 13, item 8) -------------------------------------------
+
+
+def _tiny(tmp_path, name="m.pt"):
+    torch.manual_seed(0)
+    model = build_model(named_config("tiny", "edvr"))
+    path = tmp_path / name
+    save_checkpoint(path, model)
+    return path, torch.load(path, weights_only=True)
+
+
+def test_checkpoint_without_config_names_the_file_and_what_is_expected(tmp_path):
+    path, payload = _tiny(tmp_path)
+    del payload["config"]
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=r"m\.pt: a napari-xfusion checkpoint without "
+                       r"'config'; expected the network configuration"):  # fmt: skip
+        load_model(path)
+    payload["config"] = {"arch": "edvr", "num_feat": "many"}
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=r"m\.pt: invalid network configuration"):
+        load_model(path)
+
+
+def test_wrong_tensor_shapes_are_named(tmp_path):
+    path, payload = _tiny(tmp_path)
+    payload["params"]["conv_last.weight"] = torch.zeros(1, 3, 5, 5)
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=r"m\.pt: 1 tensor\(s\) do not have the shapes.*"
+                       r"conv_last\.weight \(1, 3, 5, 5\) \(expected"):  # fmt: skip
+        load_model(path)
+
+
+@pytest.mark.parametrize(("value", "what"), [(float("nan"), "NaN"), (float("inf"), "NaN/inf"),
+                                             (3e7, "reaches")])  # fmt: skip
+def test_non_finite_or_absurd_weights_are_refused(tmp_path, value, what):
+    path, payload = _tiny(tmp_path)
+    payload["params"]["conv_first.weight"][0, 0, 0, 0] = value
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=rf"m\.pt: weight conv_first\.weight .*{what}"):
+        load_model(path)
+
+
+def test_non_checkpoint_files_get_a_short_message(tmp_path):
+    obj = argparse.Namespace(a=1)  # any object beyond tensors and containers
+    torch.save({"format": FORMAT, "version": VERSION, "obj": obj}, tmp_path / "obj.pt")
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(tmp_path / "obj.pt")
+    message = str(info.value)
+    assert "obj.pt: a PyTorch file holding Python objects besides tensors" in message
+    assert "would run code" in message
+    assert "weights_only=False" not in message and len(message) < 400  # not PyTorch's essay
+    for name, data, what in [
+        ("lfs.pt", b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\n", "a Git LFS"),
+        ("img.pt", b"II*\x00" + bytes(60), "a TIFF image"),
+        ("empty.pt", b"", "an empty file"),
+        ("page.pt", b"<!DOCTYPE html><html>", "an HTML"),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match=rf"{name}: is {what}.*expected a PyTorch"):
+            read_checkpoint(tmp_path / name)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match=r"list\.pt: holds a list, expected a dict"):
+        read_checkpoint(tmp_path / "list.pt")
+    torch.save({"a": 1}, tmp_path / "dict.pt")
+    with pytest.raises(CheckpointError, match=r"dict\.pt: neither a napari-xfusion checkpoint"):
+        read_checkpoint(tmp_path / "dict.pt")

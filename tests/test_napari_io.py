@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tifffile
@@ -168,3 +170,39 @@ def test_open_demo_declines_without_napari(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "napari", None)  # "import napari" raises ImportError
     assert open_demo() is False
+
+
+def test_reader_refuses_damaged_files_and_checks_our_metadata(tmp_path):
+    # issue 13, items 5-9 through the napari reader: a StackError naming the file, no traceback.
+    from napari_xfusion.core.io import StackError, write_stack
+
+    good = np.zeros((3, 8, 12), np.float32)
+    write_stack(tmp_path / "a.tif", good)
+    data = (tmp_path / "a.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
+    reader = get_reader(str(tmp_path / "cut.tif"))
+    with pytest.raises(StackError, match=r"cut\.tif: truncated"):
+        reader(str(tmp_path / "cut.tif"))
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.tif")
+        with pytest.raises(StackError, match=r"pipe\.tif: is a named pipe"):
+            get_reader(str(tmp_path / "pipe.tif"))(str(tmp_path / "pipe.tif"))
+    for key, value, match in [
+        ("key_indices", [0, 5.7], r"keys\.tif metadata key_indices: entry 1 is 5\.7"),
+        ("key_indices", {"a": 1}, r"keys\.tif metadata key_indices: .*dict"),
+        ("frame_indices", ["0", 1, 2], r"keys\.tif metadata frame_indices: entry 0 is '0'"),
+        ("frame_indices", [0, -5, 2], r"frame_indices: entry 1 is -5"),
+        ("frame_indices", [0, 1], r"frame_indices: 2 indices for a 3-frame stack"),
+        ("separation", 2.5, r"keys\.tif metadata separation: the value is 2\.5"),
+    ]:
+        write_stack(tmp_path / "keys.tif", good, {"xfusion": {"role": "hr_keys", key: value}})
+        with pytest.raises(StackError, match=match):
+            get_reader(str(tmp_path / "keys.tif"))(str(tmp_path / "keys.tif"))
+    write_stack(tmp_path / "keys.tif", good, {"xfusion": {"key_indices": [0, 5.0, 9]}})
+    ((_, kwargs, _),) = get_reader(str(tmp_path / "keys.tif"))(str(tmp_path / "keys.tif"))
+    assert kwargs["metadata"]["xfusion"]["key_indices"] == [0, 5, 9]
+    # Layer attributes of the wrong type or value are ignored, not trusted.
+    layer = {"name": 5, "scale": [1, "x", 2], "translate": [0, float("inf"), 0]}
+    write_stack(tmp_path / "odd.tif", good, {"layer": layer})
+    ((_, kwargs, _),) = get_reader(str(tmp_path / "odd.tif"))(str(tmp_path / "odd.tif"))
+    assert kwargs["name"] == "odd" and "scale" not in kwargs and "translate" not in kwargs

@@ -172,3 +172,71 @@ def test_engine_drives_the_batched_stream(checkpoints):
         np.testing.assert_allclose(r.frame, ref.frame, rtol=1e-5, atol=1e-5)
         assert r.backward == pytest.approx(ref.attention[3], rel=1e-5, abs=1e-6)
         assert r.forward == pytest.approx(ref.attention[4], rel=1e-5, abs=1e-6)
+
+
+# -- issue 13, item 8: devices, sidecars and outputs --------------------------------------------
+
+
+@pytest.mark.parametrize("content", ["", "\n", "not-a-hash  edvr-small.pt\n", "abc123\n"])
+def test_empty_or_garbled_sha256_sidecar_is_a_clear_error(checkpoints, tmp_path, monkeypatch,
+                                                          content):  # fmt: skip
+    monkeypatch.setattr(network, "WEIGHTS_DIR", tmp_path)
+    shipped = network.shipped_weights("edvr")
+    shipped.write_bytes(checkpoints["edvr"].read_bytes())
+    shipped.with_name(shipped.name + ".sha256").write_text(content)
+    with pytest.raises(ValueError, match=r"edvr-small\.pt\.sha256: expected the weights' sha256 "
+                       r"\(64 hex digits"):  # fmt: skip
+        get_reconstructor("edvr")
+
+
+def test_non_finite_network_output_names_method_and_frame(checkpoints):
+    method = get_reconstructor("edvr", weights=checkpoints["edvr"], device="cpu")
+    with torch.no_grad():  # weights that pass the checkpoint's checks, output that does not
+        method.model.conv_last.bias.fill_(float("nan"))
+    lr, hr = _sequence()
+    inputs = list(_windows(lr, hr))
+    with pytest.raises(network.NonFiniteOutputError, match=r"edvr: the network's output for "
+                       r"frame 0 has \d+ NaN or infinite pixel"):  # fmt: skip
+        method.reconstruct(inputs[0])
+    with pytest.raises(network.NonFiniteOutputError, match="frame 0"):
+        list(method.reconstruct_stream(inputs))
+
+
+def test_cuda_on_a_cpu_only_torch_is_one_clear_sentence(monkeypatch):
+    from napari_xfusion import engine
+    from napari_xfusion.nn.device import DeviceError, check_device
+
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    want = (r"CUDA was requested but this PyTorch build has no CUDA support \(torch "
+            rf"{torch.__version__.replace('+', '[+]')}\); use --device cpu or auto")  # fmt: skip
+    with pytest.raises(DeviceError, match=want):
+        check_device("cuda")
+    with pytest.raises(engine.InputError, match=want):
+        engine.build_methods("bicubic", device="cuda")
+    with pytest.raises(DeviceError, match="no CUDA support"):
+        network.resolve_device("cuda:0")
+
+
+def test_missing_gpu_index_and_mps_and_bad_names(monkeypatch):
+    from napari_xfusion import engine
+    from napari_xfusion.nn.device import DeviceError, check_device
+
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(DeviceError, match=r"cuda:7 was requested but this machine has 2 CUDA "
+                       r"GPU\(s\) \(cuda:0 \.\. cuda:1\)"):  # fmt: skip
+        check_device("cuda:7")
+    assert check_device("cuda:1") == torch.device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(DeviceError, match="no CUDA GPU is usable"):
+        check_device("cuda")
+    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: False)
+    with pytest.raises(DeviceError, match="MPS .* has no MPS support"):
+        check_device("mps")
+    for bad in ("gpu", "cuda:x", "cpu:1", "cuda:-1"):
+        with pytest.raises(engine.InputError, match="unknown device"):
+            engine.build_methods("bicubic", device=bad)
+    assert engine.build_methods("bicubic", device="CPU")[0].name == "bicubic"

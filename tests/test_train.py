@@ -367,3 +367,79 @@ def test_shipped_weights_match_their_model_cards(arch):
     model = load_model(weights, expect=arch)
     assert model.config == named_config("small", arch)
     assert weights.stat().st_size < 8e6  # "a few MB"
+
+
+# -- resume state without pickled objects (issue 13, item 10) -----------------------------------
+
+
+class _Payload:
+    """Pickles to a call that creates ``marker``: what a crafted run folder could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def _trainer(tmp_path):
+    cfg = TrainConfig.from_dict(
+        {"models": [{"arch": "edvr", "net": "tiny"}], "run_dir": str(tmp_path),
+         "optim": {"iterations": 10}}
+    )  # fmt: skip
+    return ModelTrainer(cfg.models[0], cfg, setup_distributed("cpu"))
+
+
+def test_resume_state_is_plain_tensors_and_restores_everything(tmp_path):
+    from napari_xfusion.train.loop import load_train_state
+
+    torch.manual_seed(0)
+    trainer = _trainer(tmp_path)
+    batch = {"lr": torch.rand(1, 3, 1, 8, 8), "hr": torch.rand(1, 2, 1, 32, 32),
+             "target": torch.rand(1, 1, 32, 32)}  # fmt: skip
+    trainer.step(batch, 0, 1e-3)
+    trainer.skipped = 2
+    trainer.save(1, 12.5, {}, snapshot=False)
+    after_save = torch.rand(3)
+    state_path = trainer.out_dir / "state_latest.pt"
+    raw = torch.load(state_path, weights_only=True)  # loads without unpickling objects
+    assert raw["format"] == "napari-xfusion-train-state" and raw["iteration"] == 1
+    assert isinstance(raw["rng"]["numpy"]["keys"], torch.Tensor)
+
+    other = _trainer(tmp_path)
+    assert other.load_state() == (1, 12.5) and other.skipped == 2
+    torch.testing.assert_close(torch.rand(3), after_save)  # the RNG continues where it was
+    for a, b in zip(other.model.state_dict().values(), trainer.model.state_dict().values(),
+                    strict=True):  # fmt: skip
+        assert torch.equal(a, b)
+    exp_avg = next(iter(other.optimizer.state_dict()["state"].values()))["exp_avg"]
+    assert torch.equal(exp_avg, next(iter(trainer.optimizer.state_dict()["state"].values()))
+                       ["exp_avg"])  # fmt: skip
+    assert load_train_state(state_path)["seconds"] == 12.5
+
+
+def test_a_crafted_state_file_does_not_run_code(tmp_path):
+    import pickle
+
+    from napari_xfusion.train.loop import TrainStateError
+
+    # The payload is live: unpickled plainly, it creates its marker file.
+    live = tmp_path / "live_marker"
+    pickle.loads(pickle.dumps(_Payload(live)))
+    assert live.exists()
+
+    trainer = _trainer(tmp_path / "run")
+    trainer.out_dir.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    state = {"format": "napari-xfusion-train-state", "version": 2, "iteration": 0,
+             "evil": _Payload(marker)}  # fmt: skip
+    torch.save(state, trainer.out_dir / "state_latest.pt")
+    with pytest.raises(TrainStateError, match=r"state_latest\.pt: cannot resume: it holds Python "
+                       r"objects .* could run code; it was not loaded"):  # fmt: skip
+        trainer.load_state()
+    assert not marker.exists()
+
+    # A state file of the old layout (no format field): refused with what to do instead.
+    torch.save({"iteration": 3, "seconds": 1.0}, trainer.out_dir / "state_latest.pt")
+    with pytest.raises(TrainStateError, match="not a napari-xfusion training state.*init:"):
+        trainer.load_state()

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import re
+import stat
 import tempfile
-from collections.abc import Mapping
+import threading
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,9 @@ from numpy.typing import DTypeLike
 
 __all__ = [
     "StackError",
+    "StackNotFoundError",
+    "StackWarning",
+    "memory_limit_bytes",
     "StackWriter",
     "read_metadata",
     "read_stack",
@@ -59,7 +67,148 @@ _BIGTIFF_BYTES = 2**32 - 2**26
 
 
 class StackError(ValueError):
-    """A file or folder does not hold a valid ``(T, H, W)`` image stack."""
+    """A file or folder does not hold a valid ``(T, H, W)`` image stack (or cannot be read).
+
+    The message names the file. ``role`` is the option or input the file came from (``"--lr"``,
+    ``"HR keys"``); when set it prefixes the message: ``--hr hr.tif: truncated TIFF: ...``.
+    Callers that learn the role later use :meth:`with_role`.
+
+    Attributes
+    ----------
+    path : pathlib.Path or None
+        The file or folder concerned.
+    role : str or None
+        The option or input it came from.
+    reason : str
+        The message without the role prefix.
+    """
+
+    def __init__(self, message: str, *, path: os.PathLike | str | None = None,
+                 role: str | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.reason = message
+        self.path = None if path is None else Path(path)
+        self.role = None
+        if role:
+            self.with_role(role)
+
+    def with_role(self, role: str | None) -> StackError:
+        """Set :attr:`role` (once; an inner role wins) and return ``self`` for ``raise``."""
+        if role and self.role is None:
+            self.role = role
+            self.args = (f"{role} {self.reason}",)
+        return self
+
+
+class StackNotFoundError(StackError, FileNotFoundError):
+    """The file or folder does not exist (also a :class:`FileNotFoundError`)."""
+
+
+class StackWarning(UserWarning):
+    """Something in an input folder was ignored (e.g. files that are not TIFFs)."""
+
+
+# -- tifffile's log: its complaints about a damaged file become our errors ------------------
+
+# tifffile reports some damage (an IFD loop, a page offset past the end) only by logging and
+# carries on with fewer pages. A filter on its logger collects the records of threads that are
+# inside one of our reads (and keeps them off the console); other threads are untouched.
+_captured: dict[int, list[logging.LogRecord]] = {}
+_captured_lock = threading.Lock()
+
+
+def _capture_filter(record: logging.LogRecord) -> bool:
+    records = _captured.get(threading.get_ident())
+    if records is None:
+        return True
+    records.append(record)
+    return False
+
+
+logging.getLogger("tifffile").addFilter(_capture_filter)
+
+
+@contextmanager
+def _tifffile_log() -> Iterator[list[logging.LogRecord]]:
+    ident = threading.get_ident()
+    with _captured_lock:
+        outer = _captured.get(ident)
+        records: list[logging.LogRecord] = [] if outer is None else outer
+        _captured[ident] = records
+    try:
+        yield records
+    finally:
+        if outer is None:
+            with _captured_lock:
+                _captured.pop(ident, None)
+
+
+def _log_problem(records: list[logging.LogRecord], path: Path) -> StackError | None:
+    """The first damage tifffile logged, as a StackError (None when it logged none)."""
+    for record in records:
+        if record.levelno < logging.WARNING:
+            continue
+        text = re.sub(r"^<tifffile\.\w+ @\d+>\s*", "", record.getMessage())
+        if "circular" in text:
+            return StackError(
+                f"{path}: damaged TIFF: the chain of pages loops back ({text}); refused "
+                "rather than read part of it",
+                path=path,
+            )
+        if "invalid page offset" in text:
+            return StackError(
+                f"{path}: truncated or damaged TIFF: {text} (the file is "
+                f"{path.stat().st_size} bytes)",
+                path=path,
+            )
+        # Errors are always damage; of the warnings only these (others, such as "coercing
+        # invalid ASCII", are common in sound camera files).
+        if record.levelno >= logging.ERROR or any(w in text for w in _DAMAGE_WORDS):
+            return StackError(f"{path}: damaged TIFF: {text}", path=path)
+    return None
+
+
+_DAMAGE_WORDS = ("corrupted", "incompletely written", "failed to reshape", "missing")
+
+
+# -- limits ------------------------------------------------------------------------------
+
+MAX_READ_FRACTION = 0.5
+"""Largest share of the machine's physical memory one stack may need when read into memory
+(compressed files, folders, ``memmap=False``). Memory-mapped reads are not limited."""
+
+
+def memory_limit_bytes() -> int:
+    """Bytes a stack read into memory may take: :data:`MAX_READ_FRACTION` of physical memory.
+
+    From ``os.sysconf`` (Linux, macOS); psutil when that is unavailable; 8 GiB otherwise.
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        try:
+            import psutil  # optional (installed with napari)
+
+            total = int(psutil.virtual_memory().total)
+        except Exception:
+            total = 16 * 2**30
+    return int(total * MAX_READ_FRACTION)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**28 else f"{n / 2**20:.3g} MiB"
+
+
+def _check_memory(nbytes: int, path: Path, what: str) -> None:
+    limit = memory_limit_bytes()
+    if nbytes > limit:
+        raise StackError(
+            f"{path}: {what} would need {_gib(nbytes)} of memory, more than the "
+            f"{_gib(limit)} allowed ({MAX_READ_FRACTION:.0%} of this machine's memory); "
+            "refused before allocating. Check the file's header, or store it uncompressed so "
+            "it can be memory-mapped",
+            path=path,
+        )
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -67,16 +216,177 @@ def _natural_key(name: str) -> list[Any]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _stat(path: Path) -> os.stat_result:
+    """``os.stat(path)``; refuses (without opening it) anything but a regular file or folder."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise StackError(
+                f"{path}: broken symbolic link (to {os.readlink(path)})", path=path
+            ) from None
+        raise StackNotFoundError(f"{path}: no such file or folder", path=path) from None
+    except OSError as exc:
+        raise StackError(f"{path}: cannot be read: {exc.strerror or exc}", path=path) from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise StackError(
+            f"{path}: is {kind}, not a file; expected a TIFF file or a folder of TIFFs",
+            path=path,
+        )
+    return st
 
 
 def _open_tiff(path: Path) -> tifffile.TiffFile:
     try:
-        return tifffile.TiffFile(path)
+        # OME / Micro-Manager parsing would open other files named inside this one.
+        return tifffile.TiffFile(path, is_ome=False, is_mmstack=False, is_ndtiff=False)
     except tifffile.TiffFileError as exc:
-        raise StackError(f"{path}: not a TIFF file ({exc})") from None
+        raise StackError(f"{path}: not a TIFF file ({exc})", path=path) from None
+    except OSError as exc:
+        raise StackError(f"{path}: cannot be read: {exc.strerror or exc}", path=path) from None
+
+
+def _wrap(exc: BaseException, path: Path) -> StackError:
+    """Any exception from reading ``path`` as a StackError that says what went wrong."""
+    if isinstance(exc, StackError):
+        return exc
+    text = str(exc) or type(exc).__name__
+    if "imagecodecs" in text or getattr(exc, "name", None) == "imagecodecs":
+        codec = re.search(r"COMPRESSION\.(\w+)", text)
+        return StackError(
+            f"{path}: compressed with {codec.group(1) if codec else 'a codec'}, which needs the "
+            "Python package 'imagecodecs' (not installed); install it (pip install "
+            "imagecodecs) or save the stack uncompressed",
+            path=path,
+        )
+    if isinstance(exc, ImportError):
+        return StackError(
+            f"{path}: reading it needs the Python module {exc.name or text!r}, which is not "
+            f"installed ({text})",
+            path=path,
+        )
+    if isinstance(exc, MemoryError):
+        return StackError(f"{path}: not enough memory to read it ({text})", path=path)
+    if isinstance(exc, OSError) and not text.startswith("failed to read"):
+        return StackError(f"{path}: cannot be read: {exc.strerror or text}", path=path)
+    if "decompress" in text or type(exc).__module__ in ("zlib", "imagecodecs"):
+        return StackError(f"{path}: corrupt compressed pixel data ({text})", path=path)
+    if text.startswith("failed to read") or isinstance(exc, EOFError):
+        return StackError(
+            f"{path}: truncated TIFF: {text} (the file is {path.stat().st_size} bytes)",
+            path=path,
+        )
+    kind = type(exc).__name__
+    if kind == "error":  # struct.error, zlib.error: say whose
+        kind = f"{type(exc).__module__}.error"
+    return StackError(f"{path}: damaged or unsupported TIFF ({kind}: {text})", path=path)
+
+
+_DTYPE_KINDS = "uif"  # unsigned, signed integers and floats: detector values
+_KNOWN_COMPRESSION = frozenset(int(c) for c in tifffile.COMPRESSION)
+
+
+def _declared_frames(page: Any) -> int | None:
+    """Frame count our writers record in the first page's JSON (``n_frames``, ``shape``)."""
+    meta = _parse_description(page.description or "")
+    if not meta:
+        return None
+    for key in ("n_frames", "frames_written"):
+        value = meta.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    shape = meta.get("shape")
+    if (  # tifffile's "shaped" description of a (T, H, W) stack of (H, W) pages
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(isinstance(n, int) and not isinstance(n, bool) for n in shape)
+        and tuple(shape[1:]) == tuple(page.shape)
+    ):
+        return shape[0]
+    return None
+
+
+def _page_shape(page: Any) -> tuple[int, ...]:
+    return tuple(int(n) for n in page.shape)
+
+
+def _check_pages(tif: tifffile.TiffFile, path: Path, size: int) -> None:
+    """Every page inside the file, one frame shape and dtype, the declared frame count present.
+
+    Raises StackError naming the first page at fault.
+    """
+    pages = tif.pages
+    n_pages = len(pages)
+    if n_pages == 0:
+        raise StackError(f"{path}: holds no image pages (damaged or not a TIFF)", path=path)
+    first = pages.first
+    first_shape = _page_shape(first)
+    if first.dtype is not None and first.dtype.kind not in _DTYPE_KINDS:
+        raise StackError(
+            f"{path}: pixel type {first.dtype} is not supported; expected integer or "
+            "floating-point detector values",
+            path=path,
+        )
+    for i in range(n_pages):
+        page = pages[i] if i else first
+        shape = _page_shape(page)
+        if page.dtype is None:
+            raise StackError(
+                f"{path}: page {i} has a pixel format tifffile cannot decode "
+                f"({page.bitspersample} bits, sample format {page.sampleformat})",
+                path=path,
+            )
+        if shape != first_shape or page.dtype != first.dtype:
+            raise StackError(
+                f"{path}: mixed page sizes: page {i} is {'x'.join(map(str, shape))} "
+                f"{page.dtype} but page 0 is {'x'.join(map(str, first_shape))} {first.dtype}; "
+                "expected every frame the same size",
+                path=path,
+            )
+        if page.compression not in _KNOWN_COMPRESSION:
+            raise StackError(
+                f"{path}: page {i} uses compression scheme {int(page.compression)}, which is "
+                "not a known TIFF compression (a damaged header?)",
+                path=path,
+            )
+        offsets, counts = page.dataoffsets, page.databytecounts
+        for off, count in zip(offsets, counts, strict=False):
+            if off + count > size:
+                raise StackError(
+                    f"{path}: truncated TIFF: page {i}'s pixel data runs to byte {off + count}, "
+                    f"past the end of the {size}-byte file",
+                    path=path,
+                )
+        packed = page.bitspersample != 8 * page.dtype.itemsize  # e.g. 12-bit in 2-byte pixels
+        if page.compression == 1 and not packed and sum(counts) < page.nbytes:
+            raise StackError(
+                f"{path}: truncated or damaged TIFF: page {i} stores {sum(counts)} bytes of "
+                f"pixel data, but a {'x'.join(map(str, shape))} {page.dtype} frame needs "
+                f"{page.nbytes}",
+                path=path,
+            )
+    declared = _declared_frames(first)
+    if declared is not None and declared != n_pages:
+        if declared > n_pages:
+            raise StackError(
+                f"{path}: truncated: its metadata declares {declared} frames but the file "
+                f"holds only {n_pages} page(s)",
+                path=path,
+            )
+        raise StackError(
+            f"{path}: inconsistent: holds {n_pages} pages but its metadata declares "
+            f"{declared} frames",
+            path=path,
+        )
 
 
 def _squeeze_series(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
@@ -120,98 +430,226 @@ def _check_finite(stack: np.ndarray, path: Path) -> None:
 
 
 def _read_file(path: Path, memmap: bool) -> np.ndarray:
+    size = _stat(path).st_size
+    if size == 0:
+        raise StackError(f"{path}: empty file (0 bytes)", path=path)
+    with _tifffile_log() as records:
+        try:
+            return _read_tiff(path, memmap, size, records)
+        except StackError:
+            raise
+        except Exception as exc:  # tifffile/zlib/struct/...: any failure names the file
+            raise _wrap(exc, path) from exc
+        except MemoryError as exc:  # an allocation in tifffile or numpy
+            raise _wrap(exc, path) from exc
+
+
+def _check_imagej(tif: tifffile.TiffFile, series: Any, path: Path) -> None:
+    """An ImageJ header's image count must match the images tifffile found."""
+    if not tif.is_imagej:
+        return
+    declared = (tif.imagej_metadata or {}).get("images")
+    found = int(math.prod(series.shape[:-2])) if len(series.shape) > 2 else 1
+    if isinstance(declared, int) and declared != found:
+        raise StackError(
+            f"{path}: inconsistent ImageJ header: it declares {declared} images but the file "
+            f"holds {found}" + (" (truncated?)" if declared > found else ""),
+            path=path,
+        )
+
+
+def _read_tiff(path: Path, memmap: bool, size: int, records: list[logging.LogRecord]) -> np.ndarray:
     with _open_tiff(path) as tif:
+        _check_pages(tif, path, size)
+        if (problem := _log_problem(records, path)) is not None:
+            raise problem
         if not tif.series:
-            raise StackError(f"{path}: holds no image data")
+            raise StackError(f"{path}: holds no image data", path=path)
+        if len(tif.series) > 1:
+            # One series per page (a TiffWriter.write() loop, each call with its own shaped
+            # description): _check_pages made every page alike, so they are one stack.
+            return _read_pages(tif, path, records)
         series = tif.series[0]
         axes = series.axes
+        _check_imagej(tif, series, path)
+        if series.dtype is None or series.dtype.kind not in _DTYPE_KINDS:
+            raise StackError(
+                f"{path}: pixel type {series.dtype} is not supported; expected integer or "
+                "floating-point detector values",
+                path=path,
+            )
+        nbytes = int(math.prod(series.shape)) * series.dtype.itemsize
+        contiguous = series.dataoffset is not None
+        if contiguous and series.dataoffset + nbytes > size:
+            raise StackError(
+                f"{path}: truncated TIFF: its header declares {math.prod(series.shape[:-2])} "
+                f"frame(s) of {series.shape[-2]}x{series.shape[-1]} {series.dtype} stored "
+                f"from byte {series.dataoffset}, {_gib(nbytes)} in all, but the file is "
+                f"{size} bytes",
+                path=path,
+            )
         data: np.ndarray | None = None
-        if memmap and series.dataoffset is not None:
+        if memmap and contiguous:
             try:
                 data = tifffile.memmap(path, series=0, mode="r")
             except ValueError:  # e.g. foreign byte order on some platforms: read instead
                 data = None
         if data is None:
+            _check_memory(nbytes, path, f"reading {series.shape} {series.dtype}")
             data = series.asarray()
+        if (problem := _log_problem(records, path)) is not None:
+            raise problem
     if data.ndim != len(axes):  # tifffile squeezes length-1 axes in some layouts
         data = data.reshape(series.shape)
     return _squeeze_series(data, axes, path)
 
 
+def _read_pages(tif: tifffile.TiffFile, path: Path, records: list[logging.LogRecord]) -> np.ndarray:
+    first = tif.pages.first
+    n = len(tif.pages)
+    _check_memory(n * first.nbytes, path, f"reading {n} pages of {first.shape} {first.dtype}")
+    data = tif.asarray(key=range(n)).reshape(n, *first.shape)
+    if (problem := _log_problem(records, path)) is not None:
+        raise problem
+    return _squeeze_series(data, "I" + first.axes, path)
+
+
+def _folder_files(path: Path) -> list[Path]:
+    """The frames of a folder, in natural order; refuses entries that cannot be frames."""
+    frames, bad, ignored = [], [], []
+    try:
+        entries = list(os.scandir(path))
+    except OSError as exc:
+        raise StackError(f"{path}: cannot list the folder: {exc.strerror or exc}",
+                         path=path) from None  # fmt: skip
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue  # hidden: .DS_Store, editors' files, our own temp files
+        try:
+            st = os.stat(entry.path)  # follows symlinks
+        except OSError as exc:  # a broken link or a symlink loop
+            bad.append(f"{entry.name} ({exc.strerror or exc})")
+            continue
+        is_tiff = Path(entry.name).suffix.lower() in TIFF_SUFFIXES
+        if not stat.S_ISREG(st.st_mode):
+            if is_tiff:
+                kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+                bad.append(f"{entry.name} ({kind})")
+            elif not stat.S_ISDIR(st.st_mode):
+                ignored.append(entry.name)
+            continue
+        (frames if is_tiff else ignored).append(Path(entry.path))
+    if bad:
+        raise StackError(
+            f"{path}: folder entries that cannot be read as frames: {', '.join(sorted(bad)[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}; remove or rename them",
+            path=path,
+        )
+    if ignored:
+        names = sorted(str(n.name if isinstance(n, Path) else n) for n in ignored)
+        warnings.warn(
+            f"{path}: ignored {len(names)} file(s) without a .tif/.tiff suffix: "
+            f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}",
+            StackWarning,
+            stacklevel=4,
+        )
+    return sorted(frames, key=lambda p: _natural_key(p.name))
+
+
 def _read_folder(path: Path) -> np.ndarray:
-    files = sorted(
-        (
-            p
-            for p in path.iterdir()
-            if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")
-        ),
-        key=lambda p: _natural_key(p.name),
-    )
+    files = _folder_files(path)
     if not files:
-        raise StackError(f"{path}: folder holds no .tif/.tiff files")
+        raise StackError(f"{path}: folder holds no .tif/.tiff files", path=path)
     first = _read_file(files[0], memmap=False)
     if first.shape[0] != 1:
         raise StackError(
-            f"{files[0]}: holds {first.shape[0]} frames; a folder must hold single-frame TIFFs"
+            f"{files[0]}: holds {first.shape[0]} frames; a folder must hold single-frame TIFFs",
+            path=files[0],
         )
+    _check_memory(len(files) * first.nbytes, path, f"reading {len(files)} frames")
     stack = np.empty((len(files), *first.shape[1:]), dtype=first.dtype)
     stack[0] = first[0]
     for i, file in enumerate(files[1:], start=1):
         frame = _read_file(file, memmap=False)
         if frame.shape[0] != 1:
             raise StackError(
-                f"{file}: holds {frame.shape[0]} frames; a folder must hold single-frame TIFFs"
+                f"{file}: holds {frame.shape[0]} frames; a folder must hold single-frame TIFFs",
+                path=file,
             )
         if frame.shape[1:] != first.shape[1:]:
             raise StackError(
                 f"{path}: mixed frame shapes: {file.name} is {frame.shape[1]}x{frame.shape[2]} "
-                f"but {files[0].name} (the first file) is {first.shape[1]}x{first.shape[2]}"
+                f"but {files[0].name} (the first file) is {first.shape[1]}x{first.shape[2]}",
+                path=path,
             )
         if frame.dtype != first.dtype:
             raise StackError(
                 f"{path}: mixed data types: {file.name} is {frame.dtype} but {files[0].name} "
-                f"(the first file) is {first.dtype}"
+                f"(the first file) is {first.dtype}",
+                path=path,
             )
         stack[i] = frame[0]
     return stack
 
 
 def read_stack(
-    path: str | os.PathLike[str], *, memmap: bool = True, check_finite: bool = True
+    path: str | os.PathLike[str],
+    *,
+    memmap: bool = True,
+    check_finite: bool = True,
+    role: str | None = None,
 ) -> np.ndarray:
     """Read an image sequence as a ``(T, H, W)`` array.
+
+    The file is checked before any pixel is allocated: a regular file or a folder (never a
+    pipe or device), every page's data inside the file, one frame size and dtype, no loop in
+    the chain of pages, the frame count our exports record (``n_frames``) present, and the
+    memory a non-memory-mapped read needs below :func:`memory_limit_bytes`. Checking every page
+    costs about 0.1 ms per page (0.6-0.8 s for an 8,000-frame export on this project's machine,
+    where tifffile alone opens it in 0.05 s): the price of never reading a truncated file.
 
     Parameters
     ----------
     path : path-like
         A multipage TIFF, an ImageJ hyperstack with one non-singleton axis besides Y, X, or a
-        folder of single-frame TIFFs (read in natural sort order; hidden files are skipped).
-        A single-page TIFF gives ``T = 1``.
+        folder of single-frame TIFFs (read in natural sort order; hidden files are skipped,
+        other non-TIFF files are ignored with a :class:`StackWarning`; sub-folders, broken
+        links or special files named ``*.tif`` are refused). A single-page TIFF gives ``T = 1``.
     memmap : bool
         Memory-map the file (read-only) when its pixels are stored contiguously and
         uncompressed; otherwise, and for folders, the stack is read into memory.
     check_finite : bool
         For floating-point data, scan the stack (block by block) and refuse NaN or infinity.
+    role : str, optional
+        The option or input the file came from (``"--lr"``); prefixes every error message.
 
     Returns
     -------
     numpy.ndarray, shape (T, H, W)
-        The stored dtype (e.g. uint16 detector counts or float32); a read-only
+        The stored dtype (unsigned/signed integers or floats); a read-only
         :class:`numpy.memmap` where possible.
 
     Raises
     ------
-    FileNotFoundError
-        ``path`` does not exist.
+    StackNotFoundError
+        ``path`` does not exist (a :class:`FileNotFoundError` and a :class:`StackError`).
     StackError
-        Not a TIFF, not a stack of 2-D greyscale frames, an empty folder, mixed frame shapes
-        in a folder, or non-finite values. The message names the file and the problem.
+        Anything else that keeps ``path`` from being read as a stack: not a TIFF, damaged or
+        truncated, an unsupported pixel type or compression codec, too large for memory, not
+        a stack of 2-D greyscale frames, an empty folder, mixed frame shapes, non-finite
+        values. The message names the file and the problem. No other exception escapes.
     """
     path = Path(path)
-    _check_exists(path)
-    stack = _read_folder(path) if path.is_dir() else _read_file(path, memmap=memmap)
-    if check_finite:
-        _check_finite(stack, path)
+    try:
+        st = _stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            stack = _read_folder(path)
+        else:
+            stack = _read_file(path, memmap=memmap)
+        if check_finite:
+            _check_finite(stack, path)
+    except StackError as exc:
+        raise exc.with_role(role) from exc.__cause__
     return stack
 
 
@@ -223,28 +661,54 @@ def _parse_description(description: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_metadata(path: str | os.PathLike[str], *, role: str | None = None) -> dict[str, Any]:
     """Our JSON metadata of a TIFF written by :func:`write_stack` or :class:`StackWriter`.
 
     Also understood: a JSON object in an ImageJ file's ``Info`` property or as the plain
     ImageDescription. Returns ``{}`` when there is none (and for folders). The ``shape`` entry
-    tifffile keeps in the same description is dropped.
+    tifffile keeps in the same description and our ``n_frames`` (the frame count
+    :func:`read_stack` checks) are dropped. Only the header is read (the pixels are checked by
+    :func:`read_stack`).
+
+    Raises
+    ------
+    StackNotFoundError, StackError
+        As :func:`read_stack` for a missing, special or unreadable file; ``role`` prefixes the
+        message.
     """
     path = Path(path)
-    _check_exists(path)
-    if path.is_dir():
-        return {}
-    with _open_tiff(path) as tif:
-        found: dict[str, Any] | None = None
-        if tif.shaped_metadata:
-            found = dict(tif.shaped_metadata[0])
-        elif tif.imagej_metadata and isinstance(tif.imagej_metadata.get("Info"), str):
-            found = _parse_description(tif.imagej_metadata["Info"])
-        elif tif.pages and tif.pages.first.description:
-            found = _parse_description(tif.pages.first.description)
+    try:
+        st = _stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            return {}
+        if st.st_size == 0:
+            raise StackError(f"{path}: empty file (0 bytes)", path=path)
+        with _tifffile_log():
+            try:
+                found = _read_json(path)
+            except StackError:
+                raise
+            except (Exception, MemoryError) as exc:
+                raise _wrap(exc, path) from exc
+    except StackError as exc:
+        raise exc.with_role(role) from exc.__cause__
     found = found or {}
     found.pop("shape", None)
+    found.pop("n_frames", None)
     return found
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    with _open_tiff(path) as tif:
+        if not tif.pages:
+            raise StackError(f"{path}: holds no image pages (damaged or not a TIFF)", path=path)
+        first = tif.pages.first
+        if tif.is_shaped:
+            return _parse_description(first.description)
+        if tif.is_imagej:
+            info = (tif.imagej_metadata or {}).get("Info")
+            return _parse_description(info) if isinstance(info, str) else None
+        return _parse_description(first.description or "")
 
 
 def _jsonable(value: Any) -> Any:
@@ -320,7 +784,8 @@ def write_stack(
     path = Path(path)
     stack = np.asarray(stack)
     _check_stack_shape(stack.shape, str(path))
-    description = _description(stack.shape, metadata)
+    # n_frames lets a reader tell a truncated copy from a shorter stack.
+    description = _description(stack.shape, {**dict(metadata or {}), "n_frames": stack.shape[0]})
     tmp = _temp_path(path)
     try:
         tifffile.imwrite(
@@ -449,6 +914,7 @@ class StackWriter:
                 meta["frame_indices"] = list(self.indices)
             meta["complete"] = complete
             meta["frames_written"] = self.count
+            meta["n_frames"] = self.count  # what read_stack checks the page count against
             description = _description((self.count, *self.frame_shape), meta)
             # Overwrites the first page's description in place, or appends it if longer.
             tifffile.tiffcomment(self._tmp, comment=description.encode("ascii"))

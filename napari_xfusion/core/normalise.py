@@ -17,6 +17,8 @@ import numpy as np
 
 __all__ = [
     "LOWER_PERCENTILE",
+    "SAMPLE_FRAMES",
+    "SAMPLE_PIXELS",
     "UPPER_PERCENTILE",
     "Normalisation",
     "fit_normalisation",
@@ -150,6 +152,21 @@ class Normalisation:
         return cls(low=data["low"], high=data["high"], dtype=data["dtype"])
 
 
+SAMPLE_PIXELS = 1 << 22
+"""Pixels the clip values are estimated from (about 4.2 M): a stack up to this size is used
+whole (exact percentiles); a larger one is sampled, so memory does not grow with its length.
+
+Accuracy of the sample: with n = 4.2 M independent pixels the estimated 0.35th percentile is
+the stack's true q-th percentile with q within 0.35 +- 0.003 (one standard error,
+sqrt(p (1 - p) / n)); the test on a 2,000-frame memory-mapped uint16 stack checks it holds.
+Frames are sampled evenly in time (:data:`SAMPLE_FRAMES`), so content that appears in only a
+few frames between two sampled ones is missed: those pixels are a tiny share of the stack and
+would move a 0.35 % percentile little anyway."""
+
+SAMPLE_FRAMES = 256
+"""Frames, evenly spaced from the first to the last, a large stack is sampled from."""
+
+
 def fit_normalisation(
     stack: np.ndarray,
     lower: float = LOWER_PERCENTILE,
@@ -158,6 +175,12 @@ def fit_normalisation(
 ) -> Normalisation:
     """Clip values of a stack: its ``lower`` and ``upper`` percentiles over all pixels.
 
+    Stacks of at most :data:`SAMPLE_PIXELS` pixels give exact percentiles; larger ones are
+    estimated without copying them: :data:`SAMPLE_FRAMES` frames evenly spaced through the
+    stack, read one at a time, and from each a fixed, seeded random set of pixels (the same
+    stack always gives the same values). Peak memory is one frame plus the sample, whatever
+    the number of frames.
+
     Parameters
     ----------
     stack : numpy.ndarray, shape (T, H, W) or (H, W)
@@ -165,15 +188,22 @@ def fit_normalisation(
     lower, upper : float
         Percentiles in [0, 100], ``lower < upper``.
     max_frames : int, optional
-        Estimate the percentiles from at most this many frames, evenly spaced through the
-        stack (first and last included), so a large memory-mapped stack is not read whole.
+        Use at most this many frames, evenly spaced through the stack (first and last
+        included), instead of :data:`SAMPLE_FRAMES`.
 
     Returns
     -------
     Normalisation
         With the stack's dtype.
+
+    Raises
+    ------
+    ValueError
+        Not 2-D/3-D, empty, not a real dtype, bad percentiles, or NaN/inf in the frames used
+        (the message names the first: frame and pixel).
     """
-    stack = np.asarray(stack)
+    if not hasattr(stack, "ndim"):
+        stack = np.asarray(stack)
     if stack.ndim not in (2, 3) or stack.size == 0:
         raise ValueError(
             f"expected a stack of shape (T, H, W) or a frame (H, W), got {stack.shape}"
@@ -184,30 +214,42 @@ def fit_normalisation(
         raise ValueError(
             f"percentiles must satisfy 0 <= lower < upper <= 100, got lower={lower}, upper={upper}"
         )
-    sample = stack
-    frames_used = np.arange(stack.shape[0]) if stack.ndim == 3 else None
-    if max_frames is not None:
-        if int(max_frames) != max_frames or max_frames < 1:
-            raise ValueError(f"max_frames must be an integer >= 1 or None, got {max_frames!r}")
-        if stack.ndim == 3 and stack.shape[0] > max_frames:
-            picks = np.unique(np.linspace(0, stack.shape[0] - 1, int(max_frames)).round())
-            frames_used = picks.astype(np.int64)
-            sample = stack[frames_used]
-    if stack.dtype.kind == "f":
-        finite = np.isfinite(sample)
-        if not finite.all():
-            bad = [int(i) for i in np.argwhere(~finite)[0]]
-            where = f"pixel (y={bad[-2]}, x={bad[-1]})"
-            if frames_used is not None:
-                where = f"frame {int(frames_used[bad[0]])}, {where}"
-            raise ValueError(
-                f"stack holds non-finite values ({finite.size - int(finite.sum())} NaN/inf "
-                f"pixels{' in the sampled frames' if sample is not stack else ''}, the first at "
-                f"{where}); clean them first"
-            )
-    # percentile partitions a copy in the original dtype (no float64 copy of a uint16 stack).
-    low, high = np.percentile(sample, [lower, upper])
+    if max_frames is not None and (int(max_frames) != max_frames or max_frames < 1):
+        raise ValueError(f"max_frames must be an integer >= 1 or None, got {max_frames!r}")
+    frames = stack[np.newaxis] if stack.ndim == 2 else stack
+    n_frames, frame_pixels = frames.shape[0], math.prod(frames.shape[1:])
+    limit = SAMPLE_FRAMES if max_frames is None else int(max_frames)
+    if n_frames * frame_pixels <= SAMPLE_PIXELS and max_frames is None:
+        used = np.arange(n_frames)
+    else:
+        used = np.unique(np.linspace(0, n_frames - 1, min(limit, n_frames)).round())
+        used = used.astype(np.int64)
+    per_frame = min(frame_pixels, max(1, SAMPLE_PIXELS // used.size))
+    rng = np.random.default_rng(0)  # fixed: the same stack always gives the same clip values
+    sample = np.empty(used.size * per_frame, dtype=stack.dtype)
+    for j, t in enumerate(used):
+        frame = np.asarray(frames[int(t)])  # one frame in memory at a time
+        if frame.dtype.kind == "f":
+            _check_finite_frame(frame, int(t) if stack.ndim == 3 else None)
+        flat = frame.ravel()
+        if frame_pixels > per_frame:
+            flat = flat[rng.integers(0, frame_pixels, per_frame)]
+        sample[j * per_frame : (j + 1) * per_frame] = flat
+    # Partitioned in place: the sample is ours, and stays in its dtype (no float64 copy).
+    low, high = np.percentile(sample, [lower, upper], overwrite_input=True)
     return Normalisation(float(low), float(high), stack.dtype.name)
+
+
+def _check_finite_frame(frame: np.ndarray, t: int | None) -> None:
+    finite = np.isfinite(frame)
+    if finite.all():
+        return
+    y, x = (int(i) for i in np.argwhere(~finite)[0])
+    what = "the frame" if t is None else f"frame {t}"
+    raise ValueError(
+        f"stack holds non-finite values: {what} has {finite.size - int(finite.sum())} NaN/inf "
+        f"pixel(s), the first at pixel (y={y}, x={x}); clean them first"
+    )
 
 
 def normalise(

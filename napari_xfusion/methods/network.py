@@ -14,6 +14,7 @@ methods in a worker thread. Torch's thread count is left to the caller (the engi
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,12 +23,14 @@ import numpy as np
 import torch
 
 from napari_xfusion.methods.base import Reconstruction, Reconstructor, WindowInputs
-from napari_xfusion.nn.checkpoint import load_model, sha256_file
+from napari_xfusion.nn.checkpoint import CheckpointError, load_model, sha256_file
+from napari_xfusion.nn.device import check_device
 from napari_xfusion.nn.edvr import FeatureCache, forward_cached, forward_tiled
 
 __all__ = [
     "EDVRMethod",
     "EDVRSTFMethod",
+    "NonFiniteOutputError",
     "WEIGHTS_DIR",
     "resolve_device",
     "shipped_weights",
@@ -60,7 +63,17 @@ def verify_shipped_weights(path: Path) -> str:
     sidecar = path.with_name(path.name + ".sha256")
     actual = sha256_file(path)
     if sidecar.is_file():
-        expected = sidecar.read_text().split()[0]
+        try:
+            words = sidecar.read_text(encoding="utf-8", errors="replace").split()
+        except OSError as exc:
+            raise CheckpointError(f"{sidecar}: cannot be read ({exc.strerror or exc})") from None
+        expected = words[0].lower() if words else ""
+        if not re.fullmatch(r"[0-9a-f]{64}", expected):
+            raise CheckpointError(
+                f"{sidecar}: expected the weights' sha256 (64 hex digits, as written by "
+                f"sha256sum), found {'nothing' if not words else repr(words[0][:70])}; the "
+                "file is damaged: reinstall the package or pass weights=<checkpoint path>"
+            )
         if actual != expected:
             raise ValueError(
                 f"shipped weights {path} have sha256 {actual}, but {sidecar.name} and the model "
@@ -71,9 +84,10 @@ def verify_shipped_weights(path: Path) -> str:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA if available, else Apple MPS, else CPU; other names pass through."""
+    """``"auto"`` -> CUDA if available, else Apple MPS, else CPU; other names are checked
+    (:func:`~napari_xfusion.nn.device.check_device`: a clear DeviceError when unusable)."""
     if str(device) != "auto":
-        return torch.device(device)
+        return check_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -240,11 +254,32 @@ class _NetworkMethod(Reconstructor):
                 result = self.model(lr, hr, return_attention=with_attention)
         out, scores = result if with_attention else (result, None)
         frames = out[:, 0].float().cpu().numpy()
+        _check_finite_output(frames, items, self.name, self.weights)
         attention = None if scores is None else scores.double().cpu().numpy()
         return [
             Reconstruction(frame=frames[i], attention=None if attention is None else attention[i])
             for i in range(len(items))
         ]
+
+
+class NonFiniteOutputError(ValueError):
+    """A network produced NaN or infinity (damaged weights, overflow in float16 ...)."""
+
+
+def _check_finite_output(
+    frames: np.ndarray, items: list[WindowInputs], method: str, weights: Path
+) -> None:
+    """Raise naming the method, frame and weights when ``frames`` (B, H, W) hold NaN or inf."""
+    ok = np.isfinite(frames).all(axis=(1, 2))
+    if ok.all():
+        return
+    i = int(np.argmin(ok))
+    bad = int(np.count_nonzero(~np.isfinite(frames[i])))
+    raise NonFiniteOutputError(
+        f"{method}: the network's output for frame {items[i].window.target} has {bad} NaN or "
+        f"infinite pixel(s) (weights {weights}); the weights may be damaged, or the "
+        "precision too low (try precision='float32'); no frame is written from it"
+    )
 
 
 class EDVRMethod(_NetworkMethod):

@@ -48,8 +48,10 @@ from napari_xfusion.nn.edvr import EDVR, NUM_KEYS, NetConfig, build_model
 
 __all__ = [
     "FORMAT",
+    "MAX_ABS_WEIGHT",
     "VERSION",
     "Checkpoint",
+    "CheckpointError",
     "ConfigMismatchError",
     "check_config",
     "infer_config",
@@ -65,8 +67,18 @@ VERSION = 1
 _PREFIXES = ("module.", "_orig_mod.")
 
 
-class ConfigMismatchError(ValueError):
+class CheckpointError(ValueError):
+    """A file is not a usable checkpoint: unreadable, not a checkpoint, incomplete, wrong
+    shapes or non-finite / absurd weights. The message names the file."""
+
+
+class ConfigMismatchError(CheckpointError):
     """The checkpoint's configuration is not the expected one."""
+
+
+# Largest |weight| accepted. Trained EDVR weights stay below ~10; values beyond this overflow
+# float32 activations within a few layers (all-NaN frames), so they mean a damaged file.
+MAX_ABS_WEIGHT = 1e5
 
 
 @dataclass
@@ -273,40 +285,141 @@ def read_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable torch checkpoint: {err}") from err
-    if not isinstance(payload, Mapping):
-        raise ValueError(f"{path}: expected a dict, got {type(payload).__name__}")
+    payload = _load_payload(path)
     digest = sha256_file(path)
     where = f"checkpoint {path.name}"
 
     if payload.get("format") == FORMAT:
         if payload.get("version") != VERSION:
-            raise ValueError(
-                f"{path}: checkpoint format version {payload.get('version')}, this code reads "
+            raise CheckpointError(
+                f"{path}: checkpoint format version {payload.get('version')!r}, this code reads "
                 f"version {VERSION}"
             )
-        config = NetConfig.from_dict(payload["config"])
+        missing = [k for k in ("config", "params") if k not in payload]
+        if missing:
+            raise CheckpointError(
+                f"{path}: a napari-xfusion checkpoint without {' and '.join(map(repr, missing))}"
+                "; expected the network configuration and its weights (save_checkpoint writes "
+                "both)"
+            )
+        if not isinstance(payload["config"], Mapping):
+            raise CheckpointError(f"{path}: 'config' is a {type(payload['config']).__name__}, "
+                                  "expected a dict of NetConfig fields")  # fmt: skip
+        try:
+            config = NetConfig.from_dict(payload["config"])
+        except (TypeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{path}: invalid network configuration: {err}") from None
         check_config(config, expect, where)
+        state = _tensor_dict(payload["params"], path, "params")
+        provenance = payload.get("provenance")
         return Checkpoint(
-            config, dict(payload["params"]), dict(payload.get("provenance") or {}), digest, path
-        )
+            config, state, dict(provenance) if isinstance(provenance, Mapping) else {},
+            digest, path,
+        )  # fmt: skip
 
     # BasicSR: {"params": sd, "params_ema": sd} or a bare state dict.
     key = next((k for k in ("params_ema", "params") if k in payload), None)
     state = payload[key] if key is not None else payload
-    if not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path}: neither a napari-xfusion checkpoint nor a BasicSR state dict")
-    state = _strip_prefixes(state)
-    config = infer_config(state)
+    if (
+        not isinstance(state, Mapping)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items())
+    ):
+        raise CheckpointError(
+            f"{path}: neither a napari-xfusion checkpoint nor a BasicSR state dict (a dict of "
+            f"top-level keys {sorted(map(str, payload))[:6]}); expected the output of "
+            "napari_xfusion.nn.checkpoint.save_checkpoint or a BasicSR EDVR .pth"
+        )
+    state = _tensor_dict(_strip_prefixes(state), path, key or "state dict")
+    try:
+        config = infer_config(state)
+    except (ValueError, TypeError, IndexError) as err:
+        raise CheckpointError(f"{path}: {err}") from None
     want = _expected_fields(expect)
     if want.get("num_in_ch") == 1 and config.num_in_ch == 3:
         state = _to_grey(state)
         config = NetConfig.from_dict({**config.to_dict(), "num_in_ch": 1})
     check_config(config, expect, where)
     return Checkpoint(config, state, {}, digest, path, f"basicsr:{key or '-'}")
+
+
+def _describe_file(path: Path) -> str:
+    """What a file that is not a checkpoint looks like, from its first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "an empty file"
+    known = (
+        (b"version https://git-lfs", "a Git LFS pointer (the weights were not downloaded; run "
+                                     "'git lfs pull')"),
+        (b"II*\x00", "a TIFF image"),
+        (b"MM\x00*", "a TIFF image"),
+        (b"\x89PNG", "a PNG image"),
+        (b"<", "an HTML/XML page (a failed download?)"),
+        (b"{", "a JSON file"),
+        (b"\x89HDF", "an HDF5 file (Keras/h5py)"),
+    )  # fmt: skip
+    for magic, what in known:
+        if head.startswith(magic):
+            return what
+    return f"not a PyTorch file (it starts with {head[:16]!r})"
+
+
+def _load_payload(path: Path) -> Mapping:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        text = str(err)
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head[:2] != b"PK" and head[:1] != b"\x80":  # neither torch's zip nor a raw pickle
+            raise CheckpointError(
+                f"{path}: is {_describe_file(path)}; expected a PyTorch checkpoint (.pt) of "
+                "napari_xfusion.nn.checkpoint.save_checkpoint or a BasicSR EDVR .pth"
+            ) from None
+        found = re.search(r"Unsupported global: GLOBAL [\w.]+", text)
+        if found or "Weights only load failed" in text:
+            # PyTorch's own text goes on to suggest weights_only=False: exactly what must not
+            # be done with an untrusted file, so only the offending global is quoted.
+            what = f" ({found.group(0)})" if found else ""
+            raise CheckpointError(
+                f"{path}: a PyTorch file holding Python objects besides tensors{what}; refused "
+                "because loading it would run code. Expected a checkpoint of "
+                "save_checkpoint (weights, config and provenance only)"
+            ) from None
+        raise CheckpointError(
+            f"{path}: a damaged or truncated PyTorch file ({type(err).__name__}: {text[:200]})"
+        ) from None
+    if not isinstance(payload, Mapping):
+        raise CheckpointError(
+            f"{path}: holds a {type(payload).__name__}, expected a dict (a checkpoint)"
+        )
+    return payload
+
+
+def _tensor_dict(state: Any, path: Path, what: str) -> dict[str, Tensor]:
+    """``state`` checked: str -> floating tensors, all finite and below MAX_ABS_WEIGHT."""
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
+        raise CheckpointError(f"{path}: {what!r} is not a dict of named tensors")
+    for name, tensor in state.items():
+        if not tensor.is_floating_point() or tensor.numel() == 0:
+            continue
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise CheckpointError(
+                f"{path}: weight {name} holds {bad} NaN/infinite value(s); the checkpoint is "
+                "damaged (or saved from a diverged training run)"
+            )
+        peak = float(tensor.detach().abs().max())
+        if peak > MAX_ABS_WEIGHT:
+            raise CheckpointError(
+                f"{path}: weight {name} reaches |{peak:.3g}|, beyond {MAX_ABS_WEIGHT:g}; such "
+                "weights overflow the network's activations (a damaged checkpoint)"
+            )
+    return dict(state)
 
 
 def load_model(
@@ -322,9 +435,20 @@ def load_model(
     """
     ckpt = read_checkpoint(path, expect)
     model = build_model(ckpt.config)
+    own = model.state_dict()
+    wrong = [
+        f"{name} {tuple(t.shape)} (expected {tuple(own[name].shape)})"
+        for name, t in ckpt.state_dict.items()
+        if name in own and tuple(t.shape) != tuple(own[name].shape)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{path}: {len(wrong)} tensor(s) do not have the shapes its configuration "
+            f"implies: {'; '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}"
+        )
     missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{path}: weights do not fit {ckpt.config}: missing {sorted(missing)}, "
             f"unexpected {sorted(unexpected)}"
         )

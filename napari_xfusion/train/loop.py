@@ -65,6 +65,8 @@ from napari_xfusion.train.datasets import (
 
 __all__ = [
     "train",
+    "TrainStateError",
+    "load_train_state",
     "charbonnier",
     "learning_rate",
     "run_progress",
@@ -308,11 +310,15 @@ class ModelTrainer:
                 provenance,
             )  # fmt: skip
         state = {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
             "iteration": step,
-            "seconds": seconds,
+            "seconds": float(seconds),
+            "skipped": self.skipped,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "net_config": self.model.config.to_dict(),
+            "rng": _rng_state(),
         }
         tmp = self.out_dir / "state_latest.pt.tmp"
         torch.save(state, tmp)
@@ -320,14 +326,104 @@ class ModelTrainer:
         return latest
 
     def load_state(self) -> tuple[int, float]:
-        """Restore from ``state_latest.pt``; returns ``(step, seconds)`` done."""
+        """Restore from ``state_latest.pt``; returns ``(step, seconds)`` done.
+
+        Loaded with ``torch.load(weights_only=True)``: only tensors, numbers, strings and
+        containers, so a crafted run folder cannot run code. Older state files (which held
+        other objects) are refused with a message.
+        """
         path = self.out_dir / "state_latest.pt"
-        state = torch.load(path, map_location=self.info.device, weights_only=False)
+        state = load_train_state(path, self.info.device)
         if state["net_config"] != self.model.config.to_dict():
             raise ValueError(f"{path} holds a different network configuration than the config")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: the saved model/optimizer state does not fit this "
+                             f"model: {str(err)[:300]}") from None  # fmt: skip
+        self.skipped = int(state.get("skipped", 0))
+        _set_rng_state(state["rng"])
         return int(state["iteration"]), float(state["seconds"])
+
+
+STATE_FORMAT = "napari-xfusion-train-state"
+STATE_VERSION = 2
+_STATE_KEYS = ("iteration", "seconds", "model", "optimizer", "net_config", "rng")
+
+
+class TrainStateError(ValueError):
+    """A ``state_latest.pt`` cannot be resumed from (unsafe, old or incomplete)."""
+
+
+def _rng_state() -> dict[str, Any]:
+    """torch's and NumPy's global RNG states as tensors and plain numbers (weights_only-safe)."""
+    # The legacy global state: our code uses Generators, a user data source might not.
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # noqa: NPY002
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
+    n = state["numpy"]
+    keys = n["keys"].cpu().numpy().astype(np.uint32)
+    state_tuple = (n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"])
+    np.random.set_state(state_tuple)  # noqa: NPY002
+
+
+def load_train_state(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict:
+    """Read a resume state written by :meth:`ModelTrainer.save`, without unpickling objects.
+
+    Raises
+    ------
+    FileNotFoundError
+        No state file.
+    TrainStateError
+        The file holds anything besides tensors and plain containers (refused: loading it
+        would run code), was written by an older version, or lacks entries.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training state to resume from")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:
+        unsafe = "weights_only" in str(err) or "Unsupported global" in str(err)
+        reason = (
+            "it holds Python objects besides tensors and plain containers, so loading it "
+            "could run code; it was not loaded"
+            if unsafe
+            else f"it is damaged or not a training state ({type(err).__name__})"
+        )
+        raise TrainStateError(
+            f"{path}: cannot resume: {reason}. A state written by napari-xfusion before "
+            "version 2 of this format looks like that too: start a new run, with "
+            "init: <run>/<model>/model_latest.pt to keep the weights"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise TrainStateError(
+            f"{path}: cannot resume: not a napari-xfusion training state (no format "
+            f"{STATE_FORMAT!r}; an older version's?); start a new run, with init: "
+            "<run>/<model>/model_latest.pt to keep the weights"
+        )
+    if state.get("version") != STATE_VERSION:
+        raise TrainStateError(
+            f"{path}: training state version {state.get('version')!r}; this code resumes "
+            f"version {STATE_VERSION}"
+        )
+    missing = [k for k in _STATE_KEYS if k not in state]
+    if missing:
+        raise TrainStateError(f"{path}: training state lacks {', '.join(missing)}")
+    return state
 
 
 def _machine(info: DistInfo) -> str:
