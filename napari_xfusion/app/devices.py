@@ -51,36 +51,17 @@ def available_devices() -> list[str]:
 
 
 def ensure_device(device: str) -> str:
-    """``device`` checked against this machine's torch; ValueError says what to use instead."""
+    """``device`` checked against this machine's torch (ValueError says what to use instead).
+
+    The torch-level check is :func:`napari_xfusion.nn.device.check_device`, the one the engine
+    and the network methods use, so every face words a missing GPU the same way.
+    """
     check_device(device)
     if device in ("auto", "cpu"):
         return device
-    import torch
+    from napari_xfusion.nn.device import check_device as check_torch_device
 
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            build = torch.__version__
-            why = (
-                "this torch build has no CUDA"
-                if torch.version.cuda is None
-                else "no CUDA GPU is visible"
-            )
-            raise ValueError(
-                f"device {device!r} asked for, but {why} (torch {build}); "
-                "use device 'cpu' or 'auto'"
-            )
-        _, _, number = device.partition(":")
-        if number and int(number) >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here "
-                f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
-            )
-    if device == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError(
-                "device 'mps' asked for, but Apple MPS is not available; use 'cpu' or 'auto'"
-            )
+    check_torch_device(device)
     return device
 
 
