@@ -28,7 +28,8 @@ exports (``xfusion`` layer entry, full-length stacks with ``frames_done``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,12 @@ __all__ = [
     "SOFTWARE",
     "ExportInfo",
     "ExportWriter",
+    "OutputError",
+    "check_writes",
     "config_path",
     "csv_path",
+    "export_files",
+    "partial_path",
     "read_export",
     "run_metadata",
     "write_sidecars",
@@ -64,6 +69,76 @@ def config_path(path: str | os.PathLike[str]) -> Path:
     """``<stem>.config.json`` next to the TIFF at ``path``."""
     path = Path(path)
     return path.with_name(f"{path.stem}.config.json")
+
+
+def partial_path(path: str | os.PathLike[str]) -> Path:
+    """``<stem>.partial.tif``: where an interrupted or failed export goes, so a complete
+    ``<stem>.tif`` from an earlier run is never replaced by an incomplete one."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.partial{path.suffix or '.tif'}")
+
+
+def export_files(path: str | os.PathLike[str], *, partial: bool = True) -> list[Path]:
+    """Every file an export at ``path`` may write: the TIFF and its sidecars, and (``partial``)
+    the same for :func:`partial_path`."""
+    paths = [Path(path)] + ([partial_path(path)] if partial else [])
+    return [f for p in paths for f in (p, csv_path(p), config_path(p))]
+
+
+class OutputError(ValueError):
+    """A write refused before anything is written (it would replace an input, or the output
+    path cannot be a file); the message names the output and the input."""
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # symlinks and hard links: the same inode
+    except OSError:  # one of them does not exist (yet): then it cannot be the other
+        return False
+
+
+def _inside(a: Path, folder: Path) -> bool:
+    try:
+        return folder.is_dir() and a.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def check_writes(
+    writes: Iterable[str | os.PathLike[str]],
+    inputs: Mapping[str, str | os.PathLike[str] | None] | RunConfig,
+) -> None:
+    """Refuse any write that would replace or change an input, before anything is written.
+
+    Parameters
+    ----------
+    writes : iterable of path-like
+        Every file the command may write (an export: :func:`export_files`).
+    inputs : mapping or RunConfig
+        ``{label: path}`` of the inputs (labels name them in messages: ``"--lr"``), or a run
+        configuration (its ``lr``, ``hr`` and ``truth``). None paths are skipped.
+
+    Raises
+    ------
+    OutputError
+        A write is the same file as an input (symlinks resolved, same inode), or lies inside
+        an input folder of frames (it would become one of its frames).
+    """
+    if isinstance(inputs, RunConfig):
+        inputs = {"LR input": inputs.lr, "HR input": inputs.hr, "truth": inputs.truth}
+    sources = [(label, Path(p)) for label, p in inputs.items() if p is not None]
+    for write in map(Path, writes):
+        for label, source in sources:
+            if _same(write, source):
+                raise OutputError(
+                    f"{write}: is the {label} {source}; writing it would destroy that input. "
+                    "Choose another output name"
+                )
+            if _inside(write, source):
+                raise OutputError(
+                    f"{write}: lies inside the {label} folder {source}; writing it would add "
+                    "a frame to that input. Choose another output folder"
+                )
 
 
 def run_metadata(config: RunConfig, prepared: Any, *, device: str | None = None) -> dict[str, Any]:
@@ -88,6 +163,21 @@ def run_metadata(config: RunConfig, prepared: Any, *, device: str | None = None)
         },
         "device": device if device is not None else config.device,
     }
+
+
+def _stage(path: Path, text: str) -> Path:
+    """``text`` (UTF-8) in a new temp file next to ``path``, for the caller to rename."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(name, 0o666 & ~umask)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
 
 
 def write_sidecars(
@@ -128,6 +218,12 @@ class ExportWriter:
         Run metadata (:func:`run_metadata`), merged in.
     sidecars : bool
         Write the CSV and config JSON when closing (False for torchrun parts).
+    partial : bool
+        An aborted export goes to :func:`partial_path` (False for torchrun parts, which are
+        assembled under their final name).
+
+    The TIFF is written to a hidden temp file next to ``path`` and renamed when finished, so
+    ``path`` only ever holds a complete export (see :meth:`close`, :meth:`abort`).
     """
 
     def __init__(
@@ -145,10 +241,13 @@ class ExportWriter:
         frame_interval_s: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         sidecars: bool = True,
+        partial: bool = True,
     ) -> None:
         from napari_xfusion.core.io import StackWriter
 
         self.path = Path(path)
+        self.partial = partial
+        self.written_to: Path | None = None
         self.config = config
         self.method = method
         self.detector = config.units == "detector" and normalisation is not None
@@ -207,13 +306,34 @@ class ExportWriter:
             table = ResultTable()
             table.extend(self._rows)
         done = self.indices
+        target = self.path if complete or not self.partial else partial_path(self.path)
         self._writer.update_metadata({"frames": table.attention_columns(self.method, done)})
-        n = self._writer.close() if complete else self._writer.abort()
-        if self.sidecars and n:
-            rows = [r for r in table.rows(self.method) if r.index in set(done)]
-            sub = ResultTable(table.key_indices)
-            sub.extend(rows)
-            write_sidecars(self.path, self.config, sub.to_csv_text())
+        staged: list[tuple[Path, Path]] = []
+        try:
+            if self.sidecars and self.count:
+                # The sidecars are written before the TIFF is renamed and renamed right after
+                # it, so the three files of one export always belong together.
+                rows = [r for r in table.rows(self.method) if r.index in set(done)]
+                sub = ResultTable(table.key_indices)
+                sub.extend(rows)
+                staged.append((csv_path(target), _stage(csv_path(target), sub.to_csv_text())))
+                if self.config is not None:
+                    staged.append(
+                        (config_path(target), _stage(config_path(target), self.config.to_json()))
+                    )
+            self._writer.path = target
+            n = self._writer.close() if complete else self._writer.abort()
+            for final, tmp in staged:
+                os.replace(tmp, final)
+        except BaseException:
+            for _, tmp in staged:
+                tmp.unlink(missing_ok=True)
+            raise
+        self.written_to = target if n else None
+        if complete and n and self.partial:
+            # A complete export supersedes what an interrupted earlier run left.
+            for stale in export_files(partial_path(self.path), partial=False):
+                stale.unlink(missing_ok=True)
         return n
 
     def close(self, table: Any = None) -> int:
@@ -224,7 +344,9 @@ class ExportWriter:
         return self._finish(table, complete=True)
 
     def abort(self, table: Any = None) -> int:
-        """Keep the frames done as a valid export marked ``complete: false``."""
+        """Keep the frames done as a valid export marked ``complete: false``, under
+        :func:`partial_path` (``partial=False``: under ``path``); a complete export already at
+        ``path`` stays as it was. :attr:`written_to` says where it went."""
         return self._finish(table, complete=False)
 
 
