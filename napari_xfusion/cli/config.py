@@ -88,7 +88,7 @@ def _apply_options(choices: dict[str, MethodChoice], options: Sequence[str]) -> 
     from napari_xfusion.app.config import MethodChoice
     from napari_xfusion.cli.methods import option_line
     from napari_xfusion.core.io import sha256_file
-    from napari_xfusion.methods.registry import get_spec, parse_option
+    from napari_xfusion.methods.registry import available_methods, get_spec, parse_option
 
     for text in options:
         name, rest = _option_target(text, list(choices))
@@ -99,10 +99,13 @@ def _apply_options(choices: dict[str, MethodChoice], options: Sequence[str]) -> 
             )
         spec = get_spec(name)
         key = rest.partition("=")[0]
-        if spec.options and key not in {o.name for o in spec.options}:
+        # A declared method checks its options; an older METHODS entry (bare spec) takes any.
+        declared = available_methods().get(name) is spec
+        if (spec.options or declared) and key not in {o.name for o in spec.options}:
             listed = "\n".join(f"  {option_line(o)}" for o in spec.options)
             raise CommandError(
-                f"--option {text}: {name} has no option {key!r}; its options:\n{listed}"
+                f"--option {text}: {name} has no option {key!r}; "
+                + (f"its options:\n{listed}" if listed else "it takes no options")
             )
         try:
             key, value = parse_option(spec, rest)
