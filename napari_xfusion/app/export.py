@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ __all__ = [
     "read_export",
     "run_metadata",
     "write_sidecars",
+    "writing",
 ]
 
 EXPORT_SCHEMA = 1
@@ -88,6 +90,22 @@ def export_files(path: str | os.PathLike[str], *, partial: bool = True) -> list[
 class OutputError(ValueError):
     """A write refused before anything is written (it would replace an input, or the output
     path cannot be a file); the message names the output and the input."""
+
+
+@contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Operating-system errors inside the block name ``path`` (not a hidden temp file) and say
+    what failed: ``OSError(ENOSPC, "cannot write: No space left on device", path)``; the type
+    (PermissionError, ...) and errno are kept."""
+    try:
+        yield
+    except OSError as exc:
+        if getattr(exc, "_xfusion_named", False):
+            raise
+        why = exc.strerror or str(exc) or type(exc).__name__
+        err = type(exc)(exc.errno, f"cannot write: {why}", str(path))
+        err._xfusion_named = True  # type: ignore[attr-defined]
+        raise err from exc
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -186,9 +204,11 @@ def write_sidecars(
     """Write ``<stem>.csv`` (``csv_text``) and ``<stem>.config.json`` atomically."""
     from napari_xfusion.core.io import write_text_atomic
 
-    written = [write_text_atomic(csv_path(path), csv_text)]
+    with writing(csv_path(path)):
+        written = [write_text_atomic(csv_path(path), csv_text)]
     if config is not None:
-        written.append(config.save(config_path(path)))
+        with writing(config_path(path)):
+            written.append(config.save(config_path(path)))
     return written
 
 
@@ -278,7 +298,8 @@ class ExportWriter:
         if normalisation is not None:
             meta.setdefault("normalisation", {})
             meta["normalisation"] = {**(meta["normalisation"] or {}), "hr": normalisation.to_dict()}
-        self._writer = StackWriter(self.path, (int(n_frames), *frame_shape), dtype, meta)
+        with writing(self.path):
+            self._writer = StackWriter(self.path, (int(n_frames), *frame_shape), dtype, meta)
         self._rows: list[Any] = []
 
     @property
@@ -295,7 +316,8 @@ class ExportWriter:
         :class:`~napari_xfusion.app.results.FrameRow`) goes to the CSV and metadata."""
         if self.detector:
             frame = self.normalisation.invert(np.asarray(frame), to_dtype=True)
-        self._writer.write(frame, index=int(index))
+        with writing(self.path):
+            self._writer.write(frame, index=int(index))
         if row is not None:
             self._rows.append(row)
 
@@ -310,24 +332,26 @@ class ExportWriter:
         self._writer.update_metadata({"frames": table.attention_columns(self.method, done)})
         staged: list[tuple[Path, Path]] = []
         try:
-            if self.sidecars and self.count:
-                # The sidecars are written before the TIFF is renamed and renamed right after
-                # it, so the three files of one export always belong together.
-                rows = [r for r in table.rows(self.method) if r.index in set(done)]
-                sub = ResultTable(table.key_indices)
-                sub.extend(rows)
-                staged.append((csv_path(target), _stage(csv_path(target), sub.to_csv_text())))
-                if self.config is not None:
-                    staged.append(
-                        (config_path(target), _stage(config_path(target), self.config.to_json()))
-                    )
-            self._writer.path = target
-            n = self._writer.close() if complete else self._writer.abort()
-            for final, tmp in staged:
-                os.replace(tmp, final)
+            with writing(target):
+                if self.sidecars and self.count:
+                    # The sidecars are written before the TIFF is renamed and renamed right
+                    # after it, so the three files of one export always belong together.
+                    rows = [r for r in table.rows(self.method) if r.index in set(done)]
+                    sub = ResultTable(table.key_indices)
+                    sub.extend(rows)
+                    csv_text = sub.to_csv_text()
+                    staged.append((csv_path(target), _stage(csv_path(target), csv_text)))
+                    if self.config is not None:
+                        json_text = self.config.to_json()
+                        staged.append((config_path(target), _stage(config_path(target), json_text)))
+                self._writer.path = target
+                n = self._writer.close() if complete else self._writer.abort()
+                for final, tmp in staged:
+                    os.replace(tmp, final)
         except BaseException:
             for _, tmp in staged:
                 tmp.unlink(missing_ok=True)
+            self._writer.discard()  # no temp file left behind (a no-op once renamed)
             raise
         self.written_to = target if n else None
         if complete and n and self.partial:
@@ -335,6 +359,11 @@ class ExportWriter:
             for stale in export_files(partial_path(self.path), partial=False):
                 stale.unlink(missing_ok=True)
         return n
+
+    def discard(self) -> None:
+        """Drop the frames written: nothing at ``path`` (or its partial name) is created or
+        changed and the temp file is removed."""
+        self._writer.discard()
 
     def close(self, table: Any = None) -> int:
         """Finish the TIFF (complete) and write the sidecars; returns the frames written.
@@ -406,8 +435,13 @@ class ExportInfo:
         return np.asarray(page, dtype=np.float32)
 
 
-def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
+def read_export(
+    path: str | os.PathLike[str], *, role: str | None = None
+) -> tuple[np.ndarray, ExportInfo]:
     """Read a fused export of either face (any version) as ``(stack, info)``.
+
+    ``role`` (the option or input it came from, e.g. ``"fused stack"``) prefixes read errors.
+    Frame and key indices in the metadata are checked (:mod:`napari_xfusion.core.meta`).
 
     Raises
     ------
@@ -415,14 +449,27 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
         Integer pages without the normalisation that maps them to [0, 1], or frame indices
         that do not match the pages; the message names the file.
     """
-    from napari_xfusion.app.inputs import InputError
     from napari_xfusion.core.io import read_metadata, read_stack
-    from napari_xfusion.core.normalise import Normalisation
+    from napari_xfusion.core.meta import MetadataError
 
     path = Path(path)
-    stack = read_stack(path)
-    meta = read_metadata(path)
+    stack = read_stack(path, role=role)
+    meta = read_metadata(path, role=role)
+    try:
+        info = _interpret(path, stack, meta)
+    except MetadataError as exc:
+        raise exc.with_role(role) from None
+    return stack, info
+
+
+def _interpret(path: Path, stack: np.ndarray, meta: dict[str, Any]) -> ExportInfo:
+    """The :class:`ExportInfo` of an export from its metadata (checked)."""
+    from napari_xfusion.app.inputs import InputError
+    from napari_xfusion.core.meta import MetadataError, parse_frame_indices, parse_key_indices
+    from napari_xfusion.core.normalise import Normalisation
+
     n = int(stack.shape[0])
+    source_name = f"{path} metadata"
     layer_entry = meta.get("xfusion") if isinstance(meta.get("xfusion"), dict) else None
     norm_dict = (
         (meta.get("normalisation") or {}).get("hr")
@@ -445,7 +492,7 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
         pages = np.arange(n, dtype=np.int64)
         done = layer_entry.get("frames_done")
         computed = (
-            np.isin(pages, np.asarray(done, dtype=np.int64))
+            np.isin(pages, parse_frame_indices(done, n, f"{source_name} frames_done"))
             if done is not None
             else np.ones(n, bool)
         )
@@ -453,13 +500,21 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
         keys = params.get("key_indices")
     else:
         indices = meta.get("frame_indices")
-        pages = np.asarray(indices if indices is not None else range(n), dtype=np.int64)
+        pages = (
+            parse_frame_indices(indices, None, f"{source_name} frame_indices")
+            if indices is not None
+            else np.arange(n, dtype=np.int64)
+        )
         if pages.size != n:
             raise InputError(f"{path}: metadata lists {pages.size} frame indices for {n} frames")
         computed = np.ones(n, dtype=bool)
         method = meta.get("method")
         keys = meta.get("key_indices")
-    normalisation = Normalisation.from_dict(norm_dict) if norm_dict else None
+    try:
+        normalisation = Normalisation.from_dict(norm_dict) if norm_dict else None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise MetadataError(f"{source_name} normalisation: {exc}") from None
+    key_array = parse_key_indices(keys, None, f"{source_name} key_indices", required=False)
     if units not in ("float", "detector"):
         units = "float"
     if not np.issubdtype(stack.dtype, np.floating) and (
@@ -488,10 +543,10 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
         complete=bool(meta.get("complete", True)),
         units=units,
         normalisation=normalisation,
-        key_indices=None if keys is None else np.asarray(keys, dtype=np.int64),
+        key_indices=key_array,
         config=config,
         metadata=meta,
         pixel_size_um=meta.get("pixel_size_um"),
         frame_interval_s=meta.get("frame_interval_s"),
     )
-    return stack, info
+    return info

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
 
 from napari_xfusion import __version__
 
@@ -21,6 +22,26 @@ class CommandError(Exception):
 def say(message: str) -> None:
     """One line on stderr (progress, notes, what was kept)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def check_folder(folder: Path, option: str) -> None:
+    """Refuse an output folder that cannot be made because a file is in the way."""
+    for parent in [folder, *folder.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CommandError(f"{option}: {parent} is a file, not a folder")
+            return
+
+
+def make_folder(folder: Path, option: str) -> None:
+    """Create an output folder (and its parents); a file in the way or an OS error is one
+    message naming the folder and ``option``."""
+    check_folder(folder, option)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = f"{option}: cannot create the output folder: {exc.strerror or exc}"
+        raise type(exc)(exc.errno, why, str(folder)) from None
 
 
 def parse_frames(text: str | None) -> slice | None:

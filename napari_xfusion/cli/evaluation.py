@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_xfusion.cli._common import CommandError, epilog, formatter
+from napari_xfusion.cli._common import CommandError, check_folder, epilog, formatter, make_folder
 
 if TYPE_CHECKING:
     from napari_xfusion.app.results import ResultTable
@@ -39,14 +39,17 @@ def _evaluate(
     truth_path: str | os.PathLike[str],
     csv_path: str | os.PathLike[str] | None = None,
 ) -> tuple[ResultTable, str, Path, dict[str, list[float]]]:
-    from napari_xfusion.app.export import read_export
+    from napari_xfusion.app.export import check_writes, read_export, writing
     from napari_xfusion.app.inputs import truth_normalisation
     from napari_xfusion.app.results import ResultTable
     from napari_xfusion.core.io import read_stack, write_text_atomic
 
     fused_path, truth_path = Path(fused_path), Path(truth_path)
-    fused, info = read_export(fused_path)
-    truth = read_stack(truth_path, check_finite=False)
+    out = Path(csv_path) if csv_path else fused_path.with_name(f"{fused_path.stem}_metrics.csv")
+    check_writes([out], {"fused stack": fused_path, "--truth input": truth_path})
+    check_folder(out.parent, f"--csv {out}")
+    fused, info = read_export(fused_path, role="fused stack")
+    truth = read_stack(truth_path, check_finite=False, role="--truth")
     pages = info.computed_pages
     indices = info.pages[pages]
     if not pages.size:
@@ -72,8 +75,9 @@ def _evaluate(
     method = info.method or fused_path.stem
     for page, t in zip(pages, indices, strict=False):
         table.add_frame(method, int(t), info.to_unit(fused[page]))
-    out = Path(csv_path) if csv_path else fused_path.with_name(f"{fused_path.stem}_metrics.csv")
-    write_text_atomic(out, table.to_csv_text(method))
+    make_folder(out.parent, "--csv")
+    with writing(out):
+        write_text_atomic(out, table.to_csv_text(method))
     return table, method, out, table.metric_columns(method)
 
 

@@ -15,7 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari_xfusion.cli._common import CommandError, add_normalise_option, epilog, formatter, say
+from napari_xfusion.cli._common import (
+    CommandError,
+    add_normalise_option,
+    epilog,
+    formatter,
+    make_folder,
+    say,
+)
 from napari_xfusion.cli.config import OVERRIDES, config_example, config_from_args, fuse_config
 
 if TYPE_CHECKING:
@@ -75,15 +82,19 @@ def run_fuse(args: argparse.Namespace) -> int:
         raise CommandError("-o/--out is required (or --save-config PATH / --dry-run)")
     config = config_from_args(args)
     if args.save_config is not None:
-        from napari_xfusion.app.export import check_writes
+        from napari_xfusion.app.export import check_writes, writing
+        from napari_xfusion.cli.running import input_labels
 
-        check_writes([args.save_config], config)
-        config.save(args.save_config)
+        check_writes([args.save_config], input_labels(config))
+        make_folder(args.save_config.parent, "--save-config")
+        with writing(args.save_config):
+            config.save(args.save_config)
         print(f"configuration: {args.save_config}")
     if args.dry_run:
         from napari_xfusion.app.inputs import prepare_inputs
+        from napari_xfusion.cli.running import ROLES
 
-        prepared = prepare_inputs(config)
+        prepared = prepare_inputs(config, roles=ROLES)
         for note in prepared.notes:
             say(f"xfusion fuse: {note}")
         print(config.to_json(), end="")

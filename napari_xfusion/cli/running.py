@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_xfusion.cli._common import CommandError, say
+from napari_xfusion.cli._common import CommandError, check_folder, make_folder, say
 from napari_xfusion.cli.signals import DeferredInterrupt, exit_status, signal_name
 
 if TYPE_CHECKING:
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from napari_xfusion.app.results import ResultTable
 
 __all__ = ["DEFAULT_NAME", "FuseReport", "fuse_run", "output_paths", "resolve_out"]
+
+ROLES = {"lr": "--lr", "hr": "--hr", "truth": "--truth"}
+"""How read errors name the inputs (``--lr lr.tif: truncated TIFF ...``)."""
 
 DEFAULT_NAME = "fused.tif"
 """The export's name when ``-o`` names an existing folder."""
@@ -63,11 +66,7 @@ def resolve_out(out: str | os.PathLike[str]) -> Path:
             f"-o {out}: an export is a TIFF (its .csv and .config.json go next to it); "
             "use a .tif name"
         )
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise CommandError(f"-o {out}: {parent} is a file, not a folder")
-            break
+    check_folder(out.parent, f"-o {out}")
     return out
 
 
@@ -82,16 +81,9 @@ def _comparison(out: Path, partial: bool) -> Path:
     return out.with_name(f"{out.stem}_comparison{'.partial' if partial else ''}.csv")
 
 
-def _inputs(config: RunConfig) -> dict[str, str | None]:
+def input_labels(config: RunConfig) -> dict[str, str | None]:
+    """The run's input files by the option that names them (for :func:`check_writes`)."""
     return {"--lr input": config.lr, "--hr input": config.hr, "--truth input": config.truth}
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        why = f"cannot create the output folder: {exc.strerror}"
-        raise OSError(exc.errno, why, str(folder)) from None
 
 
 def fuse_run(
@@ -118,6 +110,7 @@ def fuse_run(
         run_metadata,
         write_sidecars,
     )
+    from napari_xfusion.app.export import writing as writing_to
     from napari_xfusion.app.inputs import prepare_inputs
     from napari_xfusion.app.job import FrameEvent, run_job
     from napari_xfusion.cli.distributed import assemble, distributed
@@ -129,12 +122,12 @@ def fuse_run(
     outputs = output_paths(out, methods)
     writes = [f for path in outputs.values() for f in export_files(path)]
     writes += [_comparison(out, False), _comparison(out, True)]
-    check_writes(writes, _inputs(config))
-    prepared = prepare_inputs(config)
+    check_writes(writes, input_labels(config))
+    prepared = prepare_inputs(config, roles=ROLES)
     for note in prepared.notes:
         if "detector units" in note:
             say(f"xfusion fuse: {note}")
-    _make_folder(out.parent)
+    make_folder(out.parent, "-o")
     targets = prepared.targets
     rank, world = distributed()
     device = rank_device(config.device, world)
@@ -152,21 +145,26 @@ def fuse_run(
     started = next(job)  # builds the methods (a bad option or device fails before any file)
     table = started.table
     base = run_metadata(config, prepared, device=device)
-    writers = {
-        m: ExportWriter(
-            writing[m],
-            config,
-            m,
-            prepared.frame_shape,
-            max(len(my_targets), 1),
-            description=started.descriptions.get(m),
-            normalisation=prepared.hr_normalisation,
-            metadata=base,
-            sidecars=world == 1,
-            partial=world == 1,
-        )
-        for m in methods
-    }
+    writers: dict[str, ExportWriter] = {}
+    try:
+        for m in methods:
+            writers[m] = ExportWriter(
+                writing[m],
+                config,
+                m,
+                prepared.frame_shape,
+                max(len(my_targets), 1),
+                description=started.descriptions.get(m),
+                normalisation=prepared.hr_normalisation,
+                metadata=base,
+                sidecars=world == 1,
+                partial=world == 1,
+            )
+    except BaseException:
+        job.close()
+        for w in writers.values():
+            w.discard()
+        raise
     bar = tqdm(
         total=len(targets) * len(methods),
         disable=not progress or rank != 0,
@@ -194,8 +192,13 @@ def fuse_run(
     except BaseException:
         job.close()
         bar.close()
+        done = {}
         with DeferredInterrupt():  # finishing the partial files is not interrupted
-            done = {m: w.abort(table) for m, w in writers.items()}
+            for m, w in writers.items():
+                try:
+                    done[m] = w.abort(table)
+                except Exception:  # e.g. disk full again: abort left no temp file; go on
+                    done[m] = 0
         for m, n in done.items():
             if n:
                 say(
@@ -207,8 +210,15 @@ def fuse_run(
         bar.close()
     job.close()
     interrupted = stopped is not None
-    with DeferredInterrupt():
-        done = {m: (w.abort(table) if interrupted else w.close(table)) for m, w in writers.items()}
+    with DeferredInterrupt():  # finishing is not interrupted half way
+        try:
+            done = {}
+            for m, w in writers.items():
+                done[m] = w.abort(table) if interrupted else w.close(table)
+        except BaseException:  # e.g. the disk filled up: no temp file stays behind
+            for w in writers.values():
+                w.discard()
+            raise
         if world > 1:
             done = assemble(methods, writing, outputs, table, interrupted, rank, world)
     report = FuseReport(
@@ -236,7 +246,8 @@ def fuse_run(
         report.metrics[m] = table.metric_columns(m)
     if len(methods) > 1 and any(done.values()):
         report.comparison = _comparison(out, interrupted)
-        write_text_atomic(report.comparison, table.summary_csv_text())
+        with writing_to(report.comparison):
+            write_text_atomic(report.comparison, table.summary_csv_text())
     if interrupted:
         for m in methods:
             previous = " (the complete one there is untouched)" if outputs[m].exists() else ""

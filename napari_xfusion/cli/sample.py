@@ -21,8 +21,10 @@ from napari_xfusion.cli._common import (
     add_normalise_option,
     epilog,
     formatter,
+    make_folder,
     parse_size,
 )
+from napari_xfusion.cli.signals import DeferredInterrupt
 
 if TYPE_CHECKING:
     from napari_xfusion.core.normalise import Normalisation
@@ -83,17 +85,27 @@ def _write_pair(
     seed: int,
     crop: bool,
     provenance: dict[str, Any],
+    source: Path | None = None,
 ) -> dict[str, Path]:
     """Write ``truth.tif`` (normalised HR), ``lr.tif`` and ``hr_keys.tif`` from a full-rate HR
-    stack, normalising and binning block by block (O(block) memory besides the LR stream)."""
+    stack, normalising and binning block by block (O(block) memory besides the LR stream).
+    ``source`` (the HR input's path) may not be among the files written, nor contain them."""
+    from napari_xfusion.app.export import check_writes, writing
     from napari_xfusion.core.degrade import bin_frames
-    from napari_xfusion.core.io import StackWriter, write_stack
+    from napari_xfusion.core.io import StackWriter
     from napari_xfusion.core.windows import key_indices
 
     n_frames = truth.shape[0]
     keys = key_indices(n_frames, key_step, first_last=first_last)
     _check_pair_options(truth.shape[1:], separation, lr_psnr, crop)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "truth": out_dir / "truth.tif",
+        "lr": out_dir / "lr.tif",
+        "keys": out_dir / "hr_keys.tif",
+    }
+    if source is not None:
+        check_writes(paths.values(), {"HR input": source})
+    make_folder(out_dir, "-o")
     key_rule = {"first_last": True} if first_last else {"key_step": key_step}
     common = {"software": SOFTWARE, **provenance, "key_rule": key_rule, "separation": separation}
     if hr_normalisation is not None:
@@ -108,26 +120,37 @@ def _write_pair(
     first = bin_frames(hr_block(0)[:1], crop=crop)
     lr = np.empty((n_frames, *first.shape[1:]), dtype=np.float32)
     hr_shape = (first.shape[1] * 4, first.shape[2] * 4)
-    paths = {
-        "truth": out_dir / "truth.tif",
-        "lr": out_dir / "lr.tif",
-        "keys": out_dir / "hr_keys.tif",
-    }
     key_set = {int(k) for k in keys}
-    with (
-        StackWriter(paths["truth"], (n_frames, *hr_shape), np.float32, common) as truth_out,
-        StackWriter(paths["keys"], (len(keys), *hr_shape), np.float32, {**common}) as keys_out,
-    ):
-        for start in range(0, n_frames, BLOCK_FRAMES):
-            block = hr_block(start)[:, : hr_shape[0], : hr_shape[1]]
-            lr[start : start + block.shape[0]] = bin_frames(block)
-            for i, frame in enumerate(block, start=start):
-                truth_out.write(frame, index=i)
-                if i in key_set:
-                    keys_out.write(frame, index=i)
-        keys_out.update_metadata({"key_indices": keys})
-    noisy, noise = _add_lr_noise(lr, lr_psnr, seed)
-    write_stack(paths["lr"], noisy, {**common, "noise": noise, "key_indices": keys})
+    # The three files are streamed to temp files and renamed together at the end: Ctrl-C,
+    # SIGTERM, a full disk or any error leaves the folder as it was (no half set of files).
+    writers: list[StackWriter] = []
+    try:
+        with writing(out_dir):
+            truth_out = StackWriter(paths["truth"], (n_frames, *hr_shape), np.float32, common)
+            writers.append(truth_out)
+            keys_out = StackWriter(paths["keys"], (len(keys), *hr_shape), np.float32, common)
+            writers.append(keys_out)
+            for start in range(0, n_frames, BLOCK_FRAMES):
+                block = hr_block(start)[:, : hr_shape[0], : hr_shape[1]]
+                lr[start : start + block.shape[0]] = bin_frames(block)
+                for i, frame in enumerate(block, start=start):
+                    truth_out.write(frame, index=i)
+                    if i in key_set:
+                        keys_out.write(frame, index=i)
+            keys_out.update_metadata({"key_indices": keys})
+            noisy, noise = _add_lr_noise(lr, lr_psnr, seed)
+            meta = {**common, "noise": noise, "key_indices": keys}
+            lr_out = StackWriter(paths["lr"], noisy.shape, np.float32, meta)
+            writers.append(lr_out)
+            for i, frame in enumerate(noisy):
+                lr_out.write(frame, index=i)
+            with DeferredInterrupt():
+                for writer in writers:
+                    writer.close()
+    except BaseException:
+        for writer in writers:
+            writer.discard()
+        raise
     return paths
 
 
@@ -189,10 +212,14 @@ def simulate_from_hr(
     The HR stack is normalised (percentile clip, unless it is already float in [0, 1]); the
     clip values are kept in the metadata so results can go back to detector units.
     """
+    from napari_xfusion.app.export import check_writes
     from napari_xfusion.app.inputs import fit_stream
     from napari_xfusion.core.io import read_stack
 
-    hr = read_stack(hr_path)
+    out_dir, hr_path = Path(out_dir), Path(hr_path)
+    written = [out_dir / name for name in ("truth.tif", "lr.tif", "hr_keys.tif")]
+    check_writes(written, {"HR input": hr_path})  # before the (long) read
+    hr = read_stack(hr_path, role="HR input")
     # The whole stack is binned into the LR stream: its clip values come from all of it
     # (sampled evenly), by the same rule as fuse's inputs.
     norm = fit_stream(hr, range(hr.shape[0]), normalise_mode, str(hr_path))
@@ -206,7 +233,8 @@ def simulate_from_hr(
         lr_psnr,
         seed,
         crop,
-        {"source": str(Path(hr_path).resolve())},
+        {"source": str(hr_path.resolve())},
+        source=hr_path,
     )
 
 
