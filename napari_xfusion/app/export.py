@@ -118,7 +118,7 @@ def _same(a: Path, b: Path) -> bool:
 def _inside(a: Path, folder: Path) -> bool:
     try:
         return folder.is_dir() and a.resolve().is_relative_to(folder.resolve())
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
         return False
 
 
@@ -450,26 +450,22 @@ def read_export(
         that do not match the pages; the message names the file.
     """
     from napari_xfusion.core.io import read_metadata, read_stack
-    from napari_xfusion.core.meta import MetadataError
 
     path = Path(path)
     stack = read_stack(path, role=role)
     meta = read_metadata(path, role=role)
-    try:
-        info = _interpret(path, stack, meta)
-    except MetadataError as exc:
-        raise exc.with_role(role) from None
-    return stack, info
+    return stack, _interpret(path, stack, meta, f"{role} {path}" if role else str(path))
 
 
-def _interpret(path: Path, stack: np.ndarray, meta: dict[str, Any]) -> ExportInfo:
-    """The :class:`ExportInfo` of an export from its metadata (checked)."""
+def _interpret(path: Path, stack: np.ndarray, meta: dict[str, Any], name: str) -> ExportInfo:
+    """The :class:`ExportInfo` of an export from its metadata (checked; ``name`` names the
+    file in messages)."""
     from napari_xfusion.app.inputs import InputError
     from napari_xfusion.core.meta import MetadataError, parse_frame_indices, parse_key_indices
     from napari_xfusion.core.normalise import Normalisation
 
     n = int(stack.shape[0])
-    source_name = f"{path} metadata"
+    source_name = f"{name} metadata"
     layer_entry = meta.get("xfusion") if isinstance(meta.get("xfusion"), dict) else None
     norm_dict = (
         (meta.get("normalisation") or {}).get("hr")
@@ -506,7 +502,7 @@ def _interpret(path: Path, stack: np.ndarray, meta: dict[str, Any]) -> ExportInf
             else np.arange(n, dtype=np.int64)
         )
         if pages.size != n:
-            raise InputError(f"{path}: metadata lists {pages.size} frame indices for {n} frames")
+            raise InputError(f"{name}: metadata lists {pages.size} frame indices for {n} frames")
         computed = np.ones(n, dtype=bool)
         method = meta.get("method")
         keys = meta.get("key_indices")
@@ -524,7 +520,7 @@ def _interpret(path: Path, stack: np.ndarray, meta: dict[str, Any]) -> ExportInf
             units = "detector"  # integer pages with the HR clip values: detector units
         else:
             raise InputError(
-                f"{path}: {stack.dtype} pages without normalisation metadata; expected float "
+                f"{name}: {stack.dtype} pages without normalisation metadata; expected float "
                 "[0, 1] pages or a detector-units export with its HR normalisation"
             )
     config = None

@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -255,7 +254,7 @@ def _read(
         return _stack(array, layer), dict(metadata or {}), layer
     if path is None:
         return None, {}, None
-    name = str(path)
+    name = f"{role} {path}" if role else str(path)  # messages say which option it came from
     # The engine checks each frame it reads for NaN / infinity.
     stack = read_stack(path, check_finite=False, role=role)
     meta = dict(metadata) if metadata is not None else read_metadata(path, role=role)
@@ -483,7 +482,7 @@ def prepare_inputs(
     try:
         keys.validate(n_lr, (h, w))
     except EngineInputError as exc:
-        raise InputError(f"{hr_name}: {exc}") from None
+        raise InputError(f"{hr_name}: {exc} (LR: {lr_name})") from None
     targets = _targets(config, n_lr, lr_name)
     separation = _separation(config, lr_meta, n_lr, lr_name or labels["lr"])
     truth_arr, _, truth_name = _read(config.truth, truth, None, labels["truth"], roles.get("truth"))
@@ -514,10 +513,16 @@ def prepare_inputs(
         simulated=simulated,
         notes=notes,
         noise=noise,
-        sources={"lr": lr_name, "hr": hr_name, "truth": truth_name},
+        sources={
+            # provenance: the file paths (not the messages' "--lr path" names)
+            "lr": config.lr if lr is None and not config.simulate else lr_name,
+            "hr": config.hr if hr is None else hr_name,
+            "truth": config.truth if truth is None and config.truth else truth_name,
+        },
     )
 
 
 def source_path(path: str | os.PathLike[str] | None) -> str | None:
-    """An absolute path string for provenance (None stays None)."""
-    return None if path is None else str(Path(path).resolve())
+    """An absolute path string for provenance (None stays None). Symbolic links are kept as
+    given (not resolved), so messages name the path the user gave."""
+    return None if path is None else os.path.abspath(path)

@@ -53,18 +53,20 @@ def _evaluate(
     pages = info.computed_pages
     indices = info.pages[pages]
     if not pages.size:
-        raise CommandError(f"{fused_path}: holds no computed frame")
+        raise CommandError(f"fused stack {fused_path}: holds no computed frame")
     if fused.shape[1:] != truth.shape[1:]:
         raise CommandError(
-            f"{fused_path} frames are {fused.shape[1]}x{fused.shape[2]} but {truth_path} frames "
-            f"are {truth.shape[1]}x{truth.shape[2]}"
+            f"fused stack {fused_path} frames are {fused.shape[1]}x{fused.shape[2]} but "
+            f"--truth {truth_path} frames are {truth.shape[1]}x{truth.shape[2]}"
         )
     if int(indices.max()) >= truth.shape[0]:
         raise CommandError(
-            f"{fused_path} holds frame {int(indices.max())} but {truth_path} has only "
-            f"{truth.shape[0]} frames"
+            f"fused stack {fused_path} holds frame {int(indices.max())} but --truth "
+            f"{truth_path} has only {truth.shape[0]} frames"
         )
-    truth_norm = truth_normalisation(truth, indices, "auto", info.normalisation, str(truth_path))
+    truth_norm = truth_normalisation(
+        truth, indices, "auto", info.normalisation, f"--truth {truth_path}"
+    )
 
     def truth_frame(t: int) -> np.ndarray:
         ref = np.asarray(truth[t])

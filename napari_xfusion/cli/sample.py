@@ -51,10 +51,14 @@ def _add_lr_noise(
 
 
 def _check_pair_options(
-    hr_shape: tuple[int, ...], separation: int, lr_psnr: float | None, crop: bool | None
+    hr_shape: tuple[int, ...],
+    separation: int,
+    lr_psnr: float | None,
+    crop: bool | None,
+    what: str = "HR",
 ) -> None:
     """Refuse bad options before anything is computed or written (``crop=None``: the command
-    has no ``--crop``)."""
+    has no ``--crop``; ``what`` names the HR stack in messages)."""
     from napari_xfusion.core.degrade import MAX_TARGET_PSNR_DB, MIN_TARGET_PSNR_DB
 
     if lr_psnr is not None and not MIN_TARGET_PSNR_DB <= lr_psnr <= MAX_TARGET_PSNR_DB:
@@ -68,10 +72,10 @@ def _check_pair_options(
     if not crop and (h % 4 or w % 4):
         hint = "" if crop is None else " (use --crop to drop the rows/columns left over)"
         raise CommandError(
-            f"HR frames are {h}x{w}: both sides must be multiples of 4 for 4x4 binning{hint}"
+            f"{what} frames are {h}x{w}: both sides must be multiples of 4 for 4x4 binning{hint}"
         )
     if min(h, w) < 4:
-        raise CommandError(f"HR frames are {h}x{w}: too small for 4x4 binning")
+        raise CommandError(f"{what} frames are {h}x{w}: too small for 4x4 binning")
 
 
 def _write_pair(
@@ -96,8 +100,12 @@ def _write_pair(
     from napari_xfusion.core.windows import key_indices
 
     n_frames = truth.shape[0]
-    keys = key_indices(n_frames, key_step, first_last=first_last)
-    _check_pair_options(truth.shape[1:], separation, lr_psnr, crop)
+    what = "HR" if source is None else f"HR input {source}"
+    try:
+        keys = key_indices(n_frames, key_step, first_last=first_last)
+    except ValueError as exc:
+        raise CommandError(f"{what}: {exc}" if source is not None else str(exc)) from None
+    _check_pair_options(truth.shape[1:], separation, lr_psnr, crop, what)
     paths = {
         "truth": out_dir / "truth.tif",
         "lr": out_dir / "lr.tif",
@@ -222,7 +230,7 @@ def simulate_from_hr(
     hr = read_stack(hr_path, role="HR input")
     # The whole stack is binned into the LR stream: its clip values come from all of it
     # (sampled evenly), by the same rule as fuse's inputs.
-    norm = fit_stream(hr, range(hr.shape[0]), normalise_mode, str(hr_path))
+    norm = fit_stream(hr, range(hr.shape[0]), normalise_mode, f"HR input {hr_path}")
     return _write_pair(
         Path(out_dir),
         hr,
@@ -233,7 +241,7 @@ def simulate_from_hr(
         lr_psnr,
         seed,
         crop,
-        {"source": str(hr_path.resolve())},
+        {"source": os.path.abspath(hr_path)},
         source=hr_path,
     )
 
