@@ -5,6 +5,11 @@ An export is ``<stem>.tif`` (the fused frames, streamed through
 ``<stem>.csv`` (the per-frame rows of :class:`~napari_xfusion.app.results.ResultTable`) and
 ``<stem>.config.json`` (the :class:`~napari_xfusion.app.config.RunConfig`).
 
+Nothing is lost: ``<stem>.tif`` only ever holds a complete export; a cancelled or failed one
+goes to ``<stem>.partial.tif`` (with its own ``.partial.csv`` and ``.partial.config.json``)
+and an earlier complete export stays as it was. :func:`check_writes` refuses any write onto
+an input, and :func:`writing` makes OS errors name the output.
+
 TIFF metadata (JSON in the first page's description), ``schema`` = :data:`EXPORT_SCHEMA`:
 
 - ``schema``, ``kind`` (``"xfusion-fused"``), ``software``;
