@@ -197,6 +197,27 @@ def test_sigterm_keeps_the_frames_done_like_ctrl_c(data, tmp_path):
     assert names == ["s.partial.config.json", "s.partial.csv", "s.partial.tif"]  # no .part
 
 
+def test_an_interrupted_simulate_writes_nothing(data, tmp_path, monkeypatch, capsys):
+    from napari_xfusion.cli import sample as sample_cmd
+
+    out = tmp_path / "sim"
+    args = ["simulate", str(data / "truth.tif"), "--key-step", "4", "-o", str(out)]
+    assert cli.main(args) == 0
+    complete = _snapshot(out)
+    real = sample_cmd._add_lr_noise
+
+    def noise(*a, **k):  # SIGTERM after truth.tif and hr_keys.tif are streamed
+        signal.raise_signal(signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(sample_cmd, "_add_lr_noise", noise)
+    capsys.readouterr()
+    assert cli.main([*args, "--lr-psnr", "30"]) == 143
+    assert "xfusion simulate: terminated (SIGTERM)" in capsys.readouterr().err
+    assert _snapshot(out) == complete  # the earlier set, whole; no temp file
+    _no_temp_files(out)
+
+
 # ----------------------------------------------------------------------------- item 4
 
 

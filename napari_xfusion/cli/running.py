@@ -145,6 +145,15 @@ def fuse_run(
     started = next(job)  # builds the methods (a bad option or device fails before any file)
     table = started.table
     base = run_metadata(config, prepared, device=device)
+    # Everything that can fail or be interrupted between creating the writers and the loop's
+    # try comes first (no temp file may be left behind).
+    bar = tqdm(
+        total=len(targets) * len(methods),
+        disable=not progress or rank != 0,
+        unit="frame",
+        desc="fusing",
+        dynamic_ncols=True,
+    )
     writers: dict[str, ExportWriter] = {}
     try:
         for m in methods:
@@ -162,16 +171,10 @@ def fuse_run(
             )
     except BaseException:
         job.close()
+        bar.close()
         for w in writers.values():
             w.discard()
         raise
-    bar = tqdm(
-        total=len(targets) * len(methods),
-        disable=not progress or rank != 0,
-        unit="frame",
-        desc="fusing",
-        dynamic_ncols=True,
-    )
     tic = time.perf_counter()
     stopped: BaseException | None = None
     try:
