@@ -26,6 +26,7 @@ METHODS: dict[str, str] = {
     "bayesian": "napari_xfusion.methods.bayesian:Bayesian",
     "edvr": "napari_xfusion.methods.network:EDVRMethod",
     "edvr-stf": "napari_xfusion.methods.network:EDVRSTFMethod",
+    "flow": "napari_xfusion.methods.flow:FlowMethod",
 }
 
 
