@@ -79,6 +79,7 @@ __all__ = [
     "resize_flow",
     "key_noise_sigma",
     "denoise_width",
+    "gaussian",
     "back_project",
 ]
 
@@ -94,6 +95,7 @@ PRESETS: dict[str, int] = {
 
 _FB_RELATIVE = 0.01  # Sundaram et al.'s relative forward-backward tolerance (of |F|^2)
 _EPS = 1e-6
+_DIS_MIN_SIZE = 12  # OpenCV's DIS needs a frame at least this wide or high
 # Gaussian widths in LR pixels, measured on skimage's camera translated (3, 1) px/frame, k = 20,
 # 384x384 (median PSNR between keys, noise-free / 40 / 20 dB LR PSNR):
 # - the LR frames are blurred by at least this before DIS: bicubic up-sampling of a binned
@@ -273,6 +275,12 @@ def _bin(hr: np.ndarray) -> np.ndarray:
     return cv2.resize(hr, (w // SCALE, h // SCALE), interpolation=cv2.INTER_AREA)
 
 
+def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of a 2-D float32 image by ``sigma`` pixels (0: unchanged), edges
+    reflected."""
+    return _gauss(np.asarray(image, dtype=np.float32), sigma)
+
+
 def _gauss(image: np.ndarray, sigma: float) -> np.ndarray:
     if sigma <= 0:
         return image
@@ -341,6 +349,7 @@ class _Pair:
     denoise: float  # Gaussian width (LR pixels) for the correction and the residual (0: none)
     flow_width: float  # Gaussian width (LR pixels) applied to the frames DIS sees
     flow_noise_var: float  # noise variance left in those frames
+    grid: int  # HR pixels per flow-grid pixel
 
 
 class FlowFuser:
@@ -428,7 +437,11 @@ class FlowFuser:
         width = denoise_width(sigma, self.noise_target)
         flow_width = max(width * _FLOW_DENOISE, _FLOW_SMOOTHING)
         left = min(sigma, sigma / (2.0 * math.sqrt(math.pi) * flow_width))
-        return _Pair(lo - margin, hi + margin, width, flow_width, left**2)
+        grid = self.grid
+        hr_size = max(hr_keys.shape[-2:])
+        while grid > 1 and hr_size // grid < _DIS_MIN_SIZE:  # tiny frames: a finer grid
+            grid //= 2
+        return _Pair(lo - margin, hi + margin, width, flow_width, left**2, grid)
 
     def _segment(
         self, keys: tuple[int, int], hr_keys: np.ndarray, lr_at_keys: np.ndarray
@@ -463,9 +476,9 @@ class FlowFuser:
             return hit
         lr = _gauss(np.asarray(read_lr(index), dtype=np.float32), pair.flow_width)
         up = _up(lr)
-        if self.grid > 1:
+        if pair.grid > 1:
             h, w = up.shape
-            up = cv2.resize(up, (w // self.grid, h // self.grid), interpolation=cv2.INTER_AREA)
+            up = cv2.resize(up, (w // pair.grid, h // pair.grid), interpolation=cv2.INTER_AREA)
         item = (flow_image(up, pair.lo, pair.hi), lr)
         self._images[cache_key] = item
         if len(self._images) > 8:
@@ -557,7 +570,7 @@ class FlowFuser:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per-pixel (forward-backward, photometric) cost of one candidate flow (flow grid)."""
         err, rel = fb_error(to_key, from_key)
-        g2 = float(self.grid**2)
+        g2 = float(pair.grid**2)
         tol2 = self.consistency**2 + rel * g2
         fb = (err**2) * g2 / tol2
         diff = v_t - warp(v_k, to_key)
@@ -622,7 +635,7 @@ class FlowFuser:
         out = []
         for j, key in enumerate(keys):
             img_k, v_k = self._frame(pair, key, read)
-            g = self.grid
+            g = pair.grid
             v_tg, v_kg = (cv2.resize(v, (w // g, h // g)) if g != SCALE else v for v in (v_t, v_k))
             direct = (self._grid_flow(img_t, img_k), self._grid_flow(img_k, img_t))
             candidates = [direct]
@@ -639,7 +652,7 @@ class FlowFuser:
             # consistent flow, in proportion to that flow's forward-backward confidence.
             fb_best = np.minimum.reduce([fb for fb, _ in parts])
             support = np.exp(-0.5 * fb_best)
-            step = np.hypot(*np.moveaxis(direct[0], -1, 0)) * self.grid / self.consistency
+            step = np.hypot(*np.moveaxis(direct[0], -1, 0)) * g / self.consistency
             zero_flow = np.zeros_like(direct[0])
             _, still_photo = self._cost(pair, zero_flow, zero_flow, v_tg, v_kg)
             excess = np.maximum(step - _STILL_FREE, 0.0)
