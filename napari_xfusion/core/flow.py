@@ -105,6 +105,7 @@ _FLOW_SMOOTHING = 0.7
 # - with noise, by this fraction of the denoising width: DIS needs the texture that full
 #   denoising removes (20 dB: 1.0 -> 22.5 dB, 0.25 -> 23.9 dB, 0 -> 22.7 dB);
 _FLOW_DENOISE = 0.25
+_FLOW_NOISE = 0.004  # ... of the width that smooths the noise down to this sd
 # - the correction term Ud_t - W(Ud_k) is smoothed by at least this (aliasing again: 0 -> 35.0
 #   / 35.4 dB, 1 -> 38.5 / 35.7 dB, 2 -> 38.6 / 35.8 dB; 20 dB unchanged).
 _DETAIL_SMOOTHING = 1.0
@@ -385,7 +386,7 @@ class FlowFuser:
         consistency: float = 1.0,
         photometric: float = 0.03,
         bp_iterations: int = 4,
-        noise_target: float = 0.004,
+        noise_target: float = 0.001,
         max_chain: int = 100,
     ) -> None:
         self._est = make_dis(preset)
@@ -435,7 +436,9 @@ class FlowFuser:
         margin = 0.05 * max(hi - lo, 1e-3)  # room for brightness changes between the keys
         sigma = key_noise_sigma(hr_keys, lr_at_keys)
         width = denoise_width(sigma, self.noise_target)
-        flow_width = max(width * _FLOW_DENOISE, _FLOW_SMOOTHING)
+        # DIS's frames: smoothed for a fixed noise level, whatever noise_target asks of the
+        # fused frame (the flow needs texture more than it fears noise).
+        flow_width = max(denoise_width(sigma, _FLOW_NOISE) * _FLOW_DENOISE, _FLOW_SMOOTHING)
         left = min(sigma, sigma / (2.0 * math.sqrt(math.pi) * flow_width))
         grid = self.grid
         hr_size = max(hr_keys.shape[-2:])

@@ -54,7 +54,7 @@ class FlowMethod(Reconstructor):
         consistency: float = 1.0,
         photometric: float = 0.03,
         bp_iterations: int = 4,
-        noise_target: float = 0.004,
+        noise_target: float = 0.001,
         max_chain: int = 100,
     ) -> None:
         if preset not in PRESETS:
