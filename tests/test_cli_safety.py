@@ -241,6 +241,8 @@ def test_output_paths_under_a_file_or_naming_a_folder(data, tmp_path, capsys):
     assert sorted(p.name for p in folder.iterdir()) == [
         "fused.config.json", "fused.csv", "fused.tif"
     ]  # fmt: skip
+    assert cli.main(_fuse(data, out=f"{tmp_path / 'new'}/")) == 0  # a new folder
+    assert read_stack(tmp_path / "new" / "fused.tif").shape == (N, 32, 64)
 
 
 def _no_temp_files(folder: Path) -> None:

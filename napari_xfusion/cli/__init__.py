@@ -94,8 +94,8 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, CommandError):
         return str(exc)  # ours: already worded, may list choices on further lines
     text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-    if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in text:
-        text = f"{exc.filename}: {exc.strerror or text}"
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}"  # not "[Errno 20] Not a directory: '...'"
     return text or type(exc).__name__
 
 

@@ -246,5 +246,10 @@ def add_parser(sub: Any) -> None:
         help="full-rate HR ground truth: per-frame PSNR/AAD/SSIM in the CSV",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("-o", "--out", type=Path, help="output TIFF")
+    p.add_argument(
+        "-o",
+        "--out",
+        metavar="OUT",
+        help="output TIFF (an existing folder or a path ending in /: OUT/fused.tif)",
+    )
     p.set_defaults(run=run_fuse)

@@ -55,10 +55,12 @@ class FuseReport:
 
 
 def resolve_out(out: str | os.PathLike[str]) -> Path:
-    """``-o`` as the export's path: an existing folder gets :data:`DEFAULT_NAME` inside it;
-    a path under a regular file, or a sidecar's suffix, is refused."""
+    """``-o`` as the export's path: an existing folder, or a path ending in ``/``, gets
+    :data:`DEFAULT_NAME` inside it; a path under a regular file, or a sidecar's suffix, is
+    refused."""
+    text = os.fspath(out)
     out = Path(out)
-    if out.is_dir():
+    if out.is_dir() or text.endswith(("/", os.sep)):
         out = out / DEFAULT_NAME
         say(f"xfusion fuse: -o names a folder; writing {out}")
     if out.suffix.lower() in (".csv", ".json"):
