@@ -82,6 +82,9 @@ def test_dry_run_checks_inputs_and_writes_nothing(sample, tmp_path, capsys):
     assert "would fuse 3 frames with bicubic" in printed.err
     assert cli.main(_fuse(sample, "--frames", "0:30", "--dry-run")) == 2
     assert "xfusion fuse: error:" in capsys.readouterr().err
+    # with -o it also checks the outputs
+    assert cli.main(_fuse(sample, "--dry-run", "-o", str(sample / "lr.tif"))) == 2
+    assert "would destroy that input" in capsys.readouterr().err
 
 
 def test_fuse_needs_an_output_or_a_config_target(sample, capsys):

@@ -140,6 +140,10 @@ def test_an_interrupted_rerun_keeps_the_complete_export(data, tmp_path, monkeypa
     ]  # fmt: skip
     meta = read_metadata(out.parent / "x.partial.tif")
     assert meta["complete"] is False and meta["frame_indices"] == [0, 1, 2]
+    rc = cli.main(
+        ["evaluate", str(out.parent / "x.partial.tif"), "--truth", str(data / "truth.tif")]
+    )
+    assert rc == 0 and "incomplete export" in capsys.readouterr().err
     rows = (out.parent / "x.partial.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 and [r.split(",")[1] for r in rows[1:]] == ["0", "1", "2"]
 

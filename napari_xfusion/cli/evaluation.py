@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_xfusion.cli._common import CommandError, check_folder, epilog, formatter, make_folder
+from napari_xfusion.cli._common import (
+    CommandError,
+    check_folder,
+    epilog,
+    formatter,
+    make_folder,
+    say,
+)
 
 if TYPE_CHECKING:
     from napari_xfusion.app.results import ResultTable
@@ -54,6 +61,11 @@ def _evaluate(
     indices = info.pages[pages]
     if not pages.size:
         raise CommandError(f"fused stack {fused_path}: holds no computed frame")
+    if not info.complete:
+        say(
+            f"xfusion evaluate: note: {fused_path} is an incomplete export (a stopped run); "
+            f"scoring the {pages.size} frames it holds"
+        )
     if fused.shape[1:] != truth.shape[1:]:
         raise CommandError(
             f"fused stack {fused_path} frames are {fused.shape[1]}x{fused.shape[2]} but "

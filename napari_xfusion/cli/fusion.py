@@ -92,8 +92,10 @@ def run_fuse(args: argparse.Namespace) -> int:
         print(f"configuration: {args.save_config}")
     if args.dry_run:
         from napari_xfusion.app.inputs import prepare_inputs
-        from napari_xfusion.cli.running import ROLES
+        from napari_xfusion.cli.running import ROLES, check_outputs
 
+        if args.out is not None:
+            check_outputs(config, args.out)
         prepared = prepare_inputs(config, roles=ROLES)
         for note in prepared.notes:
             say(f"xfusion fuse: {note}")

@@ -22,7 +22,16 @@ if TYPE_CHECKING:
     from napari_xfusion.app.config import RunConfig
     from napari_xfusion.app.results import ResultTable
 
-__all__ = ["DEFAULT_NAME", "FuseReport", "fuse_run", "output_paths", "resolve_out"]
+__all__ = [
+    "DEFAULT_NAME",
+    "ROLES",
+    "FuseReport",
+    "check_outputs",
+    "fuse_run",
+    "input_labels",
+    "output_paths",
+    "resolve_out",
+]
 
 ROLES = {"lr": "--lr", "hr": "--hr", "truth": "--truth"}
 """How read errors name the inputs (``--lr lr.tif: truncated TIFF ...``)."""
@@ -88,6 +97,19 @@ def input_labels(config: RunConfig) -> dict[str, str | None]:
     return {"--lr input": config.lr, "--hr input": config.hr, "--truth input": config.truth}
 
 
+def check_outputs(config: RunConfig, out: str | os.PathLike[str]) -> tuple[Path, dict[str, Path]]:
+    """``(out, {method: export path})`` for ``-o out``, after refusing any file the run may
+    write (exports, sidecars, partial names, comparison) that is one of its inputs."""
+    from napari_xfusion.app.export import check_writes, export_files
+
+    out = resolve_out(out)
+    outputs = output_paths(out, config.method_names)
+    writes = [f for path in outputs.values() for f in export_files(path)]
+    writes += [_comparison(out, False), _comparison(out, True)]
+    check_writes(writes, input_labels(config))
+    return out, outputs
+
+
 def fuse_run(
     config: RunConfig, out: str | os.PathLike[str], *, progress: bool = True
 ) -> FuseReport:
@@ -106,8 +128,6 @@ def fuse_run(
     from napari_xfusion.app.devices import rank_device
     from napari_xfusion.app.export import (
         ExportWriter,
-        check_writes,
-        export_files,
         partial_path,
         run_metadata,
         write_sidecars,
@@ -119,12 +139,8 @@ def fuse_run(
     from napari_xfusion.core.io import write_text_atomic
     from napari_xfusion.engine import split_targets
 
-    out = resolve_out(out)
+    out, outputs = check_outputs(config, out)
     methods = list(config.method_names)
-    outputs = output_paths(out, methods)
-    writes = [f for path in outputs.values() for f in export_files(path)]
-    writes += [_comparison(out, False), _comparison(out, True)]
-    check_writes(writes, input_labels(config))
     prepared = prepare_inputs(config, roles=ROLES)
     for note in prepared.notes:
         if "detector units" in note:
