@@ -14,8 +14,8 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from napari_xfusion._napari._session import FrameRecord, session_for
-from napari_xfusion._napari._util import connect_while_alive
+from napari_xfusion._napari._dock import SessionDock
+from napari_xfusion._napari._session import FrameRecord
 
 if TYPE_CHECKING:
     import napari
@@ -43,13 +43,11 @@ def theme_colours(viewer: napari.Viewer) -> dict[str, str]:
     }
 
 
-class AttentionWidget(QWidget):
+class AttentionWidget(SessionDock):
     """Dock plotting the normalised attention of each method with attention scores."""
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.session = session_for(napari_viewer)
+        super().__init__(napari_viewer, parent)
         self.figure = Figure(figsize=(6, 2.2), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(160)
@@ -67,15 +65,12 @@ class AttentionWidget(QWidget):
         self._lines: dict[tuple[str, str], Any] = {}
         self._key_artists: list[Any] = []
         self.canvas.mpl_connect("button_press_event", self._on_click)
-        connect_while_alive(self, self.session.started, self._on_started)
-        connect_while_alive(self, self.session.frame_added, self._on_frame)
-        connect_while_alive(self, self.viewer.events.theme, self._apply_theme)
-        self._apply_theme()
-        self.redraw()
+        self.connect_session()
+        self.on_theme()
 
     # --- drawing -----------------------------------------------------------------------
 
-    def _apply_theme(self, *_: Any) -> None:
+    def on_theme(self, *_: Any) -> None:
         colours = theme_colours(self.viewer)
         self._colours = colours
         self.figure.set_facecolor(colours["background"])
@@ -89,11 +84,11 @@ class AttentionWidget(QWidget):
         ax.title.set_color(colours["text"])
         self.redraw()
 
-    def _on_started(self, *_: Any) -> None:
+    def on_started(self, *_: Any) -> None:
         self.redraw()
 
-    def _on_frame(self, record: FrameRecord) -> None:
-        if record.backward is not None:
+    def on_frames(self, records: list[FrameRecord]) -> None:
+        if any(record.backward is not None for record in records):
             self.redraw()
 
     def series(self) -> dict[str, dict[str, np.ndarray]]:

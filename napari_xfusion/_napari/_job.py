@@ -78,6 +78,9 @@ class FusionRequest:
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
     seed : int
         Seed of the simulated noise.
+    targets : tuple of int, optional
+        Only these LR frames (inside ``frames``), e.g. the frames a cancelled run left undone;
+        None: every frame of ``frames``.
     method_cache : dict, optional
         Methods built by earlier runs, reused when name, options and device match (a network
         loads its weights once per session, not once per Run). Only one job uses it at a time.
@@ -97,6 +100,7 @@ class FusionRequest:
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
     seed: int = 0
+    targets: tuple[int, ...] | None = None
     method_cache: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
@@ -344,12 +348,15 @@ def fusion_job(request: FusionRequest, cancel: threading.Event) -> Iterator[Prep
         prepared, inputs = prepare(request)
         yield prepared
         first, last = prepared.frames
+        targets = range(first, last + 1)
+        if request.targets is not None:
+            targets = [t for t in request.targets if first <= t <= last]
         stream = engine.run(
             inputs.methods,
             inputs.lr,
             inputs.keys,
             separation=request.separation,
-            frames=range(first, last + 1),
+            frames=targets,
             device=request.device,
             lr_normalisation=inputs.lr_norm,
         )

@@ -28,6 +28,8 @@ __all__ = [
     "fused_layers",
     "ensure_fused_layer",
     "ensure_uncertainty_layer",
+    "ensure_output_layer",
+    "key_hold_translate",
     "write_frame",
     "add_change_view",
     "refresh_change_views",
@@ -116,10 +118,52 @@ def ensure_uncertainty_layer(
 ) -> Image:
     """The layer ``uncertainty [method]``: the posterior standard deviation per pixel (same
     units as the fused frames), filled like the fused layer."""
-    entry = {"role": "uncertainty", "method": method, "inputs": signature, "frames_done": []}
-    return _ensure_result_layer(
-        viewer, f"uncertainty [{method}]", entry, shape, scale, translate, "magma", (0.0, 0.1)
+    return ensure_output_layer(
+        viewer,
+        method,
+        "variance",
+        f"uncertainty [{method}]",
+        shape,
+        signature,
+        scale=scale,
+        translate=translate,
     )
+
+
+def ensure_output_layer(
+    viewer: napari.Viewer,
+    method: str,
+    output: str,
+    name: str,
+    shape: tuple[int, int, int],
+    signature: dict[str, Any],
+    *,
+    scale: Sequence[float] = (1.0, 1.0, 1.0),
+    translate: Sequence[float] = (0.0, 0.0, 0.0),
+) -> Image:
+    """The layer ``name`` for a method's extra per-pixel ``output``, filled like the fused
+    layer: ``variance`` (shown as the standard deviation, role ``uncertainty``) or any other
+    (role ``extra``, e.g. a ``confidence`` map in [0, 1])."""
+    kind = "uncertainty" if output == "variance" else "extra"
+    entry = {
+        "role": kind,
+        "method": method,
+        "output": output,
+        "inputs": signature,
+        "frames_done": [],
+    }
+    colormap, limits = ("magma", (0.0, 0.1)) if kind == "uncertainty" else ("viridis", (0.0, 1.0))
+    return _ensure_result_layer(viewer, name, entry, shape, scale, translate, colormap, limits)
+
+
+def key_hold_translate(key_step: float, time_scale: float = 1.0) -> float:
+    """Time offset that makes a key layer of scale ``key_step * time_scale`` show, at each
+    frame t, the key in force (the last key <= t) rather than the nearest one.
+
+    napari shows the frame ``round((t - translate) / scale)``; with keys at 0, k, 2k, ...
+    and ``translate = (k - 1) / 2`` frames that is ``floor(t / k)`` for every integer t.
+    """
+    return (float(key_step) - 1.0) / 2.0 * float(time_scale)
 
 
 def _ensure_result_layer(
@@ -163,14 +207,16 @@ def _ensure_result_layer(
     )
 
 
-def write_frame(layer: Image, index: int, frame: np.ndarray) -> None:
-    """Put one reconstructed frame into a fused layer and refresh what shows it."""
+def write_frame(layer: Image, index: int, frame: np.ndarray, refresh: bool = True) -> None:
+    """Put one reconstructed frame into a result layer (and refresh it unless ``refresh`` is
+    False: the caller refreshes once for a batch of frames)."""
     layer.data[index] = frame
     entry = meta(layer)
     done = set(entry.get("frames_done", []))
     done.add(int(index))
     entry["frames_done"] = sorted(done)
-    layer.refresh()
+    if refresh:
+        layer.refresh()
 
 
 class FrameChange:
