@@ -21,7 +21,7 @@ from napari_xfusion._napari._util import connect_while_alive
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SessionDock", "dock_of"]
+__all__ = ["SessionDock", "dock_of", "open_result_dock"]
 
 _BOTTOM = Qt.DockWidgetArea.BottomDockWidgetArea
 
@@ -93,3 +93,19 @@ class SessionDock(QWidget):
         if neighbours:
             main.splitDockWidget(neighbours[-1], dock, Qt.Orientation.Horizontal)
         return True
+
+
+def open_result_dock(viewer: napari.Viewer, title: str) -> None:
+    """Dock our ``Attention`` or ``Metrics`` widget at the bottom unless one is open."""
+    from napari_xfusion._napari._attention import AttentionWidget
+    from napari_xfusion._napari._metrics import MetricsWidget
+
+    cls = {"Attention": AttentionWidget, "Metrics": MetricsWidget}[title]
+    window = getattr(viewer, "window", None)
+    if window is None or not hasattr(window, "add_dock_widget"):
+        return
+    docked = window.dock_widgets
+    name = f"{title} (napari-xfusion)"  # napari's name for our plugin widget
+    if name in docked or any(isinstance(w, cls) for w in docked.values()):
+        return
+    window.add_dock_widget(cls(viewer), name=name, area="bottom")

@@ -245,3 +245,37 @@ class ResultRenderer(QObject):
     def hidden_opacity(self, layer: Image) -> float | None:
         """The opacity ``layer`` gets back once its current frame is done (None: shown)."""
         return self._hidden.get(layer)
+
+
+def show_simulated_inputs(viewer: napari.Viewer, hr: Image, prep: Prepared) -> None:
+    """Add the simulated LR stream and (regular keys) the HR key layer made from ``hr``."""
+    from napari_xfusion._napari._layers import key_hold_translate, lr_overlay_transform
+
+    scale, translate = lr_overlay_transform(tuple(hr.scale), tuple(hr.translate))
+    entry = {"role": "lr", "binning": 4, "b0": prep.b0, "lr_psnr": prep.lr_psnr, "source": hr.name}
+    for name in ("LR (simulated)", "HR keys (simulated)"):
+        if name in viewer.layers:
+            viewer.layers.remove(name)
+    viewer.add_image(
+        prep.lr,
+        name="LR (simulated)",
+        scale=scale,
+        translate=translate,
+        contrast_limits=(0.0, 1.0),
+        metadata={META: entry},
+    )
+    keys = prep.key_indices
+    step = float(keys[1] - keys[0]) if keys.size > 1 else 1.0
+    if np.all(np.diff(keys) == keys[1] - keys[0]):
+        t_scale, t_shift = float(hr.scale[0]), float(hr.translate[0])
+        viewer.add_image(
+            prep.key_frames,
+            name="HR keys (simulated)",
+            scale=(step * t_scale, *hr.scale[1:]),
+            # Between two keys the layer shows the key in force, not the next one.
+            translate=(t_shift + key_hold_translate(step, t_scale), *hr.translate[1:]),
+            contrast_limits=(0.0, 1.0),
+            metadata={META: {"role": "hr_keys", "key_indices": keys.tolist(), "source": hr.name}},
+        )
+    if META not in hr.metadata:
+        hr.metadata[META] = {"role": "truth"}

@@ -220,3 +220,23 @@ class ResultsPanel(QGroupBox):
     def restore(self, state: dict[str, Any]) -> None:
         """Set the widgets from :meth:`state`'s dict."""
         self.show_extras.setChecked(bool(state.get("extras", False)))
+
+
+def comparison_layers(viewer: napari.Viewer, lr: Layer | None, truth: Layer | None) -> list[Layer]:
+    """``lr``, each fused layer followed by its extra outputs and change views, ``truth``
+    (the grid order of side by side; absent layers are skipped)."""
+    names = [layer.name for layer in viewer.layers]
+    layers = [lr] if lr is not None and lr.name in names else []
+    for fused in fused_layers(viewer):
+        layers.append(fused)
+        method = meta(fused).get("method")
+        for layer in viewer.layers:
+            entry = layer.metadata.get("xfusion", {})
+            if not isinstance(entry, dict):
+                continue
+            output = entry.get("role") in ("uncertainty", "extra") and entry.get("method") == method
+            if output or (entry.get("role") == "change" and entry.get("source") == fused.name):
+                layers.append(layer)
+    if truth is not None and truth.name in names:
+        layers.append(truth)
+    return layers

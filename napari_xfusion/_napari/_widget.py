@@ -18,37 +18,32 @@ only the frames still missing.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from qtpy.QtCore import QSettings
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from napari_xfusion._napari._dock import open_result_dock
 from napari_xfusion._napari._inputs_panel import InputsPanel, connect_layer_events
 from napari_xfusion._napari._job import (
-    SCALE,
     Finished,
     FrameDone,
-    FusionRequest,
     Prepared,
     describe_keys,
     fusion_job,
 )
 from napari_xfusion._napari._layers import (
-    META,
-    fused_layers,
-    key_hold_translate,
     lr_overlay_transform,
     meta,
     role,
 )
 from napari_xfusion._napari._messages import explain_error
 from napari_xfusion._napari._methods_panel import MethodsPanel
-from napari_xfusion._napari._render import ResultRenderer, RunState
-from napari_xfusion._napari._results_panel import ResultsPanel
+from napari_xfusion._napari._render import ResultRenderer, RunState, show_simulated_inputs
+from napari_xfusion._napari._request import Job, build_job, missing_frames
+from napari_xfusion._napari._results_panel import ResultsPanel, comparison_layers
 from napari_xfusion._napari._run_panel import RunPanel, format_seconds
 from napari_xfusion._napari._session import session_for
 from napari_xfusion._napari._util import VerticalScroll, connect_while_alive
@@ -74,30 +69,6 @@ _ALIASES = {
 }
 
 
-@dataclass
-class _Job:
-    """What a running job reads and writes, recorded at Run (the user may change layers)."""
-
-    request: FusionRequest
-    cancel: threading.Event
-    hr_layer: Layer
-    lr_layer: Layer | None
-    truth_layer: Layer | None
-    signature: dict[str, Any]
-    prepared: Prepared | None = None
-    state: RunState | None = None
-    attention_shown: bool = False
-
-    def stop_on_close(self, *_: Any) -> None:
-        """Connected to the widget's ``destroyed``: no method of the dying widget is called."""
-        self.cancel.set()
-
-    @property
-    def done(self) -> int:
-        """Frames shown so far (every method of the run has them)."""
-        return self.state.done if self.state is not None else 0
-
-
 class FusionWidget(QWidget):
     """Dock widget: inputs, methods, Run/Cancel with progress, results and export."""
 
@@ -106,7 +77,7 @@ class FusionWidget(QWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker: Any = None
-        self._job: _Job | None = None
+        self._job: Job | None = None
         self.last_summary: Finished | None = None
         self._methods: dict[str, Any] = {}  # built methods (loaded networks) reused across runs
 
@@ -171,114 +142,14 @@ class FusionWidget(QWidget):
         """Whether a run is in progress."""
         return self.worker is not None
 
-    def _check_layer(self, layer: Layer | None, what: str) -> Layer:
-        from napari.layers import Image
-
-        if layer is None:
-            raise ValueError(f"choose the {what} layer (Inputs)")
-        if not isinstance(layer, Image) or layer.rgb or layer.multiscale:
-            raise ValueError(
-                f"the {what} layer {layer.name!r} must be a greyscale image stack, not "
-                f"{'RGB' if getattr(layer, 'rgb', False) else type(layer).__name__}"
-            )
-        if layer.ndim != 3:
-            raise ValueError(
-                f"the {what} layer {layer.name!r} is {layer.ndim}-D {tuple(layer.data.shape)}; "
-                "fusion needs a time series (T, H, W): open the whole stack, not one frame"
-            )
-        return layer
-
-    def _pick_layers(self, simulate: bool) -> tuple[Layer, Layer | None, Layer | None]:
-        """(hr, lr, truth) layers, checked; napari layer names are unique, so roles are
-        compared by name (the layer list may hand out different wrapper objects)."""
-        hr = self._check_layer(self.inputs.layer("hr"), "HR stack" if simulate else "HR")
-        if simulate:
-            return hr, None, None
-        lr = self._check_layer(self.inputs.layer("lr"), "LR")
-        if lr.name == hr.name:
-            raise ValueError(
-                f"LR and HR are the same layer ({lr.name!r}): choose the HR key layer for HR"
-            )
-        truth = self.inputs.layer("truth")
-        if truth is not None:
-            truth = self._check_layer(truth, "ground truth")
-            if truth.name == lr.name:
-                raise ValueError(f"the ground truth and LR are the same layer ({lr.name!r})")
-            if truth.name == hr.name:
-                truth = None  # a full-rate HR stack is its own ground truth
-        lr_shape, hr_shape = lr.data.shape[1:], hr.data.shape[1:]
-        if tuple(hr_shape) != (SCALE * lr_shape[0], SCALE * lr_shape[1]):
-            raise ValueError(
-                f"HR frames must be {SCALE}x the LR frames: LR {lr.name!r} is "
-                f"{lr_shape[0]}x{lr_shape[1]}, so HR needs {SCALE * lr_shape[0]}x"
-                f"{SCALE * lr_shape[1]}, but {hr.name!r} is {hr_shape[0]}x{hr_shape[1]}"
-            )
-        return hr, lr, truth
-
-    def build_request(self, targets: list[int] | None = None) -> _Job:
-        """The job of the current widget values (``targets``: only these frames of the window);
-        ``ValueError`` says what to fix."""
-        methods = self.methods_panel.selected_methods()
-        if not methods:
-            raise ValueError("tick at least one method")
-        simulate = self.inputs.simulate.isChecked()
-        hr, lr, truth = self._pick_layers(simulate)
-        first, last = self.inputs.window()
-        if first > last:
-            raise ValueError(
-                f"the time window starts at frame {first}, after its end {last}: set Frames "
-                "'from' <= 'to'"
-            )
-        options = {}
-        for name in methods:
-            chosen = self.methods_panel.options_for(name)
-            if chosen:
-                options[name] = chosen
-        key_frames = self.inputs.layer_key_indices(hr)
-        first_last = self.inputs.first_last.isChecked()
-        noise = self.inputs.noise.isChecked()
-        request = FusionRequest(
-            methods=tuple(methods),
-            hr=hr.data,
-            lr=None if lr is None else lr.data,
-            key_frames=None if key_frames is None else tuple(key_frames),
-            key_step=None if first_last else self.inputs.key_step.value(),
-            first_last=first_last,
-            truth=None if truth is None else truth.data,
-            simulate=simulate,
-            noise_psnr=self.inputs.noise_psnr.value() if simulate and noise else None,
-            separation=self.methods_panel.separation.value(),
-            frames=(first, last),
-            method_options=options,
-            device=self.methods_panel.device.currentText(),
-            targets=None if targets is None else tuple(targets),
-            method_cache=self._methods,
-        )
-        signature = {
-            "lr": f"simulated from {hr.name}" if simulate else lr.name,
-            "hr": hr.name,
-            "separation": request.separation,
-            "key_frames": list(key_frames) if key_frames else None,
-            "key_step": request.key_step,
-            "first_last": request.first_last,
-            "noise_psnr": request.noise_psnr,
-        }
-        return _Job(request, threading.Event(), hr, lr, truth, signature)
+    def build_request(self, targets: list[int] | None = None) -> Job:
+        """The job of the current values (``targets``: only these frames of the window);
+        ``ValueError`` says what to fix. See :func:`~._request.build_job`."""
+        return build_job(self.inputs, self.methods_panel, self._methods, targets)
 
     def missing_frames(self) -> dict[str, list[int]]:
-        """Per ticked method: frames of the window its fused layer lacks for these inputs
-        (all of them when the layer is missing or holds other inputs)."""
-        job = self.build_request()
-        first, last = job.request.frames
-        window = range(first, last + 1)
-        out = {}
-        for method in job.request.methods:
-            name = f"fused [{method}]"
-            entry = meta(self.viewer.layers[name]) if name in self.viewer.layers else {}
-            same = entry.get("inputs") == job.signature
-            done = set(entry.get("frames_done", [])) if same else set()
-            out[method] = [t for t in window if t not in done]
-        return out
+        """Per ticked method: frames of the window its fused layer lacks for these inputs."""
+        return missing_frames(self.viewer, self.build_request())
 
     # --- running --------------------------------------------------------------------------
 
@@ -350,7 +221,7 @@ class FusionWidget(QWidget):
         elif isinstance(message, Prepared):
             self._on_prepared(job, message)
 
-    def _on_prepared(self, job: _Job, prep: Prepared) -> None:
+    def _on_prepared(self, job: Job, prep: Prepared) -> None:
         from napari.utils.notifications import show_info
 
         job.prepared = prep
@@ -364,7 +235,7 @@ class FusionWidget(QWidget):
                 self.inputs.b0_label.setText(f"b0 = {prep.b0:.3g} (LR PSNR {prep.lr_psnr:.1f} dB)")
             else:
                 self.inputs.b0_label.setText("b0: no noise")
-            self._show_simulated_inputs(job, prep)
+            show_simulated_inputs(self.viewer, job.hr_layer, prep)
         elif job.lr_layer is not None and job.lr_layer.scale[1] == hr.scale[1]:
             # Same pixel size as HR: show LR up-scaled x4 so the layers overlay.
             scale, translate = lr_overlay_transform(
@@ -419,45 +290,6 @@ class FusionWidget(QWidget):
         if prep.has_truth:
             self._open_dock("Metrics")
 
-    def _show_simulated_inputs(self, job: _Job, prep: Prepared) -> None:
-        hr = job.hr_layer
-        scale, translate = lr_overlay_transform(tuple(hr.scale), tuple(hr.translate))
-        entry = {
-            "role": "lr",
-            "binning": SCALE,
-            "b0": prep.b0,
-            "lr_psnr": prep.lr_psnr,
-            "source": hr.name,
-        }
-        for name in ("LR (simulated)", "HR keys (simulated)"):
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-        self.viewer.add_image(
-            prep.lr,
-            name="LR (simulated)",
-            scale=scale,
-            translate=translate,
-            contrast_limits=(0.0, 1.0),
-            metadata={META: entry},
-        )
-        keys = prep.key_indices
-        step = float(keys[1] - keys[0]) if keys.size > 1 else 1.0
-        if np.all(np.diff(keys) == keys[1] - keys[0]):
-            t_scale, t_shift = float(hr.scale[0]), float(hr.translate[0])
-            self.viewer.add_image(
-                prep.key_frames,
-                name="HR keys (simulated)",
-                scale=(step * t_scale, *hr.scale[1:]),
-                # Between two keys the layer shows the key in force, not the next one.
-                translate=(t_shift + key_hold_translate(step, t_scale), *hr.translate[1:]),
-                contrast_limits=(0.0, 1.0),
-                metadata={
-                    META: {"role": "hr_keys", "key_indices": keys.tolist(), "source": hr.name}
-                },
-            )
-        if META not in hr.metadata:
-            hr.metadata[META] = {"role": "truth"}
-
     def _on_progress(self, state: RunState) -> None:
         """After each flush (<= 10 a second): progress, status, the attention dock."""
         elapsed = time.perf_counter() - state.started
@@ -511,48 +343,19 @@ class FusionWidget(QWidget):
     # --- docks and comparison ---------------------------------------------------------------
 
     def _open_dock(self, title: str) -> None:
-        """Dock our ``Attention`` or ``Metrics`` widget at the bottom unless one is open."""
-        from napari_xfusion._napari._attention import AttentionWidget
-        from napari_xfusion._napari._metrics import MetricsWidget
-
-        cls = {"Attention": AttentionWidget, "Metrics": MetricsWidget}[title]
-        window = getattr(self.viewer, "window", None)
-        if window is None or not hasattr(window, "add_dock_widget"):
-            return
-        docked = window.dock_widgets
-        name = f"{title} (napari-xfusion)"  # napari's name for our plugin widget
-        if name in docked or any(isinstance(w, cls) for w in docked.values()):
-            return
-        window.add_dock_widget(cls(self.viewer), name=name, area="bottom")
+        open_result_dock(self.viewer, title)
 
     def comparison_layers(self) -> list[Layer]:
         """LR, each fused layer followed by its extra outputs and change views, the truth."""
         job = self._job
-        names = [layer.name for layer in self.viewer.layers]
-        lr = job.lr_layer if job is not None else None
-        if job is not None and job.request.simulate and "LR (simulated)" in names:
-            lr = self.viewer.layers["LR (simulated)"]
-        if lr is None:
-            lr = next((lyr for lyr in reversed(self.viewer.layers) if role(lyr) == "lr"), None)
-        truth = None
+        lr = truth = None
         if job is not None:
+            lr = job.lr_layer
+            if job.request.simulate and "LR (simulated)" in self.viewer.layers:
+                lr = self.viewer.layers["LR (simulated)"]
             truth = job.truth_layer or (job.hr_layer if job.request.simulate else None)
-        if truth is None:
-            truth = next((x for x in reversed(self.viewer.layers) if role(x) == "truth"), None)
-        layers = [lr] if lr is not None and lr.name in names else []
-        for fused in fused_layers(self.viewer):
-            layers.append(fused)
-            for layer in self.viewer.layers:
-                entry = layer.metadata.get(META, {})
-                if not isinstance(entry, dict):
-                    continue
-                mine = entry.get("role") in ("uncertainty", "extra")
-                mine = mine and entry.get("method") == meta(fused).get("method")
-                if mine or (entry.get("role") == "change" and entry.get("source") == fused.name):
-                    layers.append(layer)
-        if truth is not None and truth.name in names:
-            layers.append(truth)
-        return layers
+        latest = {role(layer): layer for layer in self.viewer.layers}
+        return comparison_layers(self.viewer, lr or latest.get("lr"), truth or latest.get("truth"))
 
     # --- settings (the application layer's saved configuration will replace this) ----------
 
