@@ -85,7 +85,11 @@ class AttentionWidget(SessionDock):
         self.redraw()
 
     def on_started(self, *_: Any) -> None:
-        self.redraw()
+        # A matplotlib draw costs the GUI thread ~0.1-0.2 s: skip it when a new run changes
+        # nothing that is plotted (no attention before or now, same keys and frame count).
+        drawn = (tuple(self.session.run.keys.tolist()), self.session.run.n_frames)
+        if self._lines or self.series() or drawn != getattr(self, "_drawn", None):
+            self.redraw()
 
     def on_frames(self, records: list[FrameRecord]) -> None:
         if any(record.backward is not None for record in records):
@@ -145,6 +149,7 @@ class AttentionWidget(SessionDock):
             for text in legend.get_texts():
                 text.set_color(colours["text"])
         self.hint.setVisible(not series)
+        self._drawn = (tuple(keys.tolist()), n_frames)
         self.canvas.draw_idle()
 
     # --- interaction ---------------------------------------------------------------------

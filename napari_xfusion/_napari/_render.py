@@ -134,7 +134,7 @@ class ResultRenderer(QObject):
         self._pending = []
         if state is None or not items:
             return
-        touched: dict[str, Image] = {}
+        touched: dict[str, tuple[Image, set[int]]] = {}
         for item in items:
             result = item.result
             index = int(result.index)
@@ -146,8 +146,12 @@ class ResultRenderer(QObject):
             count = state.counts[index] = state.counts.get(index, 0) + 1
             if count == len(state.methods):
                 state.done += 1
-        for layer in touched.values():
-            layer.refresh()
+        # Only a layer whose shown frame changed needs a redraw: the others are sliced from
+        # their (updated) arrays when the slider moves there.
+        shown = self._shown_frames()
+        for name, (layer, indices) in touched.items():
+            if shown.get(name) in indices:
+                layer.refresh()
         self._refresh_change_views(touched)
         self.session.add_many([(item.result, item.metrics) for item in items])
         self.update_visibility()
@@ -167,11 +171,22 @@ class ResultRenderer(QObject):
         return False
 
     @staticmethod
-    def _write(layer: Image, index: int, frame: np.ndarray, touched: dict[str, Image]) -> None:
+    def _write(layer: Image, index: int, frame: np.ndarray, touched: dict[str, Any]) -> None:
         write_frame(layer, index, frame, refresh=False)
-        touched[layer.name] = layer
+        touched.setdefault(layer.name, (layer, set()))[1].add(index)
 
-    def _write_outputs(self, result: Any, index: int, touched: dict[str, Image]) -> None:
+    def _shown_frames(self) -> dict[str, int]:
+        """Frame index each layer shows at the current slider position."""
+        if not self.viewer.dims.ndim:
+            return {}
+        t = self.viewer.dims.point[0]
+        return {
+            layer.name: int(round((t - layer.translate[0]) / layer.scale[0]))
+            for layer in self.viewer.layers
+            if layer.ndim == 3
+        }
+
+    def _write_outputs(self, result: Any, index: int, touched: dict[str, Any]) -> None:
         state = self.state
         if not state.extras:
             return
@@ -213,11 +228,15 @@ class ResultRenderer(QObject):
             state.outputs[key] = layer
         return layer
 
-    def _refresh_change_views(self, touched: dict[str, Image]) -> None:
+    def _refresh_change_views(self, touched: dict[str, Any]) -> None:
+        shown = self._shown_frames()
         for layer in self.viewer.layers:
             entry = layer.metadata.get(META)
             if isinstance(entry, dict) and entry.get("role") == "change":
-                if entry.get("source") in touched:
+                source = touched.get(entry.get("source"))
+                # Frame t of a change view reads frames t and t - 1 of its source.
+                t = shown.get(layer.name)
+                if source is not None and {t, None if t is None else t - 1} & source[1]:
                     layer.refresh()
 
     # --- no black canvas ----------------------------------------------------------------

@@ -293,8 +293,8 @@ class FusionWidget(QWidget):
     def _on_progress(self, state: RunState) -> None:
         """After each flush (<= 10 a second): progress, status, the attention dock."""
         elapsed = time.perf_counter() - state.started
+        # The bar only: a status line that changes its text re-lays the dock out each time.
         self.run_panel.show_progress(state.done, state.total, elapsed)
-        self.run_panel.status.setText(f"{state.done} / {state.total} frames done")
         job = self._job
         if job is not None and not job.attention_shown:
             if any(r.backward is not None for m in state.methods for r in self.session.ordered(m)):
