@@ -398,3 +398,34 @@ def test_no_pyqt5_only_api(path):
             continue
         short.append(f"{cls}.{name}")
     assert not short, f"{path.name}: use the scoped enum (e.g. Qt.AlignmentFlag.AlignLeft): {short}"
+
+
+# --- (5) side by side -----------------------------------------------------------------------
+
+
+def test_side_by_side_fits_the_cells_and_takes_extras_and_change_views(fusion_viewer, qtbot):
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic", "bayesian")
+    widget.show_extras.setChecked(True)
+    run_and_wait(widget, qtbot)
+    names = [layer.name for layer in viewer.layers]
+    # The uncertainty layer sits under the image it belongs to, never over it.
+    assert names.index("uncertainty [bayesian]") < names.index("fused [bayesian]")
+    viewer.camera.zoom = 40.0  # zoomed into a corner
+    widget.side_by_side_button.setChecked(True)
+    assert viewer.camera.zoom < 40.0  # each cell shows its whole image
+    widget.change_mode.setCurrentIndex(widget.change_mode.findData("ratio"))
+    widget.add_change_views()
+    shown = [layer.name for layer in viewer.layers if layer.visible]
+    assert shown[0] == "LR" and shown[-1] == "ground truth"
+    at = shown.index("fused [bayesian]")
+    assert set(shown[at + 1 : at + 3]) == {"uncertainty [bayesian]", "ratio [fused [bayesian]]"}
+    assert "ratio [fused [bicubic]]" in shown
+    # Intensities share one contrast; the uncertainty and the ratio keep their own.
+    viewer.layers["fused [bicubic]"].contrast_limits = (0.1, 0.7)
+    assert tuple(viewer.layers["ground truth"].contrast_limits) == pytest.approx((0.1, 0.7))
+    assert tuple(viewer.layers["uncertainty [bayesian]"].contrast_limits) != pytest.approx(
+        (0.1, 0.7)
+    )
+    widget.side_by_side_button.setChecked(False)
+    assert not viewer.canvas.grid.enabled

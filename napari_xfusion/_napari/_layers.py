@@ -334,16 +334,17 @@ def _grid(viewer: napari.Viewer) -> Any:
 def side_by_side(viewer: napari.Viewer, layers: Iterable[Layer], enable: bool = True) -> None:
     """Show ``layers`` in napari's grid view, in the given order, others hidden.
 
-    Time is shared by construction (one dims slider); contrast limits are linked so one
-    adjustment applies to all. ``enable=False`` unlinks them and leaves the grid.
+    Time is shared by construction (one dims slider); the contrast limits of the intensity
+    layers (not of uncertainty, extra outputs or change views) are linked so one adjustment
+    applies to all. ``enable=False`` unlinks them and leaves the grid.
     """
     from napari.experimental import link_layers, unlink_layers
 
     layers = [layer for layer in layers if layer in viewer.layers]
     grid = _grid(viewer)
     if not enable:
-        if layers:
-            unlink_layers(layers, ("contrast_limits",))
+        if len(_intensity_layers(layers)) > 1:
+            unlink_layers(_intensity_layers(layers), ("contrast_limits",))
         _show_names(layers, False)
         grid.enabled = False
         return
@@ -355,13 +356,20 @@ def side_by_side(viewer: napari.Viewer, layers: Iterable[Layer], enable: bool = 
     # the top in turn, so they end up in the given order above all others.
     for layer in layers:
         viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
-    limits = layers[0].contrast_limits
-    for layer in layers[1:]:
+    # Intensities share one contrast; uncertainty, confidence and change views keep theirs.
+    linked = _intensity_layers(layers)
+    limits = linked[0].contrast_limits if linked else None
+    for layer in linked[1:]:
         layer.contrast_limits = limits
-    link_layers(layers, ("contrast_limits",))
+    if len(linked) > 1:
+        link_layers(linked, ("contrast_limits",))
     _show_names(layers, True)
     grid.stride = 1
     grid.enabled = True
+
+
+def _intensity_layers(layers: Iterable[Layer]) -> list[Layer]:
+    return [layer for layer in layers if role(layer) not in ("uncertainty", "extra", "change")]
 
 
 def _show_names(layers: Iterable[Layer], visible: bool) -> None:
