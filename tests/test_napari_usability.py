@@ -290,6 +290,8 @@ def test_every_control_has_a_tooltip_and_there_is_a_help_link(fusion_viewer):
 
     viewer, widget = fusion_viewer
     docks = [widget, AttentionWidget(viewer), MetricsWidget(viewer)]
+    for i, dock in enumerate(docks[1:]):
+        viewer.window.add_dock_widget(dock, name=f"dock {i}", area="bottom")
     controls = [c for dock in docks for c in _input_controls(dock)]
     assert len(controls) > 40
     missing = [
@@ -429,3 +431,43 @@ def test_side_by_side_fits_the_cells_and_takes_extras_and_change_views(fusion_vi
     )
     widget.side_by_side_button.setChecked(False)
     assert not viewer.canvas.grid.enabled
+
+
+# --- (7) units ------------------------------------------------------------------------------
+
+
+def test_results_carry_units_and_axis_labels_into_layers_export_and_plot(
+    fusion_viewer, qtbot, tmp_path
+):
+    from napari_xfusion._napari._attention import AttentionWidget
+    from napari_xfusion.core.io import read_metadata
+
+    viewer, widget = fusion_viewer
+    assert viewer.dims.axis_labels == ("frame", "y", "x")  # the sample's, not "-3"
+    for name, xy in (("LR", 8.0), ("HR keys", 2.0), ("ground truth", 2.0)):
+        layer = viewer.layers[name]
+        layer.units = ("ms", "um", "um")
+        layer.scale = (layer.scale[0] * 0.5, xy, xy)
+    choose(widget, "bicubic")
+    run_and_wait(widget, qtbot)
+    fused = viewer.layers["fused [bicubic]"]
+    assert [str(u) for u in fused.units] == ["millisecond", "micrometer", "micrometer"]
+    assert tuple(fused.scale) == (0.5, 2.0, 2.0)
+    assert fused.axis_labels == ("frame", "y", "x")  # the LR layer's time label
+    (path,) = [p for p in widget.export(tmp_path) if p.suffix == ".tif"]
+    layer_meta = read_metadata(path)["layer"]
+    assert layer_meta["units"] == ["millisecond", "micrometer", "micrometer"]
+    assert layer_meta["axis_labels"] == ["frame", "y", "x"]
+    plot = AttentionWidget(viewer)
+    viewer.window.add_dock_widget(plot, name="attention", area="bottom")
+    assert plot._time_axis is not None
+    assert plot._time_axis.get_xlabel() == "time (millisecond)"
+
+
+def test_napari_placeholder_axis_labels_become_frame_or_time():
+    from napari_xfusion._napari._layers import physical_labels
+
+    plain = SimpleNamespace(axis_labels=("-3", "-2", "-1"), units=("pixel",) * 3)
+    timed = SimpleNamespace(axis_labels=("-3", "-2", "-1"), units=("ms", "um", "um"))
+    assert physical_labels(plain, plain) == ("frame", "y", "x")
+    assert physical_labels(timed, plain) == ("time", "y", "x")

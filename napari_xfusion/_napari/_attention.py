@@ -133,6 +133,7 @@ class AttentionWidget(SessionDock):
                 )
                 self._lines[(method, name)] = line
         ax.set_xlabel("frame")
+        self._draw_time_axis(colours)
         ax.set_ylabel("normalised attention")
         if n_frames:
             ax.set_xlim(-0.5, n_frames - 0.5)
@@ -151,6 +152,24 @@ class AttentionWidget(SessionDock):
         self.hint.setVisible(not series)
         self._drawn = (tuple(keys.tolist()), n_frames)
         self.canvas.draw_idle()
+
+    def _draw_time_axis(self, colours: dict[str, str]) -> None:
+        """A second x axis in the time units of the results when frames have a duration."""
+        run = self.session.run
+        old = getattr(self, "_time_axis", None)
+        if old is not None:
+            old.remove()
+            self._time_axis = None
+        if run.time_scale == 1.0 and run.time_shift == 0.0 and run.time_unit in ("pixel", ""):
+            return
+        scale, shift = run.time_scale, run.time_shift
+        axis = self.axes.secondary_xaxis(
+            "top", functions=(lambda f: shift + scale * f, lambda t: (t - shift) / scale)
+        )
+        unit = "" if run.time_unit in ("pixel", "") else f" ({run.time_unit})"
+        axis.set_xlabel(f"time{unit}", color=colours["text"])
+        axis.tick_params(colors=colours["text"])
+        self._time_axis = axis
 
     # --- interaction ---------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ __all__ = [
     "ensure_uncertainty_layer",
     "ensure_output_layer",
     "key_hold_translate",
+    "physical_labels",
     "write_frame",
     "add_change_view",
     "refresh_change_views",
@@ -94,8 +95,11 @@ def ensure_fused_layer(
     *,
     scale: Sequence[float] = (1.0, 1.0, 1.0),
     translate: Sequence[float] = (0.0, 0.0, 0.0),
+    units: Sequence[str] | None = None,
+    axis_labels: Sequence[str] | None = None,
 ) -> Image:
-    """The layer ``fused [method]`` of ``shape``, ready to be filled.
+    """The layer ``fused [method]`` of ``shape``, ready to be filled (``units`` and
+    ``axis_labels``: napari's, per axis, e.g. ``("ms", "um", "um")``).
 
     An existing layer is reused, keeping its frames, when its shape and the run's input
     ``signature`` (layers, separation, keys) are unchanged, so runs on successive time windows
@@ -103,7 +107,13 @@ def ensure_fused_layer(
     """
     entry = {"role": "fused", "method": method, "inputs": signature, "frames_done": []}
     return _ensure_result_layer(
-        viewer, fused_name(method), entry, shape, scale, translate, "gray", (0.0, 1.0)
+        viewer,
+        fused_name(method),
+        entry,
+        shape,
+        (scale, translate, units, axis_labels),
+        "gray",
+        (0.0, 1.0),
     )
 
 
@@ -140,6 +150,8 @@ def ensure_output_layer(
     *,
     scale: Sequence[float] = (1.0, 1.0, 1.0),
     translate: Sequence[float] = (0.0, 0.0, 0.0),
+    units: Sequence[str] | None = None,
+    axis_labels: Sequence[str] | None = None,
 ) -> Image:
     """The layer ``name`` for a method's extra per-pixel ``output``, filled like the fused
     layer: ``variance`` (shown as the standard deviation, role ``uncertainty``) or any other
@@ -153,7 +165,21 @@ def ensure_output_layer(
         "frames_done": [],
     }
     colormap, limits = ("magma", (0.0, 0.1)) if kind == "uncertainty" else ("viridis", (0.0, 1.0))
-    return _ensure_result_layer(viewer, name, entry, shape, scale, translate, colormap, limits)
+    place = (scale, translate, units, axis_labels)
+    return _ensure_result_layer(viewer, name, entry, shape, place, colormap, limits)
+
+
+def physical_labels(clock: Layer, hr: Layer) -> tuple[str, ...]:
+    """Axis labels of the result layers: the clock layer's time label and the HR layer's
+    spatial ones; napari's placeholders ("-3", "-2", "-1") become ``frame`` (or ``time``
+    when the time axis has a unit), ``y``, ``x``."""
+    labels = [str(clock.axis_labels[0]), *(str(a) for a in hr.axis_labels[1:])]
+    timed = str(clock.units[0]) not in ("pixel", "")
+    defaults = ("time" if timed else "frame", "y", "x")
+    return tuple(
+        default if label.lstrip("-").isdigit() else label
+        for label, default in zip(labels, defaults, strict=True)
+    )
 
 
 def key_hold_translate(key_step: float, time_scale: float = 1.0) -> float:
@@ -171,11 +197,16 @@ def _ensure_result_layer(
     name: str,
     entry: dict[str, Any],
     shape: tuple[int, int, int],
-    scale: Sequence[float],
-    translate: Sequence[float],
+    place: tuple[Any, Any, Any, Any],
     colormap: str,
     contrast_limits: tuple[float, float],
 ) -> Image:
+    scale, translate, units, axis_labels = place
+    physical = {}
+    if units is not None:
+        physical["units"] = tuple(units)
+    if axis_labels is not None:
+        physical["axis_labels"] = tuple(axis_labels)
     if name in viewer.layers:
         layer = viewer.layers[name]
         data = layer.data
@@ -188,6 +219,8 @@ def _ensure_result_layer(
             and data.dtype == np.float32
             and data.shape == tuple(shape)
         )
+        for key, value in physical.items():
+            setattr(layer, key, value)
         if fillable and meta(layer).get("inputs") == entry["inputs"]:
             return layer
         if fillable:
@@ -204,6 +237,7 @@ def _ensure_result_layer(
         scale=tuple(scale),
         translate=tuple(translate),
         metadata={META: entry},
+        **physical,
     )
 
 

@@ -59,6 +59,8 @@ class RunState:
     signature: dict[str, Any]
     extras: bool  # fill layers for the methods' extra outputs
     total: int = 0  # frames in the run
+    units: tuple[str, ...] | None = None  # napari units per axis (time, y, x)
+    axis_labels: tuple[str, ...] | None = None
     layers: dict[str, Image] = field(default_factory=dict)  # method -> fused layer
     outputs: dict[tuple[str, str], Image] = field(default_factory=dict)  # (method, output)
     counts: dict[int, int] = field(default_factory=dict)  # frame -> methods done
@@ -111,6 +113,8 @@ class ResultRenderer(QObject):
                 state.signature,
                 scale=state.scale,
                 translate=state.translate,
+                units=state.units,
+                axis_labels=state.axis_labels,
             )
             if not meta(layer).get("frames_done"):
                 fresh.append(method)
@@ -218,6 +222,8 @@ class ResultRenderer(QObject):
                 state.signature,
                 scale=state.scale,
                 translate=state.translate,
+                units=state.units,
+                axis_labels=state.axis_labels,
             )
             fused = state.layers.get(method)
             if fused is not None and fused in self.viewer.layers:
@@ -275,11 +281,13 @@ def show_simulated_inputs(viewer: napari.Viewer, hr: Image, prep: Prepared) -> N
     for name in ("LR (simulated)", "HR keys (simulated)"):
         if name in viewer.layers:
             viewer.layers.remove(name)
+    physical = {"units": tuple(hr.units), "axis_labels": tuple(hr.axis_labels)}
     viewer.add_image(
         prep.lr,
         name="LR (simulated)",
         scale=scale,
         translate=translate,
+        **physical,
         contrast_limits=(0.0, 1.0),
         metadata={META: entry},
     )
@@ -295,6 +303,7 @@ def show_simulated_inputs(viewer: napari.Viewer, hr: Image, prep: Prepared) -> N
             translate=(t_shift + key_hold_translate(step, t_scale), *hr.translate[1:]),
             contrast_limits=(0.0, 1.0),
             metadata={META: {"role": "hr_keys", "key_indices": keys.tolist(), "source": hr.name}},
+            **physical,
         )
     if META not in hr.metadata:
         hr.metadata[META] = {"role": "truth"}

@@ -53,11 +53,13 @@ def make_sample(
     keys = key_indices(n_frames, key_step)
     lr_scale, lr_translate = lr_overlay_transform((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), SCALE)
     source = {"sample": "keyhole", "seed": seed, "n_frames": n_frames, "shape": list(shape)}
+    labels = ("frame", "y", "x")  # simulated: time in frames, lengths in HR pixels
     return [
         (
             truth,
             {
                 "name": "ground truth",
+                "axis_labels": labels,
                 "contrast_limits": (0.0, 1.0),
                 "visible": False,
                 "metadata": {META: {"role": "truth", **source}},
@@ -68,6 +70,7 @@ def make_sample(
             truth[keys],
             {
                 "name": "HR keys",
+                "axis_labels": labels,
                 "contrast_limits": (0.0, 1.0),
                 "scale": (float(key_step), 1.0, 1.0),
                 # Between two keys napari then shows the key in force, not the next one.
@@ -87,6 +90,7 @@ def make_sample(
             lr,
             {
                 "name": "LR",
+                "axis_labels": labels,
                 "contrast_limits": (0.0, 1.0),
                 "scale": lr_scale,
                 "translate": lr_translate,

@@ -56,6 +56,7 @@ class _Run:
     has_truth: bool = False
     time_scale: float = 1.0  # napari world time of frame t: time_shift + time_scale * t
     time_shift: float = 0.0
+    time_unit: str = "pixel"  # napari's unit of the time axis ("pixel": frames, no unit)
 
 
 class FusionSession:
@@ -77,6 +78,7 @@ class FusionSession:
         has_truth: bool,
         fresh: Sequence[str] = (),
         time: tuple[float, float] = (1.0, 0.0),
+        time_unit: str = "pixel",
     ) -> None:
         """A run of ``methods`` starts; the records of the ``fresh`` ones are forgotten (their
         layers were cleared: new inputs), those of other methods stay with their layers.
@@ -90,6 +92,7 @@ class FusionSession:
             has_truth,
             float(time[0]),
             float(time[1]),
+            str(time_unit),
         )
         for method in methods:
             self.records.setdefault(method, {})

@@ -37,6 +37,7 @@ from napari_xfusion._napari._job import (
 from napari_xfusion._napari._layers import (
     lr_overlay_transform,
     meta,
+    physical_labels,
     role,
 )
 from napari_xfusion._napari._messages import explain_error
@@ -253,6 +254,8 @@ class FusionWidget(QWidget):
             signature=job.signature,
             extras=self.results.show_extras.isChecked(),
             total=total,
+            units=(str(clock.units[0]), *(str(u) for u in hr.units[1:])),
+            axis_labels=physical_labels(clock, hr),
         )
         fresh = self.renderer.prepare(job.state, prep)
         for method, layer in job.state.layers.items():
@@ -273,6 +276,7 @@ class FusionWidget(QWidget):
             has_truth=prep.has_truth,
             fresh=fresh,
             time=(t_scale, t_shift),
+            time_unit=str(clock.units[0]),
         )
         # Show the window: the slider moves to its first frame unless it is already inside.
         start = targets[0] if targets else first
