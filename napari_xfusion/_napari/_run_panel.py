@@ -149,7 +149,10 @@ class RunPanel(QWidget):
         self.status = QLabel("Ready.")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.help = QLabel(f'<a href="{HELP_URL}">Help: README, napari section</a>')
+        # A light blue that reads on napari's dark and light themes (Qt's default link blue
+        # is near-invisible on the dark one).
+        link = f'<a href="{HELP_URL}" style="color: #5fa8ff">Help: README, napari section</a>'
+        self.help = QLabel(link)
         self.help.setOpenExternalLinks(True)
         self.help.setToolTip(f"Open {HELP_URL}")
         layout.addLayout(buttons)
