@@ -471,3 +471,22 @@ def test_napari_placeholder_axis_labels_become_frame_or_time():
     timed = SimpleNamespace(axis_labels=("-3", "-2", "-1"), units=("ms", "um", "um"))
     assert physical_labels(plain, plain) == ("frame", "y", "x")
     assert physical_labels(timed, plain) == ("time", "y", "x")
+
+
+# --- (10) demo ------------------------------------------------------------------------------
+
+
+def test_demo_runs_the_available_methods_and_exports_like_the_headless_one(
+    make_napari_viewer, qtbot, isolated_settings, tmp_path, monkeypatch
+):
+    from napari_xfusion._napari import demo
+
+    monkeypatch.setattr(demo, "available_methods", lambda: ["bicubic"])
+    viewer = make_napari_viewer()
+    out = tmp_path / "demo-out"
+    demo.launch("small", run=True, block=False, viewer=viewer, export_to=out)
+    widget = viewer.window.dock_widgets["Fusion (napari-xfusion)"]
+    assert widget.selected_methods() == ["bicubic"]
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: (out / "fused_bicubic.tif").is_file(), timeout=10000)
+    assert (out / "metrics.csv").is_file()
