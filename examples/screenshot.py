@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> Path:
     from napari_xfusion._napari.demo import default_methods, launch
 
     # Fresh widget settings: the picture shows the defaults, not this machine's remembered paths.
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, tempfile.mkdtemp())
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, tempfile.mkdtemp())
     # napari's one-off PyQt5 deprecation toast would sit on the canvas: not for the README.
     napari._qt.qt_main_window.SHOW_QT_WARNING = False
     networks = list(weights) or [m for m in default_methods() if m != "bayesian"]
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"the run did not start: {widget.status.text()}")
     loop = QEventLoop()
     widget.worker.finished.connect(loop.quit)
-    loop.exec_()
+    loop.exec()
     QThreadPool.globalInstance().waitForDone()
     summary = widget.last_summary
     if summary is None or summary.error or summary.cancelled:

@@ -56,7 +56,9 @@ def isolated_settings(tmp_path):
     """Point the widget's QSettings (INI, user scope) at a fresh folder for this test."""
     from qtpy.QtCore import QSettings
 
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path / "settings"))
+    QSettings.setPath(
+        QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings")
+    )
     return tmp_path / "settings"
 
 

@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("napari")
 
 from napari.utils.notifications import notification_manager  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_xfusion._napari._attention import AttentionWidget  # noqa: E402
 from napari_xfusion._napari._metrics import MetricsWidget  # noqa: E402
@@ -74,7 +75,9 @@ def test_run_fills_fused_layers_and_metrics(fusion_viewer, qtbot, methods):
         # Every frame was written, and is closer to the truth than a blank frame.
         err = np.abs(layer.data - truth).mean(axis=(1, 2))
         assert np.all(err < np.abs(truth).mean(axis=(1, 2)))
-    assert widget.progress.value() == widget.progress.maximum() == 8 * len(methods)
+    # Progress counts frames (each done by every method), not frames x methods.
+    assert widget.progress.value() == widget.progress.maximum() == 8
+    assert "ETA" not in widget.progress.format() and "estimating" not in widget.progress.format()
     assert "Done" in widget.status.text()
     summary_rows = widget.session.metrics_summary()
     assert [row["method"] for row in summary_rows] == list(methods)
@@ -346,7 +349,7 @@ def test_export_writes_tiffs_and_csvs_that_reopen(fusion_viewer, qtbot, tmp_path
     choose(widget, "bicubic", "bayesian")
     run_and_wait(widget, qtbot)
     assert widget.export_methods() == ["bicubic", "bayesian"]
-    widget.export_list.item(1).setCheckState(0)  # untick bayesian
+    widget.export_list.item(1).setCheckState(Qt.CheckState.Unchecked)  # untick bayesian
     files = widget.export(tmp_path)
     names = sorted(p.name for p in files)
     assert names == ["fused_bicubic.tif", "metrics.csv", "metrics_summary.csv"]
@@ -414,13 +417,13 @@ def test_closed_docks_stop_listening(fusion_viewer, qtbot):
     for i, dock in enumerate((extra, plot)):
         viewer.window.add_dock_widget(dock, name=f"closing {i}")
     before = len(viewer.layers.events.inserted.callbacks)
-    listeners = len(widget.session.frame_added)
+    listeners = len(widget.session.frames_added)
     for dock in (extra, plot):
         viewer.window.remove_dock_widget(dock)
         dock.deleteLater()  # what closing napari does to every dock
-    QApplication.sendPostedEvents(None, QEvent.DeferredDelete)
-    assert len(viewer.layers.events.inserted.callbacks) == before - 2  # refresh + name watch
-    assert len(widget.session.frame_added) == listeners - 1
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    assert len(viewer.layers.events.inserted.callbacks) == before - 3  # pickers, names, export
+    assert len(widget.session.frames_added) == listeners - 1
     # Events after the docks are gone reach only the live widget.
     viewer.add_image(np.zeros((8, 16, 32), np.float32), name="new LR")
     assert widget.lr_combo.findText("new LR") >= 0
@@ -467,7 +470,7 @@ def test_closing_the_dock_mid_run_stops_the_worker(fusion_viewer, qtbot, monkeyp
     qtbot.waitUntil(lambda: job.done == 1, timeout=TIMEOUT_MS)
     viewer.window.remove_dock_widget(doomed)
     doomed.deleteLater()
-    QApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     assert job.cancel.is_set()
     GatedBicubic.gate.release()  # the frame in progress ends, then the worker stops
     assert QThreadPool.globalInstance().waitForDone(TIMEOUT_MS)
@@ -552,7 +555,7 @@ def test_edvr_stf_with_a_checkpoint_file_plots_attention(fusion_viewer, qtbot, t
     run_and_wait(widget, qtbot, timeout=120000)
     assert next(iter(widget._methods.values())) is cached
     # Other settings replace it rather than keeping both networks in memory.
-    widget.batch_size.setValue(2)
+    widget.methods_panel.option_widget("edvr-stf", "batch_size").setValue(2)
     run_and_wait(widget, qtbot, timeout=120000)
     assert len(widget._methods) == 1 and next(iter(widget._methods.values())) is not cached
 
@@ -671,7 +674,7 @@ def test_metrics_table_stays_sorted_and_updates_rerun_frames(fusion_viewer, qtbo
         widget.end.setValue(end)
         run_and_wait(widget, qtbot)
     table = metrics.frames
-    frames = [table.item(i, 0).data(Qt.UserRole) for i in range(table.rowCount())]
+    frames = [table.item(i, 0).data(Qt.ItemDataRole.UserRole) for i in range(table.rowCount())]
     assert frames == list(range(8))  # frame 10 would sort after 9, reruns replace their row
     assert metrics.summary.item(0, 1).text() == "8"
 
@@ -696,7 +699,7 @@ def test_simulate_first_and_last_keys_without_noise(fusion_viewer, qtbot):
 def test_bayesian_uncertainty_layer(fusion_viewer, qtbot):
     viewer, widget = fusion_viewer
     choose(widget, "bicubic", "bayesian")
-    widget.show_uncertainty.setChecked(True)
+    widget.show_extras.setChecked(True)
     run_and_wait(widget, qtbot)
     sd = viewer.layers["uncertainty [bayesian]"]
     assert sd.metadata["xfusion"]["role"] == "uncertainty"

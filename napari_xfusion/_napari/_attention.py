@@ -14,8 +14,8 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from napari_xfusion._napari._session import FrameRecord, session_for
-from napari_xfusion._napari._util import connect_while_alive
+from napari_xfusion._napari._dock import SessionDock
+from napari_xfusion._napari._session import FrameRecord
 
 if TYPE_CHECKING:
     import napari
@@ -43,13 +43,11 @@ def theme_colours(viewer: napari.Viewer) -> dict[str, str]:
     }
 
 
-class AttentionWidget(QWidget):
+class AttentionWidget(SessionDock):
     """Dock plotting the normalised attention of each method with attention scores."""
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.session = session_for(napari_viewer)
+        super().__init__(napari_viewer, parent)
         self.figure = Figure(figsize=(6, 2.2), layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumHeight(160)
@@ -67,15 +65,12 @@ class AttentionWidget(QWidget):
         self._lines: dict[tuple[str, str], Any] = {}
         self._key_artists: list[Any] = []
         self.canvas.mpl_connect("button_press_event", self._on_click)
-        connect_while_alive(self, self.session.started, self._on_started)
-        connect_while_alive(self, self.session.frame_added, self._on_frame)
-        connect_while_alive(self, self.viewer.events.theme, self._apply_theme)
-        self._apply_theme()
-        self.redraw()
+        self.connect_session()
+        self.on_theme()
 
     # --- drawing -----------------------------------------------------------------------
 
-    def _apply_theme(self, *_: Any) -> None:
+    def on_theme(self, *_: Any) -> None:
         colours = theme_colours(self.viewer)
         self._colours = colours
         self.figure.set_facecolor(colours["background"])
@@ -89,11 +84,15 @@ class AttentionWidget(QWidget):
         ax.title.set_color(colours["text"])
         self.redraw()
 
-    def _on_started(self, *_: Any) -> None:
-        self.redraw()
+    def on_started(self, *_: Any) -> None:
+        # A matplotlib draw costs the GUI thread ~0.1-0.2 s: skip it when a new run changes
+        # nothing that is plotted (no attention before or now, same keys and frame count).
+        drawn = (tuple(self.session.run.keys.tolist()), self.session.run.n_frames)
+        if self._lines or self.series() or drawn != getattr(self, "_drawn", None):
+            self.redraw()
 
-    def _on_frame(self, record: FrameRecord) -> None:
-        if record.backward is not None:
+    def on_frames(self, records: list[FrameRecord]) -> None:
+        if any(record.backward is not None for record in records):
             self.redraw()
 
     def series(self) -> dict[str, dict[str, np.ndarray]]:
@@ -134,6 +133,7 @@ class AttentionWidget(QWidget):
                 )
                 self._lines[(method, name)] = line
         ax.set_xlabel("frame")
+        self._draw_time_axis(colours)
         ax.set_ylabel("normalised attention")
         if n_frames:
             ax.set_xlim(-0.5, n_frames - 0.5)
@@ -150,7 +150,26 @@ class AttentionWidget(QWidget):
             for text in legend.get_texts():
                 text.set_color(colours["text"])
         self.hint.setVisible(not series)
+        self._drawn = (tuple(keys.tolist()), n_frames)
         self.canvas.draw_idle()
+
+    def _draw_time_axis(self, colours: dict[str, str]) -> None:
+        """A second x axis in the time units of the results when frames have a duration."""
+        run = self.session.run
+        old = getattr(self, "_time_axis", None)
+        if old is not None:
+            old.remove()
+            self._time_axis = None
+        if run.time_scale == 1.0 and run.time_shift == 0.0 and run.time_unit in ("pixel", ""):
+            return
+        scale, shift = run.time_scale, run.time_shift
+        axis = self.axes.secondary_xaxis(
+            "top", functions=(lambda f: shift + scale * f, lambda t: (t - shift) / scale)
+        )
+        unit = "" if run.time_unit in ("pixel", "") else f" ({run.time_unit})"
+        axis.set_xlabel(f"time{unit}", color=colours["text"])
+        axis.tick_params(colors=colours["text"])
+        self._time_axis = axis
 
     # --- interaction ---------------------------------------------------------------------
 

@@ -30,14 +30,22 @@ __all__ = [
 
 
 def layer_metadata(
-    name: str, meta: dict[str, Any] | None, scale: Any = None, translate: Any = None
+    name: str,
+    meta: dict[str, Any] | None,
+    scale: Any = None,
+    translate: Any = None,
+    units: Any = None,
+    axis_labels: Any = None,
 ) -> dict[str, Any]:
-    """Metadata stored with an exported layer: our entry plus what re-creates the layer."""
+    """Metadata stored with an exported layer: our entry plus what re-creates the layer
+    (scale and translate in world units, napari's units and axis labels per axis)."""
     out: dict[str, Any] = {
         "layer": {
             "name": name,
             "scale": [float(s) for s in scale] if scale is not None else None,
             "translate": [float(t) for t in translate] if translate is not None else None,
+            "units": [str(u) for u in units] if units is not None else None,
+            "axis_labels": [str(a) for a in axis_labels] if axis_labels is not None else None,
         }
     }
     entry = (meta or {}).get(META)
@@ -51,8 +59,17 @@ def write_layer(path: str | os.PathLike[str], layer: Layer) -> Path:
     data = np.asarray(layer.data)
     if data.ndim == 2:
         data = data[np.newaxis]
-    return write_stack(
-        path, data, layer_metadata(layer.name, layer.metadata, layer.scale, layer.translate)
+    return write_stack(path, data, _layer_metadata(layer))
+
+
+def _layer_metadata(layer: Layer) -> dict[str, Any]:
+    return layer_metadata(
+        layer.name,
+        layer.metadata,
+        layer.scale,
+        layer.translate,
+        getattr(layer, "units", None),
+        getattr(layer, "axis_labels", None),
     )
 
 
@@ -103,7 +120,7 @@ def export_results(
         path = folder / f"{_file_stem(layer.name)}.tif"
         if detector_units:
             data, mapping = in_detector_units(layer)
-            meta = layer_metadata(layer.name, layer.metadata, layer.scale, layer.translate)
+            meta = _layer_metadata(layer)
             meta["units"] = "detector" if mapping is not None else "normalised"
             written.append(write_stack(path, data, meta))
         else:

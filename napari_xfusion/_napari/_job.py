@@ -75,6 +75,9 @@ class FusionRequest:
         ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
     seed : int
         Seed of the simulated noise.
+    targets : tuple of int, optional
+        Only these LR frames (inside ``frames``), e.g. the frames a cancelled run left undone;
+        None: every frame of ``frames``.
     method_cache : dict, optional
         Methods built by earlier runs, reused when name, options and device match (a network
         loads its weights once per session, not once per Run). Only one job uses it at a time.
@@ -94,6 +97,7 @@ class FusionRequest:
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
     seed: int = 0
+    targets: tuple[int, ...] | None = None
     method_cache: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
@@ -258,8 +262,18 @@ def fusion_job(request: FusionRequest, cancel: threading.Event) -> Iterator[Prep
         prepared, inputs = prepare(request)
         yield prepared
         # The app layer's run loop: the same frames and metrics (computed once, in its
-        # ResultTable) as the CLI's.
-        job = run_job(inputs.config, inputs.prepared, methods=inputs.methods, device=request.device)
+        # ResultTable) as the CLI's. A resumed run asks only for the frames still missing.
+        targets = None
+        if request.targets is not None:
+            first, last = prepared.frames
+            targets = [t for t in request.targets if first <= t <= last]
+        job = run_job(
+            inputs.config,
+            inputs.prepared,
+            methods=inputs.methods,
+            targets=targets,
+            device=request.device,
+        )
         next(job)  # JobStarted: the methods are already built
         while not cancel.is_set():
             event = next(job, None)

@@ -28,6 +28,9 @@ __all__ = [
     "fused_layers",
     "ensure_fused_layer",
     "ensure_uncertainty_layer",
+    "ensure_output_layer",
+    "key_hold_translate",
+    "physical_labels",
     "write_frame",
     "add_change_view",
     "refresh_change_views",
@@ -92,8 +95,11 @@ def ensure_fused_layer(
     *,
     scale: Sequence[float] = (1.0, 1.0, 1.0),
     translate: Sequence[float] = (0.0, 0.0, 0.0),
+    units: Sequence[str] | None = None,
+    axis_labels: Sequence[str] | None = None,
 ) -> Image:
-    """The layer ``fused [method]`` of ``shape``, ready to be filled.
+    """The layer ``fused [method]`` of ``shape``, ready to be filled (``units`` and
+    ``axis_labels``: napari's, per axis, e.g. ``("ms", "um", "um")``).
 
     An existing layer is reused, keeping its frames, when its shape and the run's input
     ``signature`` (layers, separation, keys) are unchanged, so runs on successive time windows
@@ -101,7 +107,13 @@ def ensure_fused_layer(
     """
     entry = {"role": "fused", "method": method, "inputs": signature, "frames_done": []}
     return _ensure_result_layer(
-        viewer, fused_name(method), entry, shape, scale, translate, "gray", (0.0, 1.0)
+        viewer,
+        fused_name(method),
+        entry,
+        shape,
+        (scale, translate, units, axis_labels),
+        "gray",
+        (0.0, 1.0),
     )
 
 
@@ -116,10 +128,68 @@ def ensure_uncertainty_layer(
 ) -> Image:
     """The layer ``uncertainty [method]``: the posterior standard deviation per pixel (same
     units as the fused frames), filled like the fused layer."""
-    entry = {"role": "uncertainty", "method": method, "inputs": signature, "frames_done": []}
-    return _ensure_result_layer(
-        viewer, f"uncertainty [{method}]", entry, shape, scale, translate, "magma", (0.0, 0.1)
+    return ensure_output_layer(
+        viewer,
+        method,
+        "variance",
+        f"uncertainty [{method}]",
+        shape,
+        signature,
+        scale=scale,
+        translate=translate,
     )
+
+
+def ensure_output_layer(
+    viewer: napari.Viewer,
+    method: str,
+    output: str,
+    name: str,
+    shape: tuple[int, int, int],
+    signature: dict[str, Any],
+    *,
+    scale: Sequence[float] = (1.0, 1.0, 1.0),
+    translate: Sequence[float] = (0.0, 0.0, 0.0),
+    units: Sequence[str] | None = None,
+    axis_labels: Sequence[str] | None = None,
+) -> Image:
+    """The layer ``name`` for a method's extra per-pixel ``output``, filled like the fused
+    layer: ``variance`` (shown as the standard deviation, role ``uncertainty``) or any other
+    (role ``extra``, e.g. a ``confidence`` map in [0, 1])."""
+    kind = "uncertainty" if output == "variance" else "extra"
+    entry = {
+        "role": kind,
+        "method": method,
+        "output": output,
+        "inputs": signature,
+        "frames_done": [],
+    }
+    colormap, limits = ("magma", (0.0, 0.1)) if kind == "uncertainty" else ("viridis", (0.0, 1.0))
+    place = (scale, translate, units, axis_labels)
+    return _ensure_result_layer(viewer, name, entry, shape, place, colormap, limits)
+
+
+def physical_labels(clock: Layer, hr: Layer) -> tuple[str, ...]:
+    """Axis labels of the result layers: the clock layer's time label and the HR layer's
+    spatial ones; napari's placeholders ("-3", "-2", "-1") become ``frame`` (or ``time``
+    when the time axis has a unit), ``y``, ``x``."""
+    labels = [str(clock.axis_labels[0]), *(str(a) for a in hr.axis_labels[1:])]
+    timed = str(clock.units[0]) not in ("pixel", "")
+    defaults = ("time" if timed else "frame", "y", "x")
+    return tuple(
+        default if label.lstrip("-").isdigit() else label
+        for label, default in zip(labels, defaults, strict=True)
+    )
+
+
+def key_hold_translate(key_step: float, time_scale: float = 1.0) -> float:
+    """Time offset that makes a key layer of scale ``key_step * time_scale`` show, at each
+    frame t, the key in force (the last key <= t) rather than the nearest one.
+
+    napari shows the frame ``round((t - translate) / scale)``; with keys at 0, k, 2k, ...
+    and ``translate = (k - 1) / 2`` frames that is ``floor(t / k)`` for every integer t.
+    """
+    return (float(key_step) - 1.0) / 2.0 * float(time_scale)
 
 
 def _ensure_result_layer(
@@ -127,11 +197,16 @@ def _ensure_result_layer(
     name: str,
     entry: dict[str, Any],
     shape: tuple[int, int, int],
-    scale: Sequence[float],
-    translate: Sequence[float],
+    place: tuple[Any, Any, Any, Any],
     colormap: str,
     contrast_limits: tuple[float, float],
 ) -> Image:
+    scale, translate, units, axis_labels = place
+    physical = {}
+    if units is not None:
+        physical["units"] = tuple(units)
+    if axis_labels is not None:
+        physical["axis_labels"] = tuple(axis_labels)
     if name in viewer.layers:
         layer = viewer.layers[name]
         data = layer.data
@@ -144,6 +219,8 @@ def _ensure_result_layer(
             and data.dtype == np.float32
             and data.shape == tuple(shape)
         )
+        for key, value in physical.items():
+            setattr(layer, key, value)
         if fillable and meta(layer).get("inputs") == entry["inputs"]:
             return layer
         if fillable:
@@ -160,17 +237,20 @@ def _ensure_result_layer(
         scale=tuple(scale),
         translate=tuple(translate),
         metadata={META: entry},
+        **physical,
     )
 
 
-def write_frame(layer: Image, index: int, frame: np.ndarray) -> None:
-    """Put one reconstructed frame into a fused layer and refresh what shows it."""
+def write_frame(layer: Image, index: int, frame: np.ndarray, refresh: bool = True) -> None:
+    """Put one reconstructed frame into a result layer (and refresh it unless ``refresh`` is
+    False: the caller refreshes once for a batch of frames)."""
     layer.data[index] = frame
     entry = meta(layer)
     done = set(entry.get("frames_done", []))
     done.add(int(index))
     entry["frames_done"] = sorted(done)
-    layer.refresh()
+    if refresh:
+        layer.refresh()
 
 
 class FrameChange:
@@ -288,16 +368,17 @@ def _grid(viewer: napari.Viewer) -> Any:
 def side_by_side(viewer: napari.Viewer, layers: Iterable[Layer], enable: bool = True) -> None:
     """Show ``layers`` in napari's grid view, in the given order, others hidden.
 
-    Time is shared by construction (one dims slider); contrast limits are linked so one
-    adjustment applies to all. ``enable=False`` unlinks them and leaves the grid.
+    Time is shared by construction (one dims slider); the contrast limits of the intensity
+    layers (not of uncertainty, extra outputs or change views) are linked so one adjustment
+    applies to all. ``enable=False`` unlinks them and leaves the grid.
     """
     from napari.experimental import link_layers, unlink_layers
 
     layers = [layer for layer in layers if layer in viewer.layers]
     grid = _grid(viewer)
     if not enable:
-        if layers:
-            unlink_layers(layers, ("contrast_limits",))
+        if len(_intensity_layers(layers)) > 1:
+            unlink_layers(_intensity_layers(layers), ("contrast_limits",))
         _show_names(layers, False)
         grid.enabled = False
         return
@@ -309,13 +390,20 @@ def side_by_side(viewer: napari.Viewer, layers: Iterable[Layer], enable: bool = 
     # the top in turn, so they end up in the given order above all others.
     for layer in layers:
         viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
-    limits = layers[0].contrast_limits
-    for layer in layers[1:]:
+    # Intensities share one contrast; uncertainty, confidence and change views keep theirs.
+    linked = _intensity_layers(layers)
+    limits = linked[0].contrast_limits if linked else None
+    for layer in linked[1:]:
         layer.contrast_limits = limits
-    link_layers(layers, ("contrast_limits",))
+    if len(linked) > 1:
+        link_layers(linked, ("contrast_limits",))
     _show_names(layers, True)
     grid.stride = 1
     grid.enabled = True
+
+
+def _intensity_layers(layers: Iterable[Layer]) -> list[Layer]:
+    return [layer for layer in layers if role(layer) not in ("uncertainty", "extra", "change")]
 
 
 def _show_names(layers: Iterable[Layer], visible: bool) -> None:

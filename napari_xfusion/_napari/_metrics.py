@@ -25,8 +25,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_xfusion._napari._session import FrameRecord, rows_to_csv, session_for
-from napari_xfusion._napari._util import connect_while_alive
+from napari_xfusion._napari._dock import SessionDock
+from napari_xfusion._napari._session import FrameRecord, rows_to_csv
 
 if TYPE_CHECKING:
     import napari
@@ -41,7 +41,7 @@ class _Item(QTableWidgetItem):
     """A cell showing a rounded value that sorts by the exact one (frame 10 after frame 9)."""
 
     def __lt__(self, other: QTableWidgetItem) -> bool:
-        mine, theirs = self.data(Qt.UserRole), other.data(Qt.UserRole)
+        mine, theirs = self.data(Qt.ItemDataRole.UserRole), other.data(Qt.ItemDataRole.UserRole)
         if isinstance(mine, (int, float)) and isinstance(theirs, (int, float)):
             return mine < theirs
         return str(mine) < str(theirs)
@@ -53,17 +53,15 @@ def _cell(value: Any, key: str) -> QTableWidgetItem:
     else:
         text = str(value)
     item = _Item(text)
-    item.setData(Qt.UserRole, value)  # the unrounded value, for sorting and navigation
+    item.setData(Qt.ItemDataRole.UserRole, value)  # the unrounded value, for sorting and navigation
     return item
 
 
-class MetricsWidget(QWidget):
+class MetricsWidget(SessionDock):
     """Dock with the per-frame and summary metrics of every method run against ground truth."""
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.session = session_for(napari_viewer)
+        super().__init__(napari_viewer, parent)
 
         self.summary = QTableWidget(0, 2 + len(_COLUMNS))
         self.summary.setHorizontalHeaderLabels(["method", "frames", *_COLUMNS.values()])
@@ -71,12 +69,13 @@ class MetricsWidget(QWidget):
         self.frames.setHorizontalHeaderLabels(["frame", "method", *_COLUMNS.values()])
         for table in (self.summary, self.frames):
             table.verticalHeader().setVisible(False)
-            table.setEditTriggers(QTableWidget.NoEditTriggers)
-            table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
-        self.summary.setSizeAdjustPolicy(QAbstractScrollArea.AdjustToContents)
-        self.summary.setVerticalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+            table.setToolTip("Metrics against the ground truth on the [0, 1] scale")
+            table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+            table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.summary.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
+        self.summary.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.frames.itemDoubleClicked.connect(self._on_double_click)
-        self.frames.sortByColumn(0, Qt.AscendingOrder)
+        self.frames.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self._rows: dict[tuple[str, int], QTableWidgetItem] = {}  # (method, frame) -> cell 0
 
         self.note = QLabel("Metrics need a ground truth: run on the sample or in simulate mode.")
@@ -85,6 +84,7 @@ class MetricsWidget(QWidget):
         copy.setToolTip("Copy the per-frame metrics as tab-separated text")
         copy.clicked.connect(self.copy_to_clipboard)
         save = QPushButton("Save CSV…")
+        save.setToolTip("Save the per-frame metrics and the per-method means as CSV files")
         save.clicked.connect(self._save_dialog)
         buttons = QHBoxLayout()
         buttons.addWidget(copy)
@@ -100,14 +100,21 @@ class MetricsWidget(QWidget):
         layout.addWidget(self.frames)
         layout.addLayout(buttons)
 
-        connect_while_alive(self, self.session.started, self.refresh)
-        connect_while_alive(self, self.session.frame_added, self._on_frame)
+        self.connect_session()
         self.refresh()
 
-    def _on_frame(self, record: FrameRecord) -> None:
-        if record.metrics is not None:
+    def on_started(self, *_: Any) -> None:
+        self.refresh()
+
+    def on_frames(self, records: list[FrameRecord]) -> None:
+        measured = [r for r in records if r.metrics is not None]
+        if not measured:
+            return
+        self.frames.setUpdatesEnabled(False)  # one repaint for the batch
+        for record in measured:
             self._set_row({"method": record.method, "frame": record.index, **record.metrics})
-            self._refresh_summary()
+        self.frames.setUpdatesEnabled(True)
+        self._refresh_summary()
 
     def _set_row(self, row: dict[str, Any]) -> None:
         """Add one frame's row (or update it when the frame was run again), kept sorted."""
@@ -192,4 +199,6 @@ class MetricsWidget(QWidget):
     def _on_double_click(self, item: QTableWidgetItem) -> None:
         frame = self.frames.item(item.row(), 0)
         if frame is not None:
-            self.viewer.dims.set_point(0, self.session.world_time(int(frame.data(Qt.UserRole))))
+            self.viewer.dims.set_point(
+                0, self.session.world_time(int(frame.data(Qt.ItemDataRole.UserRole)))
+            )

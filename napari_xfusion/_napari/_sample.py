@@ -3,7 +3,7 @@
 The LR stream is made the way the paper made its training data: 4x4 binning of the HR
 sequence plus photon shot noise, here at a target LR PSNR. Layers are placed so they overlay:
 the LR layer is shown up-scaled x4 (layer scale) and the HR key layer spans the time axis at
-the key step.
+the key step, shifted so that each frame shows the key in force (the last key at or before it).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_xfusion._napari._layers import META, lr_overlay_transform
+from napari_xfusion._napari._layers import META, key_hold_translate, lr_overlay_transform
 from napari_xfusion.core.degrade import add_shot_noise, bin_frames, lr_psnr_for_b0, solve_b0
 from napari_xfusion.core.sample import simulate_sequence
 from napari_xfusion.core.windows import key_indices
@@ -53,11 +53,13 @@ def make_sample(
     keys = key_indices(n_frames, key_step)
     lr_scale, lr_translate = lr_overlay_transform((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), SCALE)
     source = {"sample": "keyhole", "seed": seed, "n_frames": n_frames, "shape": list(shape)}
+    labels = ("frame", "y", "x")  # simulated: time in frames, lengths in HR pixels
     return [
         (
             truth,
             {
                 "name": "ground truth",
+                "axis_labels": labels,
                 "contrast_limits": (0.0, 1.0),
                 "visible": False,
                 "metadata": {META: {"role": "truth", **source}},
@@ -68,8 +70,11 @@ def make_sample(
             truth[keys],
             {
                 "name": "HR keys",
+                "axis_labels": labels,
                 "contrast_limits": (0.0, 1.0),
                 "scale": (float(key_step), 1.0, 1.0),
+                # Between two keys napari then shows the key in force, not the next one.
+                "translate": (key_hold_translate(key_step), 0.0, 0.0),
                 "metadata": {
                     META: {
                         "role": "hr_keys",
@@ -85,6 +90,7 @@ def make_sample(
             lr,
             {
                 "name": "LR",
+                "axis_labels": labels,
                 "contrast_limits": (0.0, 1.0),
                 "scale": lr_scale,
                 "translate": lr_translate,

@@ -56,13 +56,14 @@ class _Run:
     has_truth: bool = False
     time_scale: float = 1.0  # napari world time of frame t: time_shift + time_scale * t
     time_shift: float = 0.0
+    time_unit: str = "pixel"  # napari's unit of the time axis ("pixel": frames, no unit)
 
 
 class FusionSession:
     """Results of the runs in one viewer: frames' metrics and attention scores per method."""
 
     started = Signal(object)  # the session itself, after a run with new inputs began
-    frame_added = Signal(object)  # FrameRecord
+    frames_added = Signal(object)  # list of FrameRecord: the frames shown in one GUI update
 
     def __init__(self) -> None:
         self.run = _Run()
@@ -77,6 +78,7 @@ class FusionSession:
         has_truth: bool,
         fresh: Sequence[str] = (),
         time: tuple[float, float] = (1.0, 0.0),
+        time_unit: str = "pixel",
     ) -> None:
         """A run of ``methods`` starts; the records of the ``fresh`` ones are forgotten (their
         layers were cleared: new inputs), those of other methods stay with their layers.
@@ -90,6 +92,7 @@ class FusionSession:
             has_truth,
             float(time[0]),
             float(time[1]),
+            str(time_unit),
         )
         for method in methods:
             self.records.setdefault(method, {})
@@ -102,6 +105,18 @@ class FusionSession:
 
     def add(self, result: Any, metrics: dict[str, float] | None) -> FrameRecord:
         """Record the engine's ``FrameResult`` (and its metrics) and announce it."""
+        (record,) = self.add_many([(result, metrics)])
+        return record
+
+    def add_many(self, items: Sequence[tuple[Any, dict[str, float] | None]]) -> list[FrameRecord]:
+        """Record ``(FrameResult, metrics)`` pairs and announce them in one signal (the docks
+        redraw once per batch, not once per frame)."""
+        records = [self._record(result, metrics) for result, metrics in items]
+        if records:
+            self.frames_added.emit(records)
+        return records
+
+    def _record(self, result: Any, metrics: dict[str, float] | None) -> FrameRecord:
         record = FrameRecord(
             method=result.method,
             index=int(result.index),
@@ -113,7 +128,6 @@ class FusionSession:
             forward_norm=_float_or_none(getattr(result, "forward_norm", None)),
         )
         self.records.setdefault(record.method, {})[record.index] = record
-        self.frame_added.emit(record)
         return record
 
     def world_time(self, index: int) -> float:

@@ -64,7 +64,7 @@ class VerticalScroll(QScrollArea):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWidgetResizable(True)
-        self.setFrameShape(QFrame.NoFrame)
+        self.setFrameShape(QFrame.Shape.NoFrame)
 
     def setWidget(self, widget: QWidget) -> None:  # Qt's name
         super().setWidget(widget)
@@ -72,7 +72,7 @@ class VerticalScroll(QScrollArea):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # Qt's name
         # The panel's size hints change once it is styled (fonts, theme): re-ask the dock.
-        if watched is self.widget() and event.type() == QEvent.LayoutRequest:
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
             self.updateGeometry()
         return super().eventFilter(watched, event)
 

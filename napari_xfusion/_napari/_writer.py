@@ -35,5 +35,7 @@ def write_image(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
         attributes.get("metadata"),
         attributes.get("scale"),
         attributes.get("translate"),
+        attributes.get("units"),
+        attributes.get("axis_labels"),
     )
     return [str(write_stack(target, stack, meta))]

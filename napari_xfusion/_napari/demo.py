@@ -5,12 +5,32 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["launch", "open_demo", "default_methods"]
+__all__ = ["launch", "open_demo", "default_methods", "available_methods"]
+
+
+def available_methods() -> list[str]:
+    """Every registered method that can be built here, as the headless demo runs them: the
+    ones without weights always, a network only when its shipped weights load."""
+    from napari_xfusion._napari._method_info import method_infos
+    from napari_xfusion.methods import get_reconstructor
+
+    out = []
+    for info in method_infos():
+        if info.option("weights") is None:
+            out.append(info.name)
+            continue
+        try:
+            get_reconstructor(info.name, device="cpu")
+        except (FileNotFoundError, ImportError, ValueError, RuntimeError):
+            continue
+        out.append(info.name)
+    return out
 
 
 def default_methods() -> list[str]:
@@ -31,6 +51,7 @@ def launch(
     run: bool = True,
     block: bool = True,
     viewer: napari.Viewer | None = None,
+    export_to: str | Path | None = None,
 ) -> napari.Viewer:
     """Open napari with the simulated sample, the fusion, attention and metrics docks, and
     (``run=True``) a first fusion running.
@@ -40,13 +61,17 @@ def launch(
     size : {"small", "full"}
         The sample: 50 frames of 128x256, or 100 frames of 400x1024.
     methods : list of str, optional
-        Methods of the first run; default :func:`default_methods` (plus bicubic to compare).
+        Methods of the first run; default :func:`available_methods` (what the headless demo
+        runs).
     run : bool
         Press Run once everything is docked.
     block : bool
         Enter napari's event loop (returns when the window closes).
     viewer : napari.Viewer, optional
         Use this viewer instead of opening one (tests).
+    export_to : path, optional
+        When the first run ends normally, export its fused stacks and CSVs to this folder
+        (created), as the headless demo writes its files.
     """
     import napari
 
@@ -60,7 +85,6 @@ def launch(
     viewer = viewer or napari.Viewer(title="napari-xfusion demo")
     for data, kwargs, _ in (sample_small if size == "small" else sample_full)():
         viewer.add_image(data, **kwargs)
-    viewer.dims.axis_labels = ("t", "y", "x")
     widget = FusionWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Fusion (napari-xfusion)", area="right")
     viewer.window.add_dock_widget(
@@ -71,12 +95,12 @@ def launch(
     )
     widget.use_layers.setChecked(True)
     widget.refresh_layers()
-    chosen = methods or ["bicubic", *default_methods()]
+    chosen = methods or available_methods()
     for name, box in widget.method_boxes.items():
         box.setChecked(name in chosen)
     widget.window_all()
-    if run:
-        widget.run()
+    if run and widget.run() and export_to is not None:
+        widget.worker.finished.connect(lambda: _export_after_run(widget, Path(export_to)))
     if block:
         napari.run()
         # The window is closed: its dock cancelled the run; let the frame in progress end
@@ -87,13 +111,31 @@ def launch(
     return viewer
 
 
-def open_demo(size: str = "small") -> bool:
-    """:func:`launch` and block until the window closes; False (nothing opened) when napari or
+def _export_after_run(widget: object, folder: Path) -> None:
+    from napari.utils.notifications import show_error, show_info
+
+    summary = widget.last_summary
+    if summary is None or summary.error or summary.cancelled:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        files = widget.export(folder)
+    except (OSError, ValueError) as exc:
+        show_error(f"Demo export to {folder} failed: {exc}")
+        return
+    show_info(f"Demo: {len(files)} files written to {folder}")
+
+
+def open_demo(
+    size: str = "small", methods: list[str] | None = None, out_dir: str | Path | None = None
+) -> bool:
+    """:func:`launch` (``out_dir``: where the first run's results are exported, as the
+    headless demo's ``-o``) and block until the window closes; False (nothing opened) when napari or
     its Qt binding cannot be imported, so a caller can fall back to the headless demo."""
     try:
         import napari  # noqa: F401
         import qtpy  # noqa: F401
     except ImportError:
         return False
-    launch(size)
+    launch(size, methods, export_to=out_dir)
     return True
