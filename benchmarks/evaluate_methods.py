@@ -133,6 +133,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--option", action="append", default=[], metavar="METHOD:KEY=VALUE",
         help="method option (VALUE parsed as JSON, else a string); repeatable",
     )  # fmt: skip
+    p.add_argument(
+        "--resummarise", type=Path, metavar="DIR",
+        help="rebuild DIR/summary.md and summary.json from DIR/frames.csv (no reconstruction)",
+    )  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument(
@@ -268,14 +272,14 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
     return {"median": float(q50), "iqr": float(q75 - q25), "q25": float(q25), "q75": float(q75)}
 
 
+def _pair_key(r: dict) -> tuple:
+    return (r["set"], r["sequence"], r["key_step"], r["noise"], r["index"])
+
+
 def _paired(rows_a: list[dict], rows_b: list[dict], metric: str = "psnr") -> list[float]:
-    """Per-frame differences a - b over the frames both scored (same sequence and index)."""
-    b = {(r["sequence"], r["index"]): r[metric] for r in rows_b}
-    return [
-        r[metric] - b[(r["sequence"], r["index"])]
-        for r in rows_a
-        if (r["sequence"], r["index"]) in b
-    ]
+    """Per-frame differences a - b over the frames both scored (same case and index)."""
+    b = {_pair_key(r): r[metric] for r in rows_b}
+    return [r[metric] - b[_pair_key(r)] for r in rows_a if _pair_key(r) in b]
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -378,6 +382,51 @@ def markdown(summary: list[dict[str, Any]], budget: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def per_sequence(rows: list[dict[str, Any]]) -> str:
+    """Diagnostic table: per sequence and method, the median PSNR gain over bicubic (dB) over
+    all settings pooled, and the median PSNR lost in the key ablation. Not for quoting alone:
+    one sequence is a single scene."""
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "bicubic"))
+    sequences = list(dict.fromkeys((r["set"], r["sequence"]) for r in rows))
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["set"], r["sequence"], r["method"], r["keys"]), []).append(r)
+    ablated = [m for m in methods if any(k[2] == m and k[3] == "lr-up" for k in groups)]
+    cols = [f"{m} vs bicubic" for m in methods] + [f"{m} ablation loss" for m in ablated]
+    lines = [
+        "**Per sequence** (diagnostic: median PSNR difference in dB over all settings pooled)",
+        "",
+        "| set | sequence | " + " | ".join(cols) + " |",
+        "|---|---|" + "---:|" * len(cols),
+    ]
+    for set_name, seq in sequences:
+        base = groups.get((set_name, seq, "bicubic", "hr"), [])
+        cells = []
+        for m in methods:
+            d = _paired(groups.get((set_name, seq, m, "hr"), []), base)
+            cells.append(f"{np.median(d):+.2f}" if d else "-")
+        for m in ablated:
+            d = _paired(
+                groups.get((set_name, seq, m, "hr"), []),
+                groups.get((set_name, seq, m, "lr-up"), []),
+            )
+            cells.append(f"{np.median(d):+.2f}" if d else "-")
+        lines.append(f"| {set_name} | {seq} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def read_frames(path: Path) -> list[dict[str, Any]]:
+    """Rows of a ``frames.csv`` written by this script, with their types restored."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in ("key_step", "index", "offset"):
+            r[k] = int(r[k])
+        for k in (*METRICS, "seconds"):
+            r[k] = float(r[k])
+    return rows
+
+
 def _budget(args: argparse.Namespace, rows: list[dict], wall: float) -> dict[str, Any]:
     n_real = len(args.sequences or SUITE)
     n_sim = len(args.sim_seeds)
@@ -421,13 +470,28 @@ def write_outputs(
         json.dumps({**extra, "budget": budget, "summary": summary}, indent=1), encoding="utf-8"
     )
     (out / "summary.md").write_text(
-        f"# Benchmark: real motion and simulator\n\n`{extra['command']}`\n\n{table}\n",
+        f"# Benchmark: real motion and simulator\n\n`{extra['command']}`\n\n{table}\n\n"
+        f"{per_sequence(rows)}\n",
         encoding="utf-8",
     )
 
 
+def resummarise(folder: Path) -> str:
+    """Rewrite the tables of an earlier run from its ``frames.csv`` (same budget, command)."""
+    rows = read_frames(folder / "frames.csv")
+    old = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    summary = summarise(rows)
+    table = markdown(summary, old["budget"])
+    extra = {k: v for k, v in old.items() if k not in ("budget", "summary")}
+    write_outputs(folder, rows, summary, old["budget"], table, extra)
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.resummarise is not None:
+        print(resummarise(args.resummarise))
+        return 0
     command = "python benchmarks/evaluate_methods.py " + shlex.join(
         list(argv) if argv is not None else sys.argv[1:]
     )
