@@ -309,7 +309,8 @@ class StudyConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise StudyError(
-                f"study configuration: unknown key {unknown[0]!r}; known: {', '.join(sorted(known))}"
+                f"study configuration: unknown key {unknown[0]!r}; "
+                f"known: {', '.join(sorted(known))}"
             )
         values = dict(data)
         for name in ("sample_shape", "noise_levels", "key_steps", "separations", "methods"):

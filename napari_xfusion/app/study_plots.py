@@ -136,7 +136,9 @@ def _box_figure(
         ax.grid(axis="y", alpha=0.3)
     axes[-1, 0].set_xlabel(xlabel)
     axes[0, 0].set_title(title)
-    handles = [Patch(facecolor=c, alpha=0.75, label=m) for m, c in zip(methods, colours, strict=True)]
+    handles = [
+        Patch(facecolor=c, alpha=0.75, label=m) for m, c in zip(methods, colours, strict=True)
+    ]
     axes[0, 0].legend(handles=handles, loc="best", fontsize="small")
     return fig
 
@@ -158,8 +160,12 @@ def _attention_curves(
         sel = sorted(_select(rows, setting=setting.id, method=method), key=lambda r: r["frame"])
         t = [r["frame"] for r in sel]
         for ax, suffix, what in ((row_axes[0], "", "raw"), (row_axes[1], "_norm", "normalised")):
-            ax.plot(t, [r["backward" + suffix] for r in sel], "o-", ms=3, label="backward (key before)")
-            ax.plot(t, [r["forward" + suffix] for r in sel], "s-", ms=3, label="forward (key after)")
+            ax.plot(
+                t, [r["backward" + suffix] for r in sel], "o-", ms=3, label="backward (key before)"
+            )
+            ax.plot(
+                t, [r["forward" + suffix] for r in sel], "s-", ms=3, label="forward (key after)"
+            )
             if n_frames is not None:
                 keys = _keys_of(setting, n_frames)
                 if len(keys) <= 12:
@@ -267,14 +273,32 @@ def _setting_table(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> li
         sec = stats([r["seconds"] for r in sel])
         lines.append(
             f"| {m} | {len(sel)} | {_fmt(stats([r['psnr'] for r in sel]), 2)} | "
-            f"{_fmt(stats([r['aad'] for r in sel]), 4)} | {_fmt(stats([r['ssim'] for r in sel]), 4)}"
-            f" | {sec['median']:.3g} |"
+            f"{_fmt(stats([r['aad'] for r in sel]), 4)} | "
+            f"{_fmt(stats([r['ssim'] for r in sel]), 4)} | {sec['median']:.3g} |"
         )
     return lines
 
 
 def _median(rows: Sequence[dict[str, Any]], method: str, metric: str = "psnr") -> float:
     return stats([r[metric] for r in rows if r["method"] == method])["median"]
+
+
+_FLAT_DB = 0.1  # a spread of medians below this is called flat
+
+
+def _trend(values: Sequence[float], want: str, along: str) -> str:
+    """``"rises ..."`` / ``"falls ..."`` / ``"about flat ..."`` / ``"not monotone ..."``."""
+    spread = max(values) - min(values)
+    if spread < _FLAT_DB:
+        return f"about flat (spread {spread:.2f} dB < {_FLAT_DB} dB) {along}"
+    steps = np.diff(values)
+    sign = 1.0 if want == "rises" else -1.0
+    if np.all(sign * steps >= -0.05):
+        return f"{want} {along} (by {spread:.2f} dB)"
+    other = "falls" if want == "rises" else "rises"
+    if np.all(-sign * steps >= -0.05):
+        return f"{other} {along} (by {spread:.2f} dB)"
+    return f"not monotone {along} (spread {spread:.2f} dB)"
 
 
 def _comparison(config: Any, settings: Sequence[Any], rows: Sequence[dict[str, Any]],
@@ -327,12 +351,11 @@ def _comparison(config: Any, settings: Sequence[Any], rows: Sequence[dict[str, A
             meds = [_median(by_id[x.id], m) for x in noise]
             if not all(math.isfinite(v) for v in meds):
                 continue
-            rising = all(b >= a - 0.05 for a, b in zip(meds[:-1], meds[1:], strict=False))
             out.append(
                 f"- {m} vs noise: median PSNR {meds[0]:.2f} dB at {noise[0].noise_label} -> "
                 f"{meds[-1]:.2f} dB at {noise[-1].noise_label}; "
-                + ("rises (within 0.05 dB) as the noise falls, as in the paper."
-                   if rising else "not monotone in the noise level (the paper: all improve).")
+                + _trend(meds, "rises", "as the LR noise falls")
+                + " (the paper: every method gains as the LR noise falls)."
             )  # fmt: skip
     # 4. key step: methods using the keys lose as keys get sparser
     from napari_xfusion.methods.registry import get_spec
@@ -350,11 +373,11 @@ def _comparison(config: Any, settings: Sequence[Any], rows: Sequence[dict[str, A
             meds = [(k, v) for k, v in meds if math.isfinite(v)]
             if len(meds) < 2:
                 continue
-            falling = all(b <= a + 0.05 for (_, a), (_, b) in zip(meds[:-1], meds[1:], strict=False))
+            values = [v for _, v in meds]
             out.append(
                 f"- {m}, s = {s}: median PSNR " + ", ".join(f"k={k}: {v:.2f}" for k, v in meds)
-                + (" - falls as the keys get sparser, as in the paper." if falling
-                   else " - not monotone in the key step.")
+                + " - " + _trend(values, "falls", "as the keys get sparser")
+                + " (the paper: methods using the keys lose as the keys get sparser)."
             )  # fmt: skip
     # 5. attention: backward falls, forward rises across the gap
     key_rows = [r for r in rows if "keys" in r["sweeps"] and r["offset"] > 0]
@@ -393,15 +416,24 @@ def summary_markdown(
     settings = study_settings(config)
     methods = _methods(rows, config)
     truth = truth_label or (config.truth or "built-in sample")
-    lines = ["# Study summary", "",
-             f"- Truth: {truth}", f"- Methods: {', '.join(methods)}",
-             f"- Settings: {len(settings)}; rows: {len(rows)}; LR noise seed {config.noise_seed}"]
+    lines = [
+        "# Study summary",
+        "",
+        f"- Truth: {truth}",
+        f"- Methods: {', '.join(methods)}",
+        f"- Settings: {len(settings)}; rows: {len(rows)}; LR noise seed {config.noise_seed}",
+    ]
     if targets is not None:
-        lines.append(f"- Target frames (the same in every setting and method): "
-                     f"{', '.join(str(int(t)) for t in targets)}")
+        lines.append(
+            f"- Target frames (the same in every setting and method): "
+            f"{', '.join(str(int(t)) for t in targets)}"
+        )
     lines += ["", "Cells: median (IQR = Q3 - Q1) over the target frames. Ordering: by median "
               "PSNR, best first (reported, not asserted).", ""]  # fmt: skip
-    for sweep, title in (("noise", "Noise sweep (Fig. 5)"), ("keys", "Key-step sweep (Figs 6, S3, S4)")):
+    for sweep, title in (
+        ("noise", "Noise sweep (Fig. 5)"),
+        ("keys", "Key-step sweep (Figs 6, S3, S4)"),
+    ):
         if sweep == "noise":
             chosen = _noise_settings(settings)
         else:
@@ -411,7 +443,10 @@ def summary_markdown(
         lines += [f"## {title}", ""]
         for x in chosen:
             sel = _select(rows, setting=x.id)
-            lines += [f"### {x.id}: key step {x.key_step}, s = {x.separation}, LR {x.noise_label}", ""]
+            lines += [
+                f"### {x.id}: key step {x.key_step}, s = {x.separation}, LR {x.noise_label}",
+                "",
+            ]
             if not sel:
                 lines += ["(not run yet)", ""]
                 continue
