@@ -242,3 +242,35 @@ def test_attention_figures_from_rows(tmp_path: Path) -> None:
     files = {p.name for p in write_figures(tmp_path, config, rows, n_frames=21)}
     assert {"fig7_attention_edvr-stf.png", "figS5_attention_hist_edvr-stf.svg"} <= files
     assert not any("bicubic" in f for f in files if "attention" in f)
+
+
+CLI_TINY = ["--quick", "--sample-frames", "21", "--sample-size", "64x128", "--noise", "20,clean",
+            "--key-steps", "2,20", "--separations", "1", "--methods", "bicubic,bayesian",
+            "--targets-per-setting", "3", "--no-progress"]  # fmt: skip
+
+
+def test_cli_study_quick_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from napari_xfusion.cli_study import main
+
+    out = tmp_path / "cli"
+    assert main([*CLI_TINY, "-o", str(out)]) == 0
+    assert "18 rows (18 computed now, 0 reused)" in capsys.readouterr().out
+    config = StudyConfig.load(out / "study.json")
+    assert config.sample_shape == (64, 128) and config.key_steps == (2, 20)
+    assert config.methods == ("bicubic", "bayesian") and config.targets_per_setting == 3
+    assert {"fig5_noise.png", "fig6_keys_s1.svg", "summary.md"} <= {p.name for p in out.iterdir()}
+    assert main([*CLI_TINY, "-o", str(out)]) == 0
+    assert "(0 computed now, 18 reused)" in capsys.readouterr().out
+    (out / "summary.md").unlink()
+    assert main(["--report", "-o", str(out)]) == 0
+    assert (out / "summary.md").is_file()
+
+
+def test_cli_study_bad_input_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from napari_xfusion.cli_study import main
+
+    assert main(["--noise", "70", "-o", str(tmp_path)]) == 2
+    assert "20..60 dB" in capsys.readouterr().err
+    assert main(["--truth", str(tmp_path / "missing.tif"), "--methods", "bicubic",
+                 "-o", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert "missing.tif" in capsys.readouterr().err

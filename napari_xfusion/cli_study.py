@@ -1,0 +1,205 @@
+"""``xfusion study``: the paper's study (noise, key step, separation x every method) as one
+command, on the built-in sample or any full-rate HR stack (:mod:`napari_xfusion.app.study`).
+
+Wiring into the ``xfusion`` parser: ``add_study_parser(subparsers)`` adds the sub-command and
+``study_command(args) -> int`` runs it (exit 0 done, 2 bad input, 130 interrupted with the
+rows kept). ``python -m napari_xfusion.cli_study ...`` runs it on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_study_parser", "config_from_args", "main", "study_command"]
+
+EXAMPLES = """
+    xfusion study --quick -o /tmp/study-quick
+    xfusion study -o docs/study/sample
+    xfusion study --truth my_hr_full_rate.tif --methods bicubic,bayesian -o study-mine
+    xfusion study --noise 20,40,clean --key-steps 2,20,first-last --separations 1 \\
+        --targets-per-setting 10 -o study-small
+    xfusion study --report -o docs/study/sample      # remake figures and summary.md only
+"""
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _items(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_study_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``study`` to an ``argparse`` sub-parsers object; returns its parser."""
+    p = subparsers.add_parser(
+        "study",
+        formatter_class=_formatter,
+        help="the paper's study: noise / key step / separation sweeps over every method",
+        description="Sweep the LR noise (target LR PSNR, at k=20, s=1: the paper's Fig. 5) "
+        "and the HR key step for each LR separation (Figs 6, S3, S4) over every available "
+        "method, on the same target frames, through the same pipeline as `xfusion fuse`. "
+        "Writes frames.csv (one row per method, setting and frame), box plots and attention "
+        "figures (PNG + SVG), summary.md and the run configurations into --out. Ctrl-C keeps "
+        "the rows done; the same command resumes.",
+        epilog="examples:\n" + textwrap.indent(textwrap.dedent(EXAMPLES).strip("\n"), "  "),
+    )
+    p.add_argument(
+        "--truth",
+        type=Path,
+        metavar="STACK",
+        help="full-rate HR ground truth (default: the built-in sample)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small preset: 41-frame 200x512 sample, noise 20/40/clean, key steps "
+        "2/20/first-last, s 1 and 2, 4 targets (about a minute on 2 cores)",
+    )
+    p.add_argument(
+        "--methods",
+        metavar="M[,M...]",
+        help="registered methods (default: every one whose torch/weights exist)",
+    )
+    p.add_argument(
+        "--noise",
+        metavar="DB[,...]",
+        help="LR PSNR levels of the noise sweep, dB or 'clean' (default 20,30,40,50,60,clean)",
+    )
+    p.add_argument(
+        "--key-steps",
+        metavar="K[,...]",
+        help="key steps of the key sweep, integers >= 2 or first-last (default 2,10,20,first-last)",
+    )
+    p.add_argument(
+        "--separations", metavar="S[,...]", help="LR separations of the key sweep (default 1,2,3)"
+    )
+    p.add_argument(
+        "--sample-frames",
+        type=int,
+        metavar="T",
+        help="frames of the built-in sample (default 101; --quick 41)",
+    )
+    p.add_argument(
+        "--sample-size",
+        metavar="HxW",
+        help="HR size of the built-in sample (default 400x1024; --quick 200x512)",
+    )
+    p.add_argument("--key-noise", metavar="DB", help="LR noise of the key sweep (default clean)")
+    p.add_argument(
+        "--targets-per-setting",
+        metavar="N",
+        help="target frames, the same in every setting (default 20; 'all')",
+    )
+    p.add_argument("--noise-seed", type=int, help="seed of the LR shot noise (default 0)")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="only remake the figures and summary.md from --out's frames.csv",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("xfusion-study"),
+        metavar="DIR",
+        help="output folder (default ./xfusion-study)",
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The :class:`~napari_xfusion.app.study.StudyConfig` the arguments describe."""
+    from napari_xfusion.app.study import StudyConfig, StudyError
+
+    changes: dict[str, Any] = {}
+    if args.truth is not None:
+        changes["truth"] = str(args.truth)
+    if args.methods:
+        changes["methods"] = tuple(_items(args.methods))
+    if args.noise:
+        changes["noise_levels"] = tuple(_items(args.noise))
+    if args.key_steps:
+        changes["key_steps"] = tuple(_items(args.key_steps))
+    if args.separations:
+        try:
+            changes["separations"] = tuple(int(s) for s in _items(args.separations))
+        except ValueError:
+            raise StudyError(
+                f"--separations: expected integers, got {args.separations!r}"
+            ) from None
+    if args.key_noise:
+        changes["key_lr_psnr"] = args.key_noise
+    if args.targets_per_setting:
+        text = args.targets_per_setting.strip().lower()
+        try:
+            changes["targets_per_setting"] = None if text == "all" else int(text)
+        except ValueError:
+            raise StudyError(
+                f"--targets-per-setting: expected an integer or 'all', got {text!r}"
+            ) from None
+    if args.sample_frames is not None:
+        changes["sample_frames"] = args.sample_frames
+    if args.sample_size:
+        try:
+            h, w = (int(v) for v in args.sample_size.lower().split("x"))
+        except ValueError:
+            raise StudyError(f"--sample-size: expected HxW, got {args.sample_size!r}") from None
+        changes["sample_shape"] = (h, w)
+    if args.noise_seed is not None:
+        changes["noise_seed"] = args.noise_seed
+    if args.device:
+        changes["device"] = args.device
+    return StudyConfig.quick(**changes) if args.quick else StudyConfig(**changes)
+
+
+def study_command(args: argparse.Namespace) -> int:
+    """Run ``xfusion study``; 0 done, 2 bad input (message on stderr), 130 interrupted."""
+    from napari_xfusion.app.study import StudyConfig, report_study, run_study
+
+    if args.report:
+        files = report_study(args.out, StudyConfig.load(args.out / "study.json"))
+        print(f"{len(files)} files written in {args.out}")
+        return 0
+    config = config_from_args(args)
+    try:
+        result = run_study(config, args.out, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(
+            f"xfusion study: interrupted; the rows done are kept in {args.out / 'frames.csv'}: "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    print(
+        f"{len(result.rows)} rows ({result.computed} computed now, {result.reused} reused) in "
+        f"{result.frames_csv}; summary: {result.summary_md} ({result.seconds:.0f} s)"
+    )
+    return 0 if result.complete else 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m napari_xfusion.cli_study [options]`` (the same options as ``xfusion study``)."""
+    parser = argparse.ArgumentParser(prog="xfusion")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_study_parser(sub)
+    args = parser.parse_args(["study", *(sys.argv[1:] if argv is None else argv)])
+    from napari_xfusion.core.io import StackError
+    from napari_xfusion.engine import InputError
+
+    try:
+        return study_command(args)
+    except (InputError, StackError, FileNotFoundError, ValueError) as exc:
+        print(f"xfusion study: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
