@@ -274,3 +274,21 @@ def test_cli_study_bad_input_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["--truth", str(tmp_path / "missing.tif"), "--methods", "bicubic",
                  "-o", str(tmp_path / "o")]) == 2  # fmt: skip
     assert "missing.tif" in capsys.readouterr().err
+
+
+def test_study_of_a_detector_stack(tmp_path: Path) -> None:
+    """A user's uint16 stack: normalised once, so bicubic stays flat across key steps."""
+    from napari_xfusion.core.io import write_stack
+    from napari_xfusion.core.sample import simulate_sequence
+
+    truth = (simulate_sequence(21, (64, 128), seed=3) * 3000 + 500).astype(np.uint16)
+    write_stack(tmp_path / "truth.tif", truth)
+    config = StudyConfig(truth=str(tmp_path / "truth.tif"), noise_levels=(), key_steps=(2, 10),
+                         separations=(1,), methods=("bicubic",), targets_per_setting=4)  # fmt: skip
+    result = run_study(config, tmp_path / "out", progress=False)
+    assert result.complete and len(result.rows) == 2 * 4
+    by = {(r["setting"], r["frame"]): r["psnr"] for r in result.rows}
+    for (_setting, frame), value in by.items():
+        assert math.isfinite(value)
+        assert value == by[("k2-s1-clean", frame)]
+    assert str(tmp_path / "truth.tif") in (tmp_path / "out" / "summary.md").read_text()
