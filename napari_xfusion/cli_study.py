@@ -90,6 +90,11 @@ def add_study_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="HxW",
         help="HR size of the built-in sample (default 400x1024; --quick 200x512)",
     )
+    p.add_argument(
+        "--sample-noise",
+        action="store_true",
+        help="keep the sample's HR detector noise in the truth (default off)",
+    )
     p.add_argument("--key-noise", metavar="DB", help="LR noise of the key sweep (default clean)")
     p.add_argument(
         "--targets-per-setting",
@@ -153,6 +158,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         except ValueError:
             raise StudyError(f"--sample-size: expected HxW, got {args.sample_size!r}") from None
         changes["sample_shape"] = (h, w)
+    if args.sample_noise:
+        changes["sample_noise"] = True
     if args.noise_seed is not None:
         changes["noise_seed"] = args.noise_seed
     if args.device:

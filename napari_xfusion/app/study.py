@@ -21,7 +21,9 @@ percentile clip values on an evenly spaced sample), so every setting sees the sa
 at the same noise level, the same LR stream. ``None``: the built-in simulated sample,
 :func:`napari_xfusion.core.sample.simulate_sequence` with ``sample_frames=101``,
 ``sample_shape=(400, 1024)``, ``sample_seed=20260`` (a held-out seed: training uses seeds
->= 1,000,000). 101 frames put a key on the last frame for k = 2, 10 and 20.
+>= 1,000,000; the README's model table uses it too), ``sample_noise=False`` (no HR detector
+noise in the truth, like the benchmarks). 101 frames put a key on the last frame for k = 2, 10
+and 20.
 
 Target frames
 -------------
@@ -178,6 +180,9 @@ class StudyConfig:
     truth : str, optional
         Full-rate HR ground-truth stack (T, H, W), H and W multiples of 4; None = the built-in
         sample (``sample_frames``, ``sample_shape``, ``sample_seed``).
+    sample_noise : bool
+        The sample's own HR detector noise (default False, like the benchmarks: a noisy truth
+        caps every method's PSNR at the noise no method can predict and hides differences).
     noise_levels : tuple of float or None
         Target LR PSNR (dB, 20..60) of the noise sweep; None = noise-free.
     noise_key_step, noise_separation
@@ -204,6 +209,7 @@ class StudyConfig:
     sample_frames: int = 101
     sample_shape: tuple[int, int] = (400, 1024)
     sample_seed: int = 20260
+    sample_noise: bool = False
     noise_levels: tuple[float | None, ...] = (20.0, 30.0, 40.0, 50.0, 60.0, None)
     noise_key_step: int | str = 20
     noise_separation: int = 1
@@ -233,6 +239,7 @@ class StudyConfig:
             raise StudyError(f"sample_frames must be >= 3, got {self.sample_frames!r}")
         set_("sample_frames", int(self.sample_frames))
         set_("sample_seed", int(self.sample_seed))
+        set_("sample_noise", bool(self.sample_noise))
         set_("noise_levels", tuple(dict.fromkeys(_noise_value(v) for v in self.noise_levels)))
         set_("noise_key_step", _key_value(self.noise_key_step))
         set_("key_steps", tuple(dict.fromkeys(_key_value(v) for v in self.key_steps)))
@@ -416,10 +423,14 @@ def load_truth(config: StudyConfig) -> tuple[np.ndarray, str]:
 
         label = (
             f"built-in sample (simulate_sequence: {config.sample_frames} frames, "
-            f"{config.sample_shape[0]}x{config.sample_shape[1]}, seed {config.sample_seed})"
+            f"{config.sample_shape[0]}x{config.sample_shape[1]}, seed {config.sample_seed}, "
+            f"HR noise {'on' if config.sample_noise else 'off'})"
         )
         stack = simulate_sequence(
-            config.sample_frames, config.sample_shape, seed=config.sample_seed
+            config.sample_frames,
+            config.sample_shape,
+            seed=config.sample_seed,
+            noise=config.sample_noise,
         )
         return np.asarray(stack, dtype=np.float32), label
     from napari_xfusion.core.io import read_stack
@@ -575,6 +586,25 @@ def _check_out_dir(config: StudyConfig, out: Path) -> list[dict[str, Any]]:
     return read_rows(frames_csv) if frames_csv.exists() else []
 
 
+def _log_run(out: Path, started: tuple[float, Any], rows: int, device: str) -> None:
+    """Append this call's wall time, rows and machine load to ``runs/log.jsonl`` (the summary
+    quotes it: timings measured on a busy machine are slower than the machine can do)."""
+    import platform
+
+    entry = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started[0])),
+        "seconds": round(time.time() - started[0], 1),
+        "rows_computed": rows,
+        "device": device,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "load_start": None if started[1] is None else [round(v, 2) for v in started[1]],
+        "load_end": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+    with (out / "runs" / "log.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry) + "\n")
+
+
 def iter_study(config: StudyConfig, out_dir: str | os.PathLike[str]) -> Iterator[StudyProgress]:
     """Run the study as a generator of :class:`StudyProgress` events (one per frame and
     method, plus setting boundaries); closing it stops between frames and saves the rows done.
@@ -615,6 +645,7 @@ def iter_study(config: StudyConfig, out_dir: str | os.PathLike[str]) -> Iterator
     runs.mkdir(exist_ok=True)
     cache: dict[str, Any] = {}
     done = 0
+    started = (time.time(), os.getloadavg() if hasattr(os, "getloadavg") else None)
     yield StudyProgress("start", None, 0, len(settings), 0, total,
                         message=f"{label}; {len(settings)} settings x {len(methods)} methods x "
                         f"{len(targets)} frames; {len(rows)} rows already done")  # fmt: skip
@@ -655,6 +686,7 @@ def iter_study(config: StudyConfig, out_dir: str | os.PathLike[str]) -> Iterator
                                 message=f"{setting.id} done")  # fmt: skip
     finally:
         save()  # Ctrl-C, an error or a closed generator: keep the rows done
+        _log_run(out, started, done, config.device)
     files = report_study(out, config, rows, targets=targets, truth_label=label)
     yield StudyProgress("done", None, len(settings), len(settings), done, total,
                         message=f"{len(files)} files written in {out}")  # fmt: skip

@@ -18,6 +18,7 @@ pyplot, no global backend switch), so this runs in a worker thread of the GUI to
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,7 @@ def _attention_hist(rows: Sequence[dict[str, Any]], method: str) -> Any | None:
         lo, hi = min(lo, 0.0), max(hi, 1.2)
         xbins = np.arange(-0.5, off.max() + 1.5, 1.0)
         h = ax.hist2d(off, np.clip(score, lo, hi), bins=[xbins, np.linspace(lo, hi, 31)],
-                      cmap="viridis", cmin=1)  # fmt: skip
+                      cmap="viridis", cmin=1, rasterized=True)  # fmt: skip
         ax.figure.colorbar(h[3], ax=ax, label="frames")
         ax.set_xlabel("offset from the preceding key (frames)")
         ax.set_ylabel(f"normalised {name.split('_')[0]} score")
@@ -337,6 +338,17 @@ def _comparison(config: Any, settings: Sequence[Any], rows: Sequence[dict[str, A
                 f"- Ordering {' > '.join(chain)} (median PSNR) holds in {holds} of {total} "
                 f"settings ({verdict})" + (f"; not in: {', '.join(fails)}." if fails else ".")
             )
+    best = Counter(
+        ordering(by_id[x.id], methods)[0][0] for x in settings if ordering(by_id[x.id], methods)
+    )
+    if best:
+        counts = ", ".join(f"{m} in {n}" for m, n in best.most_common())
+        agrees = set(best) == {"edvr-stf"}
+        out.append(
+            f"- Best method (median PSNR) per setting: {counts} of {len(settings)} settings"
+            + (" (the paper: EDVR-STF best throughout; agrees)." if agrees else
+               " (the paper: EDVR-STF best throughout; here not everywhere).")
+        )  # fmt: skip
     if "bayesian" in methods and "bicubic" in methods:
         below = [x.id for x in settings
                  if _median(by_id[x.id], "bayesian") < _median(by_id[x.id], "bicubic")]  # fmt: skip
@@ -401,6 +413,29 @@ def _comparison(config: Any, settings: Sequence[Any], rows: Sequence[dict[str, A
     return out
 
 
+def _run_log_lines(out_dir: Path | None) -> list[str]:
+    """One line per run call from ``runs/log.jsonl`` (wall time, rows, load average)."""
+    import json
+
+    path = None if out_dir is None else out_dir / "runs" / "log.jsonl"
+    if path is None or not path.is_file():
+        return []
+    lines = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            e = json.loads(text)
+        except ValueError:
+            continue
+        load = e.get("load_start")
+        lines.append(
+            f"- Run {e.get('started')} UTC: {e.get('rows_computed')} rows in "
+            f"{e.get('seconds')} s on {e.get('cores')} cores ({e.get('cpu')}), device "
+            f"{e.get('device')}, load average at start {load[0] if load else '?'} "
+            "(timings on a busy machine are slower than it can do)"
+        )
+    return lines
+
+
 def summary_markdown(
     config: Any,
     rows: Sequence[dict[str, Any]],
@@ -408,6 +443,7 @@ def summary_markdown(
     targets: Sequence[int] | None = None,
     truth_label: str | None = None,
     figures: Sequence[Path] = (),
+    out_dir: Path | None = None,
 ) -> str:
     """``summary.md``: inputs, then per sweep and setting median (IQR) per method and the
     methods' ordering (reported, not asserted), then the comparison with the paper."""
@@ -428,6 +464,7 @@ def summary_markdown(
             f"- Target frames (the same in every setting and method): "
             f"{', '.join(str(int(t)) for t in targets)}"
         )
+    lines += _run_log_lines(out_dir)
     lines += ["", "Cells: median (IQR = Q3 - Q1) over the target frames. Ordering: by median "
               "PSNR, best first (reported, not asserted).", ""]  # fmt: skip
     for sweep, title in (
@@ -483,5 +520,7 @@ def write_report(
         except Exception:  # noqa: BLE001 - key lines in a figure are optional
             n_frames = None
     figures = write_figures(out, config, rows, n_frames)
-    text = summary_markdown(config, rows, targets=targets, truth_label=truth_label, figures=figures)
+    text = summary_markdown(
+        config, rows, targets=targets, truth_label=truth_label, figures=figures, out_dir=out
+    )
     return [*figures, write_text_atomic(out / "summary.md", text)]
