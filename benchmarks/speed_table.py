@@ -7,8 +7,11 @@ Per method, in a fresh subprocess (so its peak RSS is its own): the method is bu
 (:func:`napari_xfusion.core.sample.simulate_sequence`, LR = 4x4 binning); the first pass is a
 warm-up (allocator, thread pool, oneDNN / cuDNN kernels) and is excluded. Reported: the median
 over passes of (pass wall time / frames), frames/s, the ratio to bicubic's time measured in the
-same run, the peak RSS of the process and its delta over the RSS just before the method was
-built (imports and inputs excluded; on CUDA also torch's peak allocated GPU memory).
+same run (end to end through the engine: reading and stacking each window's LR frames and
+keys costs about 2 ms a frame, so bicubic here is slower than its kernel alone,
+``benchmarks/bench_bicubic.py``), the peak RSS of the process and its delta over the RSS just
+before the method was built (imports and inputs excluded; on CUDA also torch's peak allocated
+GPU memory).
 
 Paper figures (Fig. 8): bicubic 0.0006 s and Bayesian 77.4 s per frame on a Xeon Gold 6334
 (CPU); EDVR 0.0408 s and EDVR-STF 0.0665 s on an A100 (GPU, paper-size networks). The shipped
