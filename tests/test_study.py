@@ -292,3 +292,21 @@ def test_study_of_a_detector_stack(tmp_path: Path) -> None:
         assert math.isfinite(value)
         assert value == by[("k2-s1-clean", frame)]
     assert str(tmp_path / "truth.tif") in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_rows_match_an_independent_computation(done) -> None:
+    """bicubic's row of a frame = core.metrics of the up-sampled binned truth (clean LR): the
+    study maps the pipeline's frames to the right (method, setting, frame) rows."""
+    from napari_xfusion.app.study import load_truth
+    from napari_xfusion.core.degrade import bin_frames
+    from napari_xfusion.core.metrics import frame_metrics
+    from napari_xfusion.core.resample import upscale_bicubic
+
+    out, _ = done
+    truth, _ = load_truth(StudyConfig.quick(**TINY))
+    lr = bin_frames(truth)
+    rows = [r for r in read_rows(out / "frames.csv") if r["method"] == "bicubic"]
+    for r in (r for r in rows if r["setting"] == "k2-s1-clean"):
+        expected = frame_metrics(upscale_bicubic(lr[r["frame"]]), truth[r["frame"]])
+        assert r["psnr"] == pytest.approx(expected["psnr"], abs=1e-9)
+        assert r["ssim"] == pytest.approx(expected["ssim"], abs=1e-9)
