@@ -80,6 +80,8 @@ __all__ = [
     "run_study",
     "study_settings",
     "study_targets",
+    "truth_frames",
+    "describe_truth",
 ]
 
 STUDY_VERSION = 1
@@ -414,6 +416,26 @@ def study_targets(config: StudyConfig, n_frames: int) -> np.ndarray:
     return candidates[picks]
 
 
+def describe_truth(config: StudyConfig) -> str:
+    """The truth's path, or a description of the built-in sample."""
+    if config.truth is not None:
+        return config.truth
+    return (
+        f"built-in sample (simulate_sequence: {config.sample_frames} frames, "
+        f"{config.sample_shape[0]}x{config.sample_shape[1]}, seed {config.sample_seed}, "
+        f"HR noise {'on' if config.sample_noise else 'off'})"
+    )
+
+
+def truth_frames(config: StudyConfig) -> int:
+    """Frames of the truth (the sample's, or the stack's, read from its header)."""
+    if config.truth is None:
+        return config.sample_frames
+    from napari_xfusion.core.io import read_stack
+
+    return int(read_stack(config.truth, role="--truth", check_finite=False).shape[0])
+
+
 def load_truth(config: StudyConfig) -> tuple[np.ndarray, str]:
     """The truth as float32 (T, H, W) in [0, 1] and its label (path or sample description)."""
     from napari_xfusion.app.inputs import fit_stream, sample_rows
@@ -421,11 +443,7 @@ def load_truth(config: StudyConfig) -> tuple[np.ndarray, str]:
     if config.truth is None:
         from napari_xfusion.core.sample import simulate_sequence
 
-        label = (
-            f"built-in sample (simulate_sequence: {config.sample_frames} frames, "
-            f"{config.sample_shape[0]}x{config.sample_shape[1]}, seed {config.sample_seed}, "
-            f"HR noise {'on' if config.sample_noise else 'off'})"
-        )
+        label = describe_truth(config)
         stack = simulate_sequence(
             config.sample_frames,
             config.sample_shape,
@@ -708,6 +726,10 @@ def report_study(
         config = StudyConfig.load(out / "study.json")
     if rows is None:
         rows = read_rows(out / "frames.csv")
+    if targets is None:
+        targets = study_targets(config, truth_frames(config))
+    if truth_label is None:
+        truth_label = describe_truth(config)
     return study_plots.write_report(out, config, rows, targets=targets, truth_label=truth_label)
 
 

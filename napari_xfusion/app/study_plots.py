@@ -85,11 +85,15 @@ def _figure(nrows: int, ncols: int, size: tuple[float, float]) -> Any:
 
 
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
+    import matplotlib
+
     paths = []
     for ext in ("png", "svg"):
         path = out / f"{stem}.{ext}"
         tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format=ext, dpi=120)
+        # No date, fixed SVG ids: the same rows give the same files (clean diffs in docs/).
+        with matplotlib.rc_context({"svg.hashsalt": "napari-xfusion-study"}):
+            fig.savefig(tmp, format=ext, dpi=120, metadata={"Date": None} if ext == "svg" else None)
         tmp.replace(path)  # never a half-written figure under the final name
         paths.append(path)
     return paths
@@ -277,6 +281,23 @@ def _setting_table(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> li
             f"{_fmt(stats([r['aad'] for r in sel]), 4)} | "
             f"{_fmt(stats([r['ssim'] for r in sel]), 4)} | {sec['median']:.3g} |"
         )
+    return lines
+
+
+def _glance_table(
+    settings: Sequence[Any], rows: Sequence[dict[str, Any]], methods: Sequence[str]
+) -> list[str]:
+    """Median PSNR (dB): one line per setting, one column per method; best in bold."""
+    lines = ["Median PSNR (dB) at a glance:", "",
+             "| setting | " + " | ".join(methods) + " |",
+             "|---|" + "---:|" * len(methods)]  # fmt: skip
+    for x in settings:
+        sel = _select(rows, setting=x.id)
+        meds = [_median(sel, m) for m in methods]
+        top = max((v for v in meds if math.isfinite(v)), default=math.nan)
+        cells = ["-" if not math.isfinite(v) else (f"**{v:.2f}**" if v == top else f"{v:.2f}")
+                 for v in meds]  # fmt: skip
+        lines.append(f"| {x.id} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -478,6 +499,7 @@ def summary_markdown(
         if not chosen:
             continue
         lines += [f"## {title}", ""]
+        lines += _glance_table(chosen, rows, methods) + [""]
         for x in chosen:
             sel = _select(rows, setting=x.id)
             lines += [
@@ -509,16 +531,10 @@ def write_report(
     truth_label: str | None = None,
 ) -> list[Path]:
     """Figures + ``summary.md`` in ``out``; returns the files written."""
+    from napari_xfusion.app.study import truth_frames
     from napari_xfusion.core.io import write_text_atomic
 
-    n_frames = config.sample_frames if config.truth is None else None
-    if n_frames is None and config.truth is not None:
-        try:
-            from napari_xfusion.core.io import read_stack
-
-            n_frames = int(read_stack(config.truth).shape[0])
-        except Exception:  # noqa: BLE001 - key lines in a figure are optional
-            n_frames = None
+    n_frames = truth_frames(config)
     figures = write_figures(out, config, rows, n_frames)
     text = summary_markdown(
         config, rows, targets=targets, truth_label=truth_label, figures=figures, out_dir=out
