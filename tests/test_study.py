@@ -274,6 +274,7 @@ def test_cli_study_bad_input_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["--truth", str(tmp_path / "missing.tif"), "--methods", "bicubic",
                  "-o", str(tmp_path / "o")]) == 2  # fmt: skip
     assert "missing.tif" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "study.json").exists()  # the corrected command may use "o"
 
 
 def test_study_of_a_detector_stack(tmp_path: Path) -> None:

@@ -638,10 +638,10 @@ def iter_study(config: StudyConfig, out_dir: str | os.PathLike[str]) -> Iterator
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = _check_out_dir(config, out)
-    config.save(out / "study.json")
     truth, label = load_truth(config)
     n_frames = int(truth.shape[0])
     targets = study_targets(config, n_frames)
+    config.save(out / "study.json")  # after the truth is known good: a typo binds no folder
     settings = study_settings(config)
     methods = list(config.methods or ())
     have = {(r["setting"], r["method"], r["frame"]) for r in rows}
