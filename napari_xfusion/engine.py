@@ -570,6 +570,7 @@ def _run(
             lr=np.stack([lr_cache[i] for i in w.lr_indices]),
             hr_keys=np.stack([key_cache[k] for k in w.keys]),
             lr_at_keys=np.stack([lr_cache[k] for k in w.keys]),
+            read_lr=lr_cache.__getitem__,
         )
 
     def feed(state: _MethodState) -> Iterator[WindowInputs]:

@@ -86,7 +86,9 @@ def plugin(tmp_path, monkeypatch):
 def test_builtins_first_with_their_declarations():
     specs = available_methods()
     assert list(specs)[:4] == ["bicubic", "bayesian", "edvr", "edvr-stf"]
-    assert specs["bayesian"].outputs == ("variance",) and specs["bayesian"].uses_hr_keys
+    assert (
+        specs["bayesian"].outputs == ("variance", "confidence") and specs["bayesian"].uses_hr_keys
+    )
     assert specs["edvr-stf"].needs_torch and specs["edvr-stf"].needs_weights
     assert specs["edvr-stf"].attention and specs["edvr-stf"].uses_hr_keys
     assert not specs["edvr"].uses_hr_keys

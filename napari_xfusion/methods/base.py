@@ -9,7 +9,7 @@ features and batch targets; simple methods inherit the frame-by-frame default.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -37,12 +37,18 @@ class WindowInputs:
         HR key frames at ``window.key_before`` and ``window.key_after``.
     lr_at_keys : numpy.ndarray, shape (2, h, w)
         LR frames at the two key times (the Bayesian method pairs them with the HR keys).
+    read_lr : callable, optional
+        ``read_lr(i)`` is the normalised LR frame (h, w) at any index ``i`` of the stream,
+        through the engine's frame cache (do not modify it); for methods that need frames
+        beyond the window (``flow`` chains flows through the frames between t and the keys).
+        None when the inputs were built by hand.
     """
 
     window: Window
     lr: np.ndarray
     hr_keys: np.ndarray
     lr_at_keys: np.ndarray
+    read_lr: Callable[[int], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.lr.ndim != 3 or self.lr.shape[0] != 3:

@@ -4,7 +4,9 @@ The equations, their symbols and the choices made where the paper leaves room ar
 in :mod:`napari_xfusion.core.bayesian`, which holds the maths in plain numpy. This module adds the
 K-means classification of the LR pixels (scikit-learn, seeded), the shortcut at key times (the
 HR frame is observed there) and, for time-ordered streams, the per-key-pair cache of the binned
-keys and the calibrated degradation model.
+keys and the calibrated degradation model. With ``prior="motion"`` (default) the keys are first
+warped to t along optical flow (:class:`napari_xfusion.core.flow.FlowFuser`, which caches the
+consecutive-frame flows of a time-ordered stream); ``prior="static"`` is the paper's model.
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ from threadpoolctl import threadpool_limits
 from napari_xfusion.core.bayesian import (
     BlockPrior,
     KeyPair,
+    TemporalPrior,
     block_series,
     cluster_features,
     default_n_classes,
     fuse_window,
     interpolation_weights,
+    motion_keys,
     noise_map,
     prepare_keys,
+    upsampling_error_var,
 )
+from napari_xfusion.core.flow import FlowFuser
 from napari_xfusion.methods.base import Reconstruction, Reconstructor, WindowInputs
 
 __all__ = ["Bayesian", "kmeans_labels"]
@@ -87,6 +93,10 @@ class Bayesian(Reconstructor):
         Pseudo-pixels of the pooled covariance mixed into each class covariance.
     clip : bool
         Clip the fused frame to [0, 1], the range of the data (the variance is left as is).
+    prior : {"motion", "static"}
+        Temporal prior: ``"motion"`` (default) predicts from the keys warped to t along optical
+        flow and falls back to the LR evidence where the flow is not trusted; ``"static"`` is
+        the paper's model (a pixel keeps its place between the keys), for comparisons.
     """
 
     name = "bayesian"
@@ -99,6 +109,7 @@ class Bayesian(Reconstructor):
         block_prior: BlockPrior = "correlated",
         prior_weight: float = 8.0,
         clip: bool = True,
+        prior: TemporalPrior = "motion",
     ) -> None:
         if n_classes is not None and (int(n_classes) != n_classes or n_classes < 1):
             raise ValueError(f"n_classes must be an integer >= 1 or None, got {n_classes!r}")
@@ -108,11 +119,15 @@ class Bayesian(Reconstructor):
             )
         if not prior_weight >= 0:
             raise ValueError(f"prior_weight must be >= 0, got {prior_weight!r}")
+        if prior not in ("motion", "static"):
+            raise ValueError(f"prior must be 'motion' or 'static', got {prior!r}")
         self.n_classes = None if n_classes is None else int(n_classes)
         self.seed = int(seed)
         self.block_prior: BlockPrior = block_prior
         self.prior_weight = float(prior_weight)
         self.clip = bool(clip)
+        self.prior: TemporalPrior = prior
+        self._flow = FlowFuser() if prior == "motion" else None
 
     def reconstruct(self, inputs: WindowInputs) -> Reconstruction:
         return self._fuse(inputs, None)
@@ -123,11 +138,13 @@ class Bayesian(Reconstructor):
         Only that depends on the key pair alone; the classes depend on the LR frame at t, so
         they are recomputed for every target (results equal :meth:`reconstruct`'s).
         """
-        cached: tuple[tuple[int, int], KeyPair] | None = None
+        cached: tuple[tuple[int, int], KeyPair, float | None] | None = None
         for item in inputs:
             if cached is None or cached[0] != item.window.keys:
-                cached = (item.window.keys, self._prepare(item))
-            yield self._fuse(item, cached[1])
+                keys = self._prepare(item)
+                v_up = upsampling_error_var(keys) if self._flow is not None else None
+                cached = (item.window.keys, keys, v_up)
+            yield self._fuse(item, cached[1], cached[2])
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -137,7 +154,12 @@ class Bayesian(Reconstructor):
             "block_prior": self.block_prior,
             "prior_weight": self.prior_weight,
             "clip": self.clip,
+            "prior": self.prior,
         }
+
+    def reset(self) -> None:
+        if self._flow is not None:
+            self._flow.reset()
 
     @staticmethod
     def _prepare(inputs: WindowInputs) -> KeyPair:
@@ -146,7 +168,9 @@ class Bayesian(Reconstructor):
         except ValueError as err:
             raise ValueError(f"bayesian, target frame {inputs.window.target}: {err}") from None
 
-    def _fuse(self, inputs: WindowInputs, keys: KeyPair | None) -> Reconstruction:
+    def _fuse(
+        self, inputs: WindowInputs, keys: KeyPair | None, v_up: float | None = None
+    ) -> Reconstruction:
         _check_finite(inputs)
         win = inputs.window
         if win.target in win.keys:
@@ -159,6 +183,12 @@ class Bayesian(Reconstructor):
         lr_t = inputs.lr[1]
         weights = interpolation_weights(win.target, win.key_before, win.key_after)
         deg = keys.degradation
+        extra_variance = confidence = None
+        if self._flow is not None:
+            motions = self._flow.motion(
+                win.target, win.keys, inputs.hr_keys, inputs.lr_at_keys, inputs.read_lr, lr_t
+            )
+            keys, extra_variance, confidence = motion_keys(keys, motions, lr_t, v_up)
         n_classes = self.n_classes or default_n_classes(lr_t.shape)
         series = block_series(keys, lr_t)
         features, _ = cluster_features(series, weights, noise_map(series, weights, deg))
@@ -171,6 +201,7 @@ class Bayesian(Reconstructor):
             weights=weights,
             block_prior=self.block_prior,
             prior_weight=self.prior_weight,
+            extra_variance=extra_variance,
         )
         frame = np.clip(result.mean, 0.0, 1.0) if self.clip else result.mean
         return Reconstruction(
@@ -181,6 +212,7 @@ class Bayesian(Reconstructor):
                 "offset": deg.offset,
                 "noise_var": deg.noise_var,
                 "feature_weight": result.feature_weight,
+                **({} if confidence is None else {"confidence": confidence}),
             },
         )
 

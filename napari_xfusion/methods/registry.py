@@ -165,7 +165,7 @@ BUILTIN_SPECS: tuple[MethodSpec, ...] = (
         "napari_xfusion.methods.bayesian:Bayesian",
         "Bayesian data fusion of LR and the two HR keys (Xue et al. 2017), with variance",
         uses_hr_keys=True,
-        outputs=("variance",),
+        outputs=("variance", "confidence"),
         options=(
             OptionSpec("n_classes", "int", None, "K-means classes (default: from the data)"),
             OptionSpec("seed", "int", 0, "K-means seed"),
@@ -178,6 +178,14 @@ BUILTIN_SPECS: tuple[MethodSpec, ...] = (
             ),  # fmt: skip
             OptionSpec("prior_weight", "float", 8.0, "weight of the prior towards interpolation"),
             OptionSpec("clip", "bool", True, "clip the result to [0, 1]"),
+            OptionSpec(
+                "prior",
+                "str",
+                "motion",
+                "temporal prior: keys warped to t along optical flow (motion), or the paper's "
+                "pixel-in-place model (static)",
+                ("motion", "static"),
+            ),  # fmt: skip
         ),
     ),
     _network("edvr", "napari_xfusion.methods.network:EDVRMethod", "EDVR video SR, LR only", False),
@@ -186,6 +194,25 @@ BUILTIN_SPECS: tuple[MethodSpec, ...] = (
         "napari_xfusion.methods.network:EDVRSTFMethod",
         "EDVR-STF: EDVR with the two HR keys as extra frames (Tang et al.)",
         True,
+    ),
+    MethodSpec(
+        "flow",
+        "napari_xfusion.methods.flow:FlowMethod",
+        "HR key detail carried to t along optical flow (no training), with a confidence map",
+        uses_hr_keys=True,
+        outputs=("confidence",),
+        options=(
+            OptionSpec(
+                "preset", "str", "fast", "OpenCV DIS preset", ("ultrafast", "fast", "medium")
+            ),
+            OptionSpec("consistency", "float", 1.0, "forward-backward flow tolerance (HR px)"),
+            OptionSpec(
+                "photometric", "float", 0.03, "tolerated local mismatch key vs LR (intensity)"
+            ),
+            OptionSpec("bp_iterations", "int", 4, "back-projection iterations onto LR at t"),
+            OptionSpec("noise_target", "float", 0.001, "noise s.d. the LR residual is smoothed to"),
+            OptionSpec("max_chain", "int", 100, "longest chain of consecutive flows (frames)"),
+        ),
     ),
 )
 """The builtin methods; a new builtin is one more entry here."""
