@@ -5,6 +5,8 @@
 - ``isolated_settings``: the fusion widget's remembered values go to ``tmp_path``, never to
   the user's config folder.
 - ``_one_torch_thread`` (automatic): torch runs the suite's tiny tensors on one thread.
+- ``plugin``: a tiny installed distribution (dist-info on ``sys.path``) whose entry points
+  declare the method ``flat`` (a constant frame, option ``level``) and a broken entry ``oops``.
 - ``fusion_viewer``: a napari viewer (``make_napari_viewer``) holding ``tiny_sample`` and a
   docked fusion widget; at teardown any run is cancelled and its thread awaited, and the test
   fails if a worker thread is still alive.
@@ -12,7 +14,10 @@
 
 from __future__ import annotations
 
+import importlib
 import signal
+import sys
+import textwrap
 
 import pytest
 
@@ -73,3 +78,67 @@ def fusion_viewer(make_napari_viewer, tiny_sample, isolated_settings, qtbot):
         qtbot.waitUntil(lambda: not widget.running, timeout=30000)
     assert QThreadPool.globalInstance().waitForDone(10000), "a worker thread is still running"
     assert QThreadPool.globalInstance().activeThreadCount() == 0
+
+
+PLUGIN = '''
+import numpy as np
+
+from napari_xfusion.methods.base import Reconstruction, Reconstructor
+from napari_xfusion.methods.registry import MethodSpec, OptionSpec
+
+
+class Flat(Reconstructor):
+    """Test method: a constant HR frame of value ``level``."""
+
+    name = "flat"
+    uses_hr_keys = False
+
+    def __init__(self, level: float = 0.5):
+        self.level = level
+
+    def reconstruct(self, inputs):
+        h, w = inputs.lr.shape[1:]
+        return Reconstruction(frame=np.full((4 * h, 4 * w), self.level, np.float32))
+
+
+SPEC = MethodSpec(
+    "flat",
+    "xf_plugin_demo:Flat",
+    "constant frame (test plugin)",
+    options=(OptionSpec("level", "float", 0.5, "grey level"),),
+)
+
+
+def make_spec():
+    return SPEC
+
+
+def broken():
+    raise RuntimeError("plugin bug")
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    from napari_xfusion import methods
+    from napari_xfusion.methods.registry import available_methods
+
+    """A tiny installed distribution on sys.path declaring ``flat`` (and a broken entry)."""
+    (tmp_path / "xf_plugin_demo.py").write_text(PLUGIN)
+    info = tmp_path / "xf_plugin_demo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: xf-plugin-demo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        textwrap.dedent("""\
+            [napari_xfusion.methods]
+            flat = xf_plugin_demo:make_spec
+            oops = xf_plugin_demo:broken
+            """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    yield
+    monkeypatch.undo()
+    sys.modules.pop("xf_plugin_demo", None)
+    methods.METHODS.pop("flat", None)
+    available_methods(refresh=True)

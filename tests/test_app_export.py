@@ -20,6 +20,7 @@ from napari_xfusion.app.export import (
 )
 from napari_xfusion.app.inputs import InputError, prepare_inputs
 from napari_xfusion.app.job import FrameEvent, run_job
+from napari_xfusion.app.results import ResultTable
 from napari_xfusion.core.degrade import bin_frames
 from napari_xfusion.core.io import read_metadata, write_stack, write_text_atomic
 from napari_xfusion.core.sample import simulate_sequence
@@ -127,8 +128,36 @@ def test_cancelled_export_is_valid_and_marked(tmp_path, truth):
     writer.write(truth[0], 0)
     writer.write(truth[1], 1)
     assert writer.abort() == 2
-    stack, info = read_export(tmp_path / "part.tif")
+    assert writer.written_to == tmp_path / "part.partial.tif"
+    stack, info = read_export(tmp_path / "part.partial.tif")
     assert stack.shape[0] == 2 and not info.complete and info.pages.tolist() == [0, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "part.partial.config.json",
+        "part.partial.csv",
+        "part.partial.tif",
+    ]
+
+
+def test_a_complete_export_is_never_replaced_by_a_partial_one(tmp_path, truth):
+    config = RunConfig(keys=KeyRule(step=4))
+    first = ExportWriter(tmp_path / "x.tif", config, "bicubic", (32, 64), 3)
+    for t in range(3):
+        first.write(truth[t], t)
+    assert first.close() == 3
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    again = ExportWriter(tmp_path / "x.tif", config, "bicubic", (32, 64), 3)
+    again.write(truth[0], 0, ResultTable().add_frame("bicubic", 0, truth[0]))
+    assert again.abort() == 1
+    for name, data in before.items():  # the complete export, byte for byte
+        assert (tmp_path / name).read_bytes() == data
+    assert read_export(tmp_path / "x.partial.tif")[1].pages.tolist() == [0]
+    assert len((tmp_path / "x.partial.csv").read_text().splitlines()) == 2  # header + 1 row
+    # a later complete run supersedes the partial files; no temp file anywhere
+    last = ExportWriter(tmp_path / "x.tif", config, "bicubic", (32, 64), 3)
+    for t in range(3):
+        last.write(truth[t], t)
+    last.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.config.json", "x.csv", "x.tif"]
 
 
 def test_write_text_atomic_lives_in_core_io(tmp_path):

@@ -148,19 +148,20 @@ def test_ctrl_c_keeps_done_frames(sample, tmp_path, monkeypatch, capsys):
          "--no-progress", "-o", str(out)]
     )  # fmt: skip
     assert rc == 130
-    assert f"kept 3 of {N_FRAMES} frames in {out}" in capsys.readouterr().err
-    kept = read_stack(out)
+    partial = tmp_path / "part.partial.tif"
+    assert f"kept 3 of {N_FRAMES} frames in {partial}" in capsys.readouterr().err
+    kept = read_stack(partial)
     assert kept.shape == (3, 32, 64)
     lr = read_stack(sample / "lr.tif")
     np.testing.assert_array_equal(kept[2], upscale_bicubic(lr[2], 4))
-    meta = read_metadata(out)
+    meta = read_metadata(partial)
     assert meta["complete"] is False and meta["frame_indices"] == [0, 1, 2]
-    assert len(_csv(tmp_path / "part.csv")) == 3
-    # the export's sidecars: the per-frame CSV and the run configuration
+    assert len(_csv(tmp_path / "part.partial.csv")) == 3
+    # an incomplete export never takes the final name; its sidecars match it
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "part.config.json",
-        "part.csv",
-        "part.tif",
+        "part.partial.config.json",
+        "part.partial.csv",
+        "part.partial.tif",
     ]
 
 
@@ -184,8 +185,9 @@ def test_real_sigint_while_storing_a_frame_keeps_frame_and_row(sample, tmp_path,
          "--truth", str(sample / "truth.tif"), "--no-progress", "-o", str(out)]
     )  # fmt: skip
     assert rc == 130
-    assert read_stack(out).shape[0] == 3
-    assert [int(r["frame"]) for r in _csv(tmp_path / "sig.csv")] == [0, 1, 2]
+    assert read_stack(tmp_path / "sig.partial.tif").shape[0] == 3
+    assert [int(r["frame"]) for r in _csv(tmp_path / "sig.partial.csv")] == [0, 1, 2]
+    assert not out.exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
@@ -197,8 +199,11 @@ def test_error_mid_run_keeps_done_frames(sample, tmp_path, monkeypatch, capsys):
             ["fuse", "--lr", str(sample / "lr.tif"), "--hr", str(sample / "hr_keys.tif"),
              "--no-progress", "-o", str(out)]
         )  # fmt: skip
-    assert f"kept 2 of {N_FRAMES} frames in {out}" in capsys.readouterr().err
-    assert read_stack(out).shape == (2, 32, 64)
+    assert f"kept 2 of {N_FRAMES} frames in {tmp_path / 'err.partial.tif'}" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()
+    assert read_stack(tmp_path / "err.partial.tif").shape == (2, 32, 64)
 
 
 def test_fuse_bad_inputs_exit_2_with_message(sample, tmp_path, capsys):
@@ -289,9 +294,8 @@ def test_fuse_full_rate_hr_with_key_step_and_key_indices(sample, tmp_path):
 
 
 def test_demo_headless_small(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(
-        cli, "DEMO_SIZE", dict(n_frames=6, shape=(32, 64), key_step=3, lr_psnr=35.0, separation=1)
-    )
+    small = dict(n_frames=6, shape=(32, 64), key_step=3, lr_psnr=35.0, separation=1)
+    monkeypatch.setattr(cli.demo, "DEMO_SIZE", small)
     assert cli.main(["demo", "-o", str(tmp_path / "demo"), "--headless"]) == 0
     printed = capsys.readouterr().out
     assert "bicubic" in printed and "bayesian" in printed and "PSNR mean" in printed
@@ -304,10 +308,10 @@ def test_demo_headless_small(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("gui_opens", [True, False])
 def test_demo_opens_napari_with_a_display_else_runs_headless(tmp_path, monkeypatch, gui_opens):
-    monkeypatch.setattr(cli, "_display_available", lambda: True)
-    monkeypatch.setattr(cli, "_open_gui", lambda: gui_opens)
+    monkeypatch.setattr(cli.demo, "_display_available", lambda: True)
+    monkeypatch.setattr(cli.demo, "_open_gui", lambda: gui_opens)
     headless_runs = []
-    monkeypatch.setattr(cli, "run_demo", lambda out: headless_runs.append(out))
+    monkeypatch.setattr(cli.demo, "run_demo", lambda out: headless_runs.append(out))
     assert cli.main(["demo", "-o", str(tmp_path / "demo")]) == 0
     assert headless_runs == ([] if gui_opens else [tmp_path / "demo"])
     assert cli.main(["demo", "-o", str(tmp_path / "demo"), "--headless"]) == 0
@@ -388,7 +392,7 @@ def test_weights_for_a_method_without_weights_refused(sample, tmp_path, capsys):
          "--weights", str(weights), "-o", str(tmp_path / "x.tif")]
     )  # fmt: skip
     assert rc == 2 and "none of ['bicubic'] uses network weights" in capsys.readouterr().err
-    assert cli._weights_options(["edvr-stf"], [f"edvr-stf={weights}"], "cpu") == (
+    assert cli.config._weights_options(["edvr-stf"], [f"edvr-stf={weights}"], "cpu") == (
         {"edvr-stf": {"weights": str(weights)}},
         {"edvr-stf": "91e5fc2337da7b5c71431121a4e2ad00df8b935b91d1ff668051a1410288ba52"},
     )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -21,66 +19,6 @@ from napari_xfusion.methods.registry import (
     get_spec,
     parse_option,
 )
-
-PLUGIN = '''
-import numpy as np
-
-from napari_xfusion.methods.base import Reconstruction, Reconstructor
-from napari_xfusion.methods.registry import MethodSpec, OptionSpec
-
-
-class Flat(Reconstructor):
-    """Test method: a constant HR frame of value ``level``."""
-
-    name = "flat"
-    uses_hr_keys = False
-
-    def __init__(self, level: float = 0.5):
-        self.level = level
-
-    def reconstruct(self, inputs):
-        h, w = inputs.lr.shape[1:]
-        return Reconstruction(frame=np.full((4 * h, 4 * w), self.level, np.float32))
-
-
-SPEC = MethodSpec(
-    "flat",
-    "xf_plugin_demo:Flat",
-    "constant frame (test plugin)",
-    options=(OptionSpec("level", "float", 0.5, "grey level"),),
-)
-
-
-def make_spec():
-    return SPEC
-
-
-def broken():
-    raise RuntimeError("plugin bug")
-'''
-
-
-@pytest.fixture
-def plugin(tmp_path, monkeypatch):
-    """A tiny installed distribution on sys.path declaring ``flat`` (and a broken entry)."""
-    (tmp_path / "xf_plugin_demo.py").write_text(PLUGIN)
-    info = tmp_path / "xf_plugin_demo-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: xf-plugin-demo\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text(
-        textwrap.dedent("""\
-            [napari_xfusion.methods]
-            flat = xf_plugin_demo:make_spec
-            oops = xf_plugin_demo:broken
-            """)
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
-    yield
-    monkeypatch.undo()
-    sys.modules.pop("xf_plugin_demo", None)
-    methods.METHODS.pop("flat", None)
-    available_methods(refresh=True)
 
 
 def test_builtins_first_with_their_declarations():

@@ -244,13 +244,14 @@ def test_attention_figures_from_rows(tmp_path: Path) -> None:
     assert not any("bicubic" in f for f in files if "attention" in f)
 
 
-CLI_TINY = ["--quick", "--sample-frames", "21", "--sample-size", "64x128", "--noise", "20,clean",
+CLI_TINY = ["study", "--quick", "--sample-frames", "21", "--sample-size", "64x128",
+            "--noise", "20,clean",
             "--key-steps", "2,20", "--separations", "1", "--methods", "bicubic,bayesian",
             "--targets-per-setting", "3", "--no-progress"]  # fmt: skip
 
 
 def test_cli_study_quick_and_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from napari_xfusion.cli_study import main
+    from napari_xfusion.cli import main
 
     out = tmp_path / "cli"
     assert main([*CLI_TINY, "-o", str(out)]) == 0
@@ -262,16 +263,16 @@ def test_cli_study_quick_and_resume(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main([*CLI_TINY, "-o", str(out)]) == 0
     assert "(0 computed now, 18 reused)" in capsys.readouterr().out
     (out / "summary.md").unlink()
-    assert main(["--report", "-o", str(out)]) == 0
+    assert main(["study", "--report", "-o", str(out)]) == 0
     assert (out / "summary.md").is_file()
 
 
 def test_cli_study_bad_input_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from napari_xfusion.cli_study import main
+    from napari_xfusion.cli import main
 
-    assert main(["--noise", "70", "-o", str(tmp_path)]) == 2
+    assert main(["study", "--noise", "70", "-o", str(tmp_path)]) == 2
     assert "20..60 dB" in capsys.readouterr().err
-    assert main(["--truth", str(tmp_path / "missing.tif"), "--methods", "bicubic",
+    assert main(["study", "--truth", str(tmp_path / "missing.tif"), "--methods", "bicubic",
                  "-o", str(tmp_path / "o")]) == 2  # fmt: skip
     assert "missing.tif" in capsys.readouterr().err
     assert not (tmp_path / "o" / "study.json").exists()  # the corrected command may use "o"

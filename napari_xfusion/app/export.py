@@ -5,6 +5,11 @@ An export is ``<stem>.tif`` (the fused frames, streamed through
 ``<stem>.csv`` (the per-frame rows of :class:`~napari_xfusion.app.results.ResultTable`) and
 ``<stem>.config.json`` (the :class:`~napari_xfusion.app.config.RunConfig`).
 
+Nothing is lost: ``<stem>.tif`` only ever holds a complete export; a cancelled or failed one
+goes to ``<stem>.partial.tif`` (with its own ``.partial.csv`` and ``.partial.config.json``)
+and an earlier complete export stays as it was. :func:`check_writes` refuses any write onto
+an input, and :func:`writing` makes OS errors name the output.
+
 TIFF metadata (JSON in the first page's description), ``schema`` = :data:`EXPORT_SCHEMA`:
 
 - ``schema``, ``kind`` (``"xfusion-fused"``), ``software``;
@@ -28,7 +33,9 @@ exports (``xfusion`` layer entry, full-length stacks with ``frames_done``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +50,16 @@ __all__ = [
     "SOFTWARE",
     "ExportInfo",
     "ExportWriter",
+    "OutputError",
+    "check_writes",
     "config_path",
     "csv_path",
+    "export_files",
+    "partial_path",
     "read_export",
     "run_metadata",
     "write_sidecars",
+    "writing",
 ]
 
 EXPORT_SCHEMA = 1
@@ -64,6 +76,92 @@ def config_path(path: str | os.PathLike[str]) -> Path:
     """``<stem>.config.json`` next to the TIFF at ``path``."""
     path = Path(path)
     return path.with_name(f"{path.stem}.config.json")
+
+
+def partial_path(path: str | os.PathLike[str]) -> Path:
+    """``<stem>.partial.tif``: where an interrupted or failed export goes, so a complete
+    ``<stem>.tif`` from an earlier run is never replaced by an incomplete one."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.partial{path.suffix or '.tif'}")
+
+
+def export_files(path: str | os.PathLike[str], *, partial: bool = True) -> list[Path]:
+    """Every file an export at ``path`` may write: the TIFF and its sidecars, and (``partial``)
+    the same for :func:`partial_path`."""
+    paths = [Path(path)] + ([partial_path(path)] if partial else [])
+    return [f for p in paths for f in (p, csv_path(p), config_path(p))]
+
+
+class OutputError(ValueError):
+    """A write refused before anything is written (it would replace an input, or the output
+    path cannot be a file); the message names the output and the input."""
+
+
+@contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Operating-system errors inside the block name ``path`` (not a hidden temp file) and say
+    what failed: ``OSError(ENOSPC, "cannot write: No space left on device", path)``; the type
+    (PermissionError, ...) and errno are kept."""
+    try:
+        yield
+    except OSError as exc:
+        if getattr(exc, "_xfusion_named", False):
+            raise
+        why = exc.strerror or str(exc) or type(exc).__name__
+        err = type(exc)(exc.errno, f"cannot write: {why}", str(path))
+        err._xfusion_named = True  # type: ignore[attr-defined]
+        raise err from exc
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # symlinks and hard links: the same inode
+    except OSError:  # one of them does not exist (yet): then it cannot be the other
+        return False
+
+
+def _inside(a: Path, folder: Path) -> bool:
+    try:
+        return folder.is_dir() and a.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return False
+
+
+def check_writes(
+    writes: Iterable[str | os.PathLike[str]],
+    inputs: Mapping[str, str | os.PathLike[str] | None] | RunConfig,
+) -> None:
+    """Refuse any write that would replace or change an input, before anything is written.
+
+    Parameters
+    ----------
+    writes : iterable of path-like
+        Every file the command may write (an export: :func:`export_files`).
+    inputs : mapping or RunConfig
+        ``{label: path}`` of the inputs (labels name them in messages: ``"--lr"``), or a run
+        configuration (its ``lr``, ``hr`` and ``truth``). None paths are skipped.
+
+    Raises
+    ------
+    OutputError
+        A write is the same file as an input (symlinks resolved, same inode), or lies inside
+        an input folder of frames (it would become one of its frames).
+    """
+    if isinstance(inputs, RunConfig):
+        inputs = {"LR input": inputs.lr, "HR input": inputs.hr, "truth": inputs.truth}
+    sources = [(label, Path(p)) for label, p in inputs.items() if p is not None]
+    for write in map(Path, writes):
+        for label, source in sources:
+            if _same(write, source):
+                raise OutputError(
+                    f"{write}: is the {label} {source}; writing it would destroy that input. "
+                    "Choose another output name"
+                )
+            if _inside(write, source):
+                raise OutputError(
+                    f"{write}: lies inside the {label} folder {source}; writing it would add "
+                    "a frame to that input. Choose another output folder"
+                )
 
 
 def run_metadata(config: RunConfig, prepared: Any, *, device: str | None = None) -> dict[str, Any]:
@@ -90,15 +188,32 @@ def run_metadata(config: RunConfig, prepared: Any, *, device: str | None = None)
     }
 
 
+def _stage(path: Path, text: str) -> Path:
+    """``text`` (UTF-8) in a new temp file next to ``path``, for the caller to rename."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(name, 0o666 & ~umask)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
 def write_sidecars(
     path: str | os.PathLike[str], config: RunConfig | None, csv_text: str
 ) -> list[Path]:
     """Write ``<stem>.csv`` (``csv_text``) and ``<stem>.config.json`` atomically."""
     from napari_xfusion.core.io import write_text_atomic
 
-    written = [write_text_atomic(csv_path(path), csv_text)]
+    with writing(csv_path(path)):
+        written = [write_text_atomic(csv_path(path), csv_text)]
     if config is not None:
-        written.append(config.save(config_path(path)))
+        with writing(config_path(path)):
+            written.append(config.save(config_path(path)))
     return written
 
 
@@ -128,6 +243,12 @@ class ExportWriter:
         Run metadata (:func:`run_metadata`), merged in.
     sidecars : bool
         Write the CSV and config JSON when closing (False for torchrun parts).
+    partial : bool
+        An aborted export goes to :func:`partial_path` (False for torchrun parts, which are
+        assembled under their final name).
+
+    The TIFF is written to a hidden temp file next to ``path`` and renamed when finished, so
+    ``path`` only ever holds a complete export (see :meth:`close`, :meth:`abort`).
     """
 
     def __init__(
@@ -145,10 +266,13 @@ class ExportWriter:
         frame_interval_s: float | None = None,
         metadata: Mapping[str, Any] | None = None,
         sidecars: bool = True,
+        partial: bool = True,
     ) -> None:
         from napari_xfusion.core.io import StackWriter
 
         self.path = Path(path)
+        self.partial = partial
+        self.written_to: Path | None = None
         self.config = config
         self.method = method
         self.detector = config.units == "detector" and normalisation is not None
@@ -179,7 +303,8 @@ class ExportWriter:
         if normalisation is not None:
             meta.setdefault("normalisation", {})
             meta["normalisation"] = {**(meta["normalisation"] or {}), "hr": normalisation.to_dict()}
-        self._writer = StackWriter(self.path, (int(n_frames), *frame_shape), dtype, meta)
+        with writing(self.path):
+            self._writer = StackWriter(self.path, (int(n_frames), *frame_shape), dtype, meta)
         self._rows: list[Any] = []
 
     @property
@@ -196,7 +321,8 @@ class ExportWriter:
         :class:`~napari_xfusion.app.results.FrameRow`) goes to the CSV and metadata."""
         if self.detector:
             frame = self.normalisation.invert(np.asarray(frame), to_dtype=True)
-        self._writer.write(frame, index=int(index))
+        with writing(self.path):
+            self._writer.write(frame, index=int(index))
         if row is not None:
             self._rows.append(row)
 
@@ -207,14 +333,42 @@ class ExportWriter:
             table = ResultTable()
             table.extend(self._rows)
         done = self.indices
+        target = self.path if complete or not self.partial else partial_path(self.path)
         self._writer.update_metadata({"frames": table.attention_columns(self.method, done)})
-        n = self._writer.close() if complete else self._writer.abort()
-        if self.sidecars and n:
-            rows = [r for r in table.rows(self.method) if r.index in set(done)]
-            sub = ResultTable(table.key_indices)
-            sub.extend(rows)
-            write_sidecars(self.path, self.config, sub.to_csv_text())
+        staged: list[tuple[Path, Path]] = []
+        try:
+            with writing(target):
+                if self.sidecars and self.count:
+                    # The sidecars are written before the TIFF is renamed and renamed right
+                    # after it, so the three files of one export always belong together.
+                    rows = [r for r in table.rows(self.method) if r.index in set(done)]
+                    sub = ResultTable(table.key_indices)
+                    sub.extend(rows)
+                    csv_text = sub.to_csv_text()
+                    staged.append((csv_path(target), _stage(csv_path(target), csv_text)))
+                    if self.config is not None:
+                        json_text = self.config.to_json()
+                        staged.append((config_path(target), _stage(config_path(target), json_text)))
+                self._writer.path = target
+                n = self._writer.close() if complete else self._writer.abort()
+                for final, tmp in staged:
+                    os.replace(tmp, final)
+        except BaseException:
+            for _, tmp in staged:
+                tmp.unlink(missing_ok=True)
+            self._writer.discard()  # no temp file left behind (a no-op once renamed)
+            raise
+        self.written_to = target if n else None
+        if complete and n and self.partial:
+            # A complete export supersedes what an interrupted earlier run left.
+            for stale in export_files(partial_path(self.path), partial=False):
+                stale.unlink(missing_ok=True)
         return n
+
+    def discard(self) -> None:
+        """Drop the frames written: nothing at ``path`` (or its partial name) is created or
+        changed and the temp file is removed."""
+        self._writer.discard()
 
     def close(self, table: Any = None) -> int:
         """Finish the TIFF (complete) and write the sidecars; returns the frames written.
@@ -224,7 +378,9 @@ class ExportWriter:
         return self._finish(table, complete=True)
 
     def abort(self, table: Any = None) -> int:
-        """Keep the frames done as a valid export marked ``complete: false``."""
+        """Keep the frames done as a valid export marked ``complete: false``, under
+        :func:`partial_path` (``partial=False``: under ``path``); a complete export already at
+        ``path`` stays as it was. :attr:`written_to` says where it went."""
         return self._finish(table, complete=False)
 
 
@@ -284,8 +440,13 @@ class ExportInfo:
         return np.asarray(page, dtype=np.float32)
 
 
-def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
+def read_export(
+    path: str | os.PathLike[str], *, role: str | None = None
+) -> tuple[np.ndarray, ExportInfo]:
     """Read a fused export of either face (any version) as ``(stack, info)``.
+
+    ``role`` (the option or input it came from, e.g. ``"fused stack"``) prefixes read errors.
+    Frame and key indices in the metadata are checked (:mod:`napari_xfusion.core.meta`).
 
     Raises
     ------
@@ -293,14 +454,23 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
         Integer pages without the normalisation that maps them to [0, 1], or frame indices
         that do not match the pages; the message names the file.
     """
-    from napari_xfusion.app.inputs import InputError
     from napari_xfusion.core.io import read_metadata, read_stack
-    from napari_xfusion.core.normalise import Normalisation
 
     path = Path(path)
-    stack = read_stack(path)
-    meta = read_metadata(path)
+    stack = read_stack(path, role=role)
+    meta = read_metadata(path, role=role)
+    return stack, _interpret(path, stack, meta, f"{role} {path}" if role else str(path))
+
+
+def _interpret(path: Path, stack: np.ndarray, meta: dict[str, Any], name: str) -> ExportInfo:
+    """The :class:`ExportInfo` of an export from its metadata (checked; ``name`` names the
+    file in messages)."""
+    from napari_xfusion.app.inputs import InputError
+    from napari_xfusion.core.meta import MetadataError, parse_frame_indices, parse_key_indices
+    from napari_xfusion.core.normalise import Normalisation
+
     n = int(stack.shape[0])
+    source_name = f"{name} metadata"
     layer_entry = meta.get("xfusion") if isinstance(meta.get("xfusion"), dict) else None
     norm_dict = (
         (meta.get("normalisation") or {}).get("hr")
@@ -323,7 +493,7 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
         pages = np.arange(n, dtype=np.int64)
         done = layer_entry.get("frames_done")
         computed = (
-            np.isin(pages, np.asarray(done, dtype=np.int64))
+            np.isin(pages, parse_frame_indices(done, n, f"{source_name} frames_done"))
             if done is not None
             else np.ones(n, bool)
         )
@@ -331,13 +501,21 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
         keys = params.get("key_indices")
     else:
         indices = meta.get("frame_indices")
-        pages = np.asarray(indices if indices is not None else range(n), dtype=np.int64)
+        pages = (
+            parse_frame_indices(indices, None, f"{source_name} frame_indices")
+            if indices is not None
+            else np.arange(n, dtype=np.int64)
+        )
         if pages.size != n:
-            raise InputError(f"{path}: metadata lists {pages.size} frame indices for {n} frames")
+            raise InputError(f"{name}: metadata lists {pages.size} frame indices for {n} frames")
         computed = np.ones(n, dtype=bool)
         method = meta.get("method")
         keys = meta.get("key_indices")
-    normalisation = Normalisation.from_dict(norm_dict) if norm_dict else None
+    try:
+        normalisation = Normalisation.from_dict(norm_dict) if norm_dict else None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise MetadataError(f"{source_name} normalisation: {exc}") from None
+    key_array = parse_key_indices(keys, None, f"{source_name} key_indices", required=False)
     if units not in ("float", "detector"):
         units = "float"
     if not np.issubdtype(stack.dtype, np.floating) and (
@@ -347,7 +525,7 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
             units = "detector"  # integer pages with the HR clip values: detector units
         else:
             raise InputError(
-                f"{path}: {stack.dtype} pages without normalisation metadata; expected float "
+                f"{name}: {stack.dtype} pages without normalisation metadata; expected float "
                 "[0, 1] pages or a detector-units export with its HR normalisation"
             )
     config = None
@@ -366,10 +544,10 @@ def read_export(path: str | os.PathLike[str]) -> tuple[np.ndarray, ExportInfo]:
         complete=bool(meta.get("complete", True)),
         units=units,
         normalisation=normalisation,
-        key_indices=None if keys is None else np.asarray(keys, dtype=np.int64),
+        key_indices=key_array,
         config=config,
         metadata=meta,
         pixel_size_um=meta.get("pixel_size_um"),
         frame_interval_s=meta.get("frame_interval_s"),
     )
-    return stack, info
+    return info

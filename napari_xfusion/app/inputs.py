@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -241,29 +240,52 @@ def _stack(data: Any, name: str) -> Any:
 
 
 def _read(
-    path: str | None, array: Any, metadata: Mapping[str, Any] | None, layer: str
+    path: str | None,
+    array: Any,
+    metadata: Mapping[str, Any] | None,
+    layer: str,
+    role: str | None = None,
 ) -> tuple[Any, dict[str, Any], str | None]:
-    """(array, metadata, name) of one input: the array given, else the file at ``path``."""
+    """(array, metadata, name) of one input: the array given, else the file at ``path``
+    (``role``, e.g. ``"--lr"``, prefixes its read errors)."""
     from napari_xfusion.core.io import read_metadata, read_stack
 
     if array is not None:
         return _stack(array, layer), dict(metadata or {}), layer
     if path is None:
         return None, {}, None
-    name = str(path)
-    stack = read_stack(path, check_finite=False)  # the engine checks each frame it reads
-    meta = dict(metadata) if metadata is not None else read_metadata(path)
+    name = f"{role} {path}" if role else str(path)  # messages say which option it came from
+    # The engine checks each frame it reads for NaN / infinity.
+    stack = read_stack(path, check_finite=False, role=role)
+    meta = dict(metadata) if metadata is not None else read_metadata(path, role=role)
     return _stack(stack, name), meta, name
 
 
 def _metadata_keys(meta: Mapping[str, Any], name: str) -> list[int] | None:
-    keys = meta.get("key_indices")
-    if keys is None:
-        return None
+    """The ``key_indices`` metadata, checked (:func:`core.meta.parse_key_indices`), or None."""
+    from napari_xfusion.core.meta import MetadataError, parse_key_indices
+
     try:
-        return [int(k) for k in keys]
-    except (TypeError, ValueError):
-        raise InputError(f"{name}: key_indices metadata must be integers, got {keys!r}") from None
+        keys = parse_key_indices(
+            meta.get("key_indices"), None, f"{name} metadata key_indices", required=False
+        )
+    except MetadataError as exc:
+        raise InputError(str(exc)) from None
+    return None if keys is None else [int(k) for k in keys]
+
+
+def _separation(config: RunConfig, meta: Mapping[str, Any], n_lr: int, name: str) -> int:
+    """The LR separation: the configuration's, else the LR metadata's, else 1; checked."""
+    from napari_xfusion.core.meta import MetadataError, parse_separation
+
+    try:
+        if config.separation is not None:
+            return parse_separation(config.separation, n_lr, f"separation (for {name})")
+        if meta.get("separation") is None:
+            return 1
+        return parse_separation(meta["separation"], n_lr, f"{name} metadata separation")
+    except MetadataError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _resolve_keys(
@@ -391,6 +413,7 @@ def prepare_inputs(
     lr_metadata: Mapping[str, Any] | None = None,
     hr_metadata: Mapping[str, Any] | None = None,
     names: Mapping[str, str] | None = None,
+    roles: Mapping[str, str] | None = None,
 ) -> PreparedInputs:
     """Check the inputs of ``config`` and set up what the engine runs on.
 
@@ -406,6 +429,9 @@ def prepare_inputs(
     names : mapping, optional
         Labels of array inputs in messages (default ``"LR layer"``, ``"HR layer"``,
         ``"truth layer"``).
+    roles : mapping, optional
+        The option or input each file came from (``{"lr": "--lr", ...}``), prefixed to its
+        read errors: ``--lr lr.tif: truncated TIFF ...``.
 
     Raises
     ------
@@ -416,7 +442,8 @@ def prepare_inputs(
     """
     labels = {"lr": "LR layer", "hr": "HR layer", "truth": "truth layer", **(names or {})}
     notes: list[str] = []
-    hr_arr, hr_meta, hr_name = _read(config.hr, hr, hr_metadata, labels["hr"])
+    roles = dict(roles or {})
+    hr_arr, hr_meta, hr_name = _read(config.hr, hr, hr_metadata, labels["hr"], roles.get("hr"))
     if hr_arr is None:
         raise InputError("no HR input: give the HR key frames (or a full-rate HR stack)")
     simulated = None
@@ -435,7 +462,7 @@ def prepare_inputs(
             f", shot noise b0={simulated.b0:.3g} (LR PSNR {simulated.lr_psnr:.2f} dB)"
             if simulated.b0 is not None else ", no noise"))  # fmt: skip
     else:
-        lr_arr, lr_meta, lr_name = _read(config.lr, lr, lr_metadata, labels["lr"])
+        lr_arr, lr_meta, lr_name = _read(config.lr, lr, lr_metadata, labels["lr"], roles.get("lr"))
         if lr_arr is None:
             raise InputError(
                 "no LR input: give the LR stream, or simulate it from a full-rate HR stack"
@@ -455,12 +482,10 @@ def prepare_inputs(
     try:
         keys.validate(n_lr, (h, w))
     except EngineInputError as exc:
-        raise InputError(f"{hr_name}: {exc}") from None
+        raise InputError(f"{hr_name}: {exc} (LR: {lr_name})") from None
     targets = _targets(config, n_lr, lr_name)
-    separation = config.separation
-    if separation is None:
-        separation = int(lr_meta.get("separation", 1) or 1)
-    truth_arr, _, truth_name = _read(config.truth, truth, None, labels["truth"])
+    separation = _separation(config, lr_meta, n_lr, lr_name or labels["lr"])
+    truth_arr, _, truth_name = _read(config.truth, truth, None, labels["truth"], roles.get("truth"))
     truth_norm = None
     if truth_arr is not None:
         if tuple(truth_arr.shape) != (n_lr, SCALE * h, SCALE * w):
@@ -488,10 +513,16 @@ def prepare_inputs(
         simulated=simulated,
         notes=notes,
         noise=noise,
-        sources={"lr": lr_name, "hr": hr_name, "truth": truth_name},
+        sources={
+            # provenance: the file paths (not the messages' "--lr path" names)
+            "lr": config.lr if lr is None and not config.simulate else lr_name,
+            "hr": config.hr if hr is None else hr_name,
+            "truth": config.truth if truth is None and config.truth else truth_name,
+        },
     )
 
 
 def source_path(path: str | os.PathLike[str] | None) -> str | None:
-    """An absolute path string for provenance (None stays None)."""
-    return None if path is None else str(Path(path).resolve())
+    """An absolute path string for provenance (None stays None). Symbolic links are kept as
+    given (not resolved), so messages name the path the user gave."""
+    return None if path is None else os.path.abspath(path)

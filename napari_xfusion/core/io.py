@@ -935,6 +935,19 @@ class StackWriter:
         """
         return self._finish(complete=False)
 
+    def discard(self) -> None:
+        """Drop everything written: no file at ``path`` is created or changed, the temp file
+        is removed (for outputs that are worthless incomplete, or a failed finish)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._writer.close()
+        except Exception:  # the file is deleted next; an error closing it is moot
+            pass
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
     def __enter__(self) -> StackWriter:
         return self
 

@@ -1,21 +1,20 @@
 """``xfusion study``: the paper's study (noise, key step, separation x every method) as one
 command, on the built-in sample or any full-rate HR stack (:mod:`napari_xfusion.app.study`).
 
-Wiring into the ``xfusion`` parser: ``add_study_parser(subparsers)`` adds the sub-command and
-``study_command(args) -> int`` runs it (exit 0 done, 2 bad input, 130 interrupted with the
-rows kept). ``python -m napari_xfusion.cli_study ...`` runs it on its own.
+Exit status: 0 done; 2 bad input; 130 Ctrl-C, 143 SIGTERM (the rows done are kept in
+``frames.csv``; the same command resumes).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_study_parser", "config_from_args", "main", "study_command"]
+from napari_xfusion.cli._common import epilog, formatter, make_folder, say
+from napari_xfusion.cli.signals import exit_status
+
+__all__ = ["add_parser", "config_from_args", "run"]
 
 EXAMPLES = """
     xfusion study --quick -o /tmp/study-quick
@@ -27,19 +26,15 @@ EXAMPLES = """
 """
 
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
-
-
 def _items(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def add_study_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``study`` to an ``argparse`` sub-parsers object; returns its parser."""
-    p = subparsers.add_parser(
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add ``study`` to the ``xfusion`` sub-parsers; returns its parser."""
+    p = sub.add_parser(
         "study",
-        formatter_class=_formatter,
+        formatter_class=formatter,
         help="the paper's study: noise / key step / separation sweeps over every method",
         description="Sweep the LR noise (target LR PSNR, at k=20, s=1: the paper's Fig. 5) "
         "and the HR key step for each LR separation (Figs 6, S3, S4) over every available "
@@ -47,7 +42,11 @@ def add_study_parser(subparsers: Any) -> argparse.ArgumentParser:
         "Writes frames.csv (one row per method, setting and frame), box plots and attention "
         "figures (PNG + SVG), summary.md and the run configurations into --out. Ctrl-C keeps "
         "the rows done; the same command resumes.",
-        epilog="examples:\n" + textwrap.indent(textwrap.dedent(EXAMPLES).strip("\n"), "  "),
+        epilog=epilog(
+            EXAMPLES,
+            "exit status: 0 done; 2 a bad input or option; 130 Ctrl-C; 143 SIGTERM\n"
+            "  (both keep the rows done: the same command resumes)",
+        ),
     )
     p.add_argument(
         "--truth",
@@ -117,6 +116,7 @@ def add_study_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="DIR",
         help="output folder (default ./xfusion-study)",
     )
+    p.set_defaults(run=run)
     return p
 
 
@@ -167,8 +167,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return StudyConfig.quick(**changes) if args.quick else StudyConfig(**changes)
 
 
-def study_command(args: argparse.Namespace) -> int:
-    """Run ``xfusion study``; 0 done, 2 bad input (message on stderr), 130 interrupted."""
+def run(args: argparse.Namespace) -> int:
+    """Run ``xfusion study``; 0 done, 130 interrupted (bad input raises: exit 2 in ``main``)."""
     from napari_xfusion.app.study import StudyConfig, report_study, run_study
 
     if args.report:
@@ -176,37 +176,17 @@ def study_command(args: argparse.Namespace) -> int:
         print(f"{len(files)} files written in {args.out}")
         return 0
     config = config_from_args(args)
+    make_folder(args.out, "--out")
     try:
         result = run_study(config, args.out, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print(
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (terminate_as_interrupt)
+        say(
             f"xfusion study: interrupted; the rows done are kept in {args.out / 'frames.csv'}: "
-            "run the same command again to resume",
-            file=sys.stderr,
+            "run the same command again to resume"
         )
-        return 130
+        return exit_status(exc)
     print(
         f"{len(result.rows)} rows ({result.computed} computed now, {result.reused} reused) in "
         f"{result.frames_csv}; summary: {result.summary_md} ({result.seconds:.0f} s)"
     )
     return 0 if result.complete else 130
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m napari_xfusion.cli_study [options]`` (the same options as ``xfusion study``)."""
-    parser = argparse.ArgumentParser(prog="xfusion")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_study_parser(sub)
-    args = parser.parse_args(["study", *(sys.argv[1:] if argv is None else argv)])
-    from napari_xfusion.core.io import StackError
-    from napari_xfusion.engine import InputError
-
-    try:
-        return study_command(args)
-    except (InputError, StackError, FileNotFoundError, ValueError) as exc:
-        print(f"xfusion study: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
