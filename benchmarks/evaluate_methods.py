@@ -70,7 +70,13 @@ FRAME_FIELDS = (
 
 
 def _method_class(name: str) -> type:
-    module_name, class_name = str(METHODS[name]).split(":")
+    """The class behind a registry entry: a ``"module:Class"`` string, or a declaration object
+    that carries one (as ``target``) or is the class itself."""
+    entry = METHODS[name]
+    target = entry if isinstance(entry, str) else getattr(entry, "target", entry)
+    if isinstance(target, type):
+        return target
+    module_name, class_name = str(target).split(":")
     return getattr(import_module(module_name), class_name)
 
 
