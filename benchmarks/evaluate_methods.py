@@ -22,7 +22,7 @@ method at 400x1024 (plus, per run, the frame at the first key, which the engine 
 normalise attention scores); about 32 minutes with 1 torch thread on a shared 2-core CPU for
 bicubic, bayesian, edvr and edvr-stf (networks dominate: ~1.3 and ~2.1 s per frame, and the
 ablation runs edvr-stf twice). ``--quick`` is a
-smoke run of a few minutes (200x512, 1 target per gap, 1 simulator seed).
+smoke run of about 3 minutes (200x512, 1 target per gap, 1 simulator seed).
 
     python benchmarks/evaluate_methods.py --out docs/benchmarks/real-motion
     python benchmarks/evaluate_methods.py --quick --methods bicubic,bayesian --out /tmp/eval
