@@ -2,9 +2,9 @@
 
 Sets (HR truth -> LR by 4x4 binning, :mod:`napari_xfusion.core.evaluation`):
 
-- **real-motion**: :func:`napari_xfusion.core.motion.validation_suite`, 8 sequences rendered from
-  stills no shipped network was trained on (pan, speed ramp 0 -> 40 px/frame, zoom, rotation,
-  shake, occluding layers, non-rigid, brightness changes);
+- **real-motion**: :func:`napari_xfusion.core.motion.validation_suite`, 9 sequences rendered from
+  stills no shipped network was trained on (sub-pixel drift, pan, speed ramp 0 -> 40 px/frame,
+  zoom, rotation, shake, occluding layers, non-rigid, brightness changes);
 - **simulator**: :func:`napari_xfusion.core.sample.simulate_sequence` at held-out seeds
   (training uses seeds >= ``TRAINING_SEED_MIN``, validation during training 20251).
 
@@ -17,11 +17,12 @@ over bicubic; and a **key ablation**: every method that uses HR keys is rerun wi
 replaced by the bicubic-up-sampled LR frames of the key times, and the PSNR it loses (median of
 per-frame differences) is how much it uses the keys' HR detail.
 
-Budget (defaults): 8 + 3 sequences x 2 k x 3 noise levels x 3 targets = 198 scored frames per
-method at 400x1024, plus one frame per run that the engine reconstructs at the preceding key
-for attention methods; about 30 minutes on 2 CPU cores for bicubic, bayesian, edvr and edvr-stf
-(networks dominate: ~1.4 and ~2.2 s per frame, the ablation doubles edvr-stf). ``--quick`` is a
-smoke run of a few minutes (200x512, 1 target per gap, 1 simulator seed).
+Budget (defaults): 9 + 3 sequences x 2 k x 3 noise levels x 3 targets = 216 scored frames per
+method at 400x1024 (plus, per run, the frame at the first key, which the engine reconstructs to
+normalise attention scores); about 32 minutes with 1 torch thread on a shared 2-core CPU for
+bicubic, bayesian, edvr and edvr-stf (networks dominate: ~1.3 and ~2.1 s per frame, and the
+ablation runs edvr-stf twice). ``--quick`` is a
+smoke run of about 3 minutes (200x512, 1 target per gap, 1 simulator seed).
 
     python benchmarks/evaluate_methods.py --out docs/benchmarks/real-motion
     python benchmarks/evaluate_methods.py --quick --methods bicubic,bayesian --out /tmp/eval
@@ -69,7 +70,13 @@ FRAME_FIELDS = (
 
 
 def _method_class(name: str) -> type:
-    module_name, class_name = str(METHODS[name]).split(":")
+    """The class behind a registry entry: a ``"module:Class"`` string, or a declaration object
+    that carries one (as ``target``) or is the class itself."""
+    entry = METHODS[name]
+    target = entry if isinstance(entry, str) else getattr(entry, "target", entry)
+    if isinstance(target, type):
+        return target
+    module_name, class_name = str(target).split(":")
     return getattr(import_module(module_name), class_name)
 
 

@@ -535,6 +535,8 @@ def apply_brightness(
 
 
 SUITE: dict[str, str] = {
+    "drift": "sub-pixel drift, 0.4 px/frame (motorcycle_right): keys should transfer almost "
+    "unchanged",
     "pan-slow": "camera pan, 2.6 px/frame diagonal (motorcycle_left)",
     "pan-ramp": "camera pan accelerating from 0 to 40 px/frame along x (motorcycle_right)",
     "zoom": "zoom from 0.7x to 1x about the centre with a 3 px/frame drift (motorcycle_left)",
@@ -618,7 +620,12 @@ def validation_suite(
             continue
         s = seed * 1000 + i  # each sequence its own stream: a subset renders the same frames
         rng = np.random.default_rng(s)
-        if name == "pan-slow":
+        if name == "drift":
+            frames = render_camera(
+                load_still("motorcycle_right"), shape, n_frames,
+                CameraMotion(velocity=(0.15 * k, 0.37 * k)), s,
+            )  # fmt: skip
+        elif name == "pan-slow":
             frames = render_camera(
                 load_still("motorcycle_left"), shape, n_frames,
                 CameraMotion(velocity=(1.0 * k, 2.4 * k)), s,
