@@ -55,6 +55,7 @@ __all__ = [
     "config_path",
     "csv_path",
     "export_files",
+    "extra_output_path",
     "partial_path",
     "read_export",
     "run_metadata",
@@ -83,6 +84,13 @@ def partial_path(path: str | os.PathLike[str]) -> Path:
     ``<stem>.tif`` from an earlier run is never replaced by an incomplete one."""
     path = Path(path)
     return path.with_name(f"{path.stem}.partial{path.suffix or '.tif'}")
+
+
+def extra_output_path(path: str | os.PathLike[str], output: str) -> Path:
+    """``<stem>_<output>.tif`` next to the export at ``path``: a method's extra per-frame map
+    (``confidence``, ``variance``; its :attr:`MethodSpec.outputs`), same pages as the export."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_{output}{path.suffix or '.tif'}")
 
 
 def export_files(path: str | os.PathLike[str], *, partial: bool = True) -> list[Path]:

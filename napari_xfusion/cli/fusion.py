@@ -95,7 +95,7 @@ def run_fuse(args: argparse.Namespace) -> int:
         from napari_xfusion.cli.running import ROLES, check_outputs
 
         if args.out is not None:
-            check_outputs(config, args.out)
+            check_outputs(config, args.out, extras=not args.no_extras)
         prepared = prepare_inputs(config, roles=ROLES)
         for note in prepared.notes:
             say(f"xfusion fuse: {note}")
@@ -107,7 +107,7 @@ def run_fuse(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         return 0
-    report = fuse_run(config, args.out, progress=not args.no_progress)
+    report = fuse_run(config, args.out, progress=not args.no_progress, extras=not args.no_extras)
     if int(os.environ.get("RANK", "0")) != 0:
         return report.status
     if report.table is not None and report.table.has_truth and not report.interrupted:
@@ -115,6 +115,8 @@ def run_fuse(args: argparse.Namespace) -> int:
     for m, path in report.outputs.items():
         if report.frames_done.get(m):
             print(f"{m}: {path} ({report.frames_done[m]} frames), {report.csv_paths[m]}")
+        for name, extra in report.extras.get(m, {}).items():
+            print(f"{m} {name}: {extra}")
     if report.comparison is not None:
         print(f"comparison: {report.comparison}")
     return report.status
@@ -248,6 +250,12 @@ def add_parser(sub: Any) -> None:
         help="full-rate HR ground truth: per-frame PSNR/AAD/SSIM in the CSV",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-extras",
+        action="store_true",
+        help="skip the methods' extra maps (flow's confidence, bayesian's variance), written "
+        "by default as OUT_<method>_<map>.tif beside each export",
+    )
     p.add_argument(
         "-o",
         "--out",

@@ -4,6 +4,10 @@ What is never lost (issue 13): no write lands on an input (checked before anythi
 ``<stem>.tif`` only ever holds a complete export - an interrupted or failed run keeps its
 frames in ``<stem>.partial.tif`` with a matching ``<stem>.partial.csv`` and leaves an earlier
 complete ``<stem>.tif`` as it was; SIGTERM is handled like Ctrl-C (exit status 143).
+
+A method's extra per-frame maps (its declared ``outputs``: ``flow``'s confidence, ``bayesian``'s
+variance) go to ``<stem>_<output>.tif`` beside its export, page for page, with the same
+complete/partial rule (single-process runs; ``--no-extras`` skips them).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from napari_xfusion.cli._common import CommandError, check_folder, make_folder, say
 from napari_xfusion.cli.signals import DeferredInterrupt, exit_status, signal_name
@@ -61,6 +67,8 @@ class FuseReport:
     config: RunConfig | None = None
     partial: dict[str, Path] = field(default_factory=dict)
     status: int = 0
+    extras: dict[str, dict[str, Path]] = field(default_factory=dict)
+    """Per method, output name -> the extra map's stack (complete or partial name)."""
 
 
 def resolve_out(out: str | os.PathLike[str]) -> Path:
@@ -97,21 +105,42 @@ def input_labels(config: RunConfig) -> dict[str, str | None]:
     return {"--lr input": config.lr, "--hr input": config.hr, "--truth input": config.truth}
 
 
-def check_outputs(config: RunConfig, out: str | os.PathLike[str]) -> tuple[Path, dict[str, Path]]:
+def extra_paths(config: RunConfig, outputs: dict[str, Path]) -> dict[str, dict[str, Path]]:
+    """Per method, its declared extra outputs' stacks next to its export."""
+    from napari_xfusion.app.export import extra_output_path
+    from napari_xfusion.methods.registry import get_spec
+
+    return {
+        m: {o: extra_output_path(path, o) for o in get_spec(m).outputs}
+        for m, path in outputs.items()
+    }
+
+
+def check_outputs(
+    config: RunConfig, out: str | os.PathLike[str], *, extras: bool = True
+) -> tuple[Path, dict[str, Path]]:
     """``(out, {method: export path})`` for ``-o out``, after refusing any file the run may
-    write (exports, sidecars, partial names, comparison) that is one of its inputs."""
+    write (exports, sidecars, partial names, extra maps, comparison) that is one of its
+    inputs."""
     from napari_xfusion.app.export import check_writes, export_files
 
     out = resolve_out(out)
     outputs = output_paths(out, config.method_names)
     writes = [f for path in outputs.values() for f in export_files(path)]
+    if extras:
+        for maps in extra_paths(config, outputs).values():
+            writes += [f for path in maps.values() for f in export_files(path)]
     writes += [_comparison(out, False), _comparison(out, True)]
     check_writes(writes, input_labels(config))
     return out, outputs
 
 
 def fuse_run(
-    config: RunConfig, out: str | os.PathLike[str], *, progress: bool = True
+    config: RunConfig,
+    out: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    extras: bool = True,
 ) -> FuseReport:
     """Run ``config`` through :mod:`napari_xfusion.app` and write the exports.
 
@@ -139,7 +168,7 @@ def fuse_run(
     from napari_xfusion.core.io import write_text_atomic
     from napari_xfusion.engine import split_targets
 
-    out, outputs = check_outputs(config, out)
+    out, outputs = check_outputs(config, out, extras=extras)
     methods = list(config.method_names)
     prepared = prepare_inputs(config, roles=ROLES)
     for note in prepared.notes:
@@ -159,6 +188,8 @@ def fuse_run(
         }
     else:
         writing = outputs
+    extras = extras and world == 1  # torchrun assembles the fused stacks only
+    extra_files = extra_paths(config, writing) if extras else {}
     job = run_job(config, prepared, targets=my_targets, device=device)
     started = next(job)  # builds the methods (a bad option or device fails before any file)
     table = started.table
@@ -173,6 +204,33 @@ def fuse_run(
         dynamic_ncols=True,
     )
     writers: dict[str, ExportWriter] = {}
+    # (method, output) -> writer of an extra map, opened at its first frame: a method that
+    # declares an output but does not produce it in this run (bayesian's static prior has no
+    # confidence) leaves no empty file.
+    extra_writers: dict[tuple[str, str], ExportWriter] = {}
+
+    def all_writers() -> list[tuple[str, ExportWriter]]:
+        return [*writers.items(), *((f"{m} {o}", w) for (m, o), w in extra_writers.items())]
+
+    def store_extras(event: FrameEvent) -> None:
+        m = event.result.method
+        for name, path in extra_files.get(m, {}).items():
+            data = event.extras.get(name)
+            if data is None:
+                continue
+            if (m, name) not in extra_writers:
+                extra_writers[m, name] = ExportWriter(
+                    path,
+                    config,
+                    m,
+                    prepared.frame_shape,
+                    max(len(my_targets), 1),
+                    description=started.descriptions.get(m),
+                    metadata={**base, "output": name},
+                    sidecars=False,
+                )
+            extra_writers[m, name].write(np.asarray(data, np.float32), event.result.index)
+
     try:
         for m in methods:
             writers[m] = ExportWriter(
@@ -190,7 +248,7 @@ def fuse_run(
     except BaseException:
         job.close()
         bar.close()
-        for w in writers.values():
+        for _, w in all_writers():
             w.discard()
         raise
     tic = time.perf_counter()
@@ -207,6 +265,7 @@ def fuse_run(
                 writers[event.result.method].write(
                     event.result.frame, event.result.index, event.row
                 )
+                store_extras(event)
             bar.update(world if rank == 0 else 0)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (signals.Terminated)
         stopped = exc
@@ -215,13 +274,13 @@ def fuse_run(
         bar.close()
         done = {}
         with DeferredInterrupt():  # finishing the partial files is not interrupted
-            for m, w in writers.items():
+            for m, w in all_writers():
                 try:
                     done[m] = w.abort(table)
                 except Exception:  # e.g. disk full again: abort left no temp file; go on
                     done[m] = 0
         for m, n in done.items():
-            if n:
+            if n and m in writers:
                 say(
                     f"xfusion fuse: error; kept {n} of {len(targets)} frames in "
                     f"{writers[m].written_to} (incomplete; {outputs[m].name} not written)"
@@ -231,13 +290,17 @@ def fuse_run(
         bar.close()
     job.close()
     interrupted = stopped is not None
+    report_extras: dict[str, dict[str, Path]] = {}
     with DeferredInterrupt():  # finishing is not interrupted half way
         try:
             done = {}
             for m, w in writers.items():
                 done[m] = w.abort(table) if interrupted else w.close(table)
+            for (m, name), w in extra_writers.items():
+                if w.abort() if interrupted else w.close():
+                    report_extras.setdefault(m, {})[name] = w.written_to
         except BaseException:  # e.g. the disk filled up: no temp file stays behind
-            for w in writers.values():
+            for _, w in all_writers():
                 w.discard()
             raise
         if world > 1:
@@ -252,6 +315,7 @@ def fuse_run(
         table=table,
         config=config,
         status=0 if stopped is None else exit_status(stopped),
+        extras=report_extras,
     )
     if rank != 0:
         return report
