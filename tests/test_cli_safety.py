@@ -286,7 +286,7 @@ def test_disk_full_while_writing_the_csv_leaves_nothing_half_written(
     def stage(path, text):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(export, "_stage", stage)
+    monkeypatch.setattr(export, "stage_text", stage)
     out = tmp_path / "o" / "x.tif"
     assert cli.main(_fuse(data, out=out)) == 1
     _one_error_line(capsys.readouterr().err, "x.tif", "No space left on device")

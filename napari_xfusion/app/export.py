@@ -33,7 +33,6 @@ exports (``xfusion`` layer entry, full-length stacks with ``frames_done``).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ import numpy as np
 
 from napari_xfusion import __version__
 from napari_xfusion.app.config import ConfigError, RunConfig
+from napari_xfusion.core.io import stage_text
 
 __all__ = [
     "EXPORT_SCHEMA",
@@ -196,21 +196,6 @@ def run_metadata(config: RunConfig, prepared: Any, *, device: str | None = None)
     }
 
 
-def _stage(path: Path, text: str) -> Path:
-    """``text`` (UTF-8) in a new temp file next to ``path``, for the caller to rename."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(name, 0o666 & ~umask)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)
-
-
 def write_sidecars(
     path: str | os.PathLike[str], config: RunConfig | None, csv_text: str
 ) -> list[Path]:
@@ -353,10 +338,11 @@ class ExportWriter:
                     sub = ResultTable(table.key_indices)
                     sub.extend(rows)
                     csv_text = sub.to_csv_text()
-                    staged.append((csv_path(target), _stage(csv_path(target), csv_text)))
+                    staged.append((csv_path(target), stage_text(csv_path(target), csv_text)))
                     if self.config is not None:
                         json_text = self.config.to_json()
-                        staged.append((config_path(target), _stage(config_path(target), json_text)))
+                        json_file = config_path(target)
+                        staged.append((json_file, stage_text(json_file, json_text)))
                 self._writer.path = target
                 n = self._writer.close() if complete else self._writer.abort()
                 for final, tmp in staged:

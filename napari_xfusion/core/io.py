@@ -43,6 +43,7 @@ __all__ = [
     "read_stack",
     "sha256_file",
     "write_stack",
+    "stage_text",
     "write_text_atomic",
 ]
 
@@ -958,12 +959,9 @@ class StackWriter:
             self.abort()
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temp file and a rename (never half a file).
-
-    Used for every CSV and JSON sidecar of an export, so readers see the old file or the new
-    one, never a torn one.
-    """
+def stage_text(path: str | os.PathLike[str], text: str) -> Path:
+    """``text`` (UTF-8) in a new hidden temp file next to ``path``, for the caller to rename
+    onto ``path`` (:func:`os.replace`) when the files that belong together are all staged."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
@@ -971,9 +969,24 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
             handle.write(text)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0o600 would make the sidecars private
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temp file and a rename (never half a file).
+
+    Used for every CSV and JSON sidecar of an export, so readers see the old file or the new
+    one, never a torn one.
+    """
+    path = Path(path)
+    tmp = stage_text(path, text)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     return path
