@@ -92,7 +92,7 @@ class AttentionWidget(SessionDock):
             self.redraw()
 
     def on_frames(self, records: list[FrameRecord]) -> None:
-        if any(record.backward is not None for record in records):
+        if any(record.has_attention for record in records):
             self.redraw()
 
     def series(self) -> dict[str, dict[str, np.ndarray]]:

@@ -17,19 +17,19 @@ __all__ = ["launch", "open_demo", "default_methods", "available_methods"]
 def available_methods() -> list[str]:
     """Every registered method that can be built here, as the headless demo runs them: the
     ones without weights always, a network only when its shipped weights load."""
-    from napari_xfusion._napari._method_info import method_infos
     from napari_xfusion.methods import get_reconstructor
+    from napari_xfusion.methods.registry import available_methods as specs
 
     out = []
-    for info in method_infos():
-        if info.option("weights") is None:
-            out.append(info.name)
+    for spec in specs().values():
+        if not spec.needs_weights:
+            out.append(spec.name)
             continue
         try:
-            get_reconstructor(info.name, device="cpu")
+            get_reconstructor(spec.name, device="cpu")
         except (FileNotFoundError, ImportError, ValueError, RuntimeError):
             continue
-        out.append(info.name)
+        out.append(spec.name)
     return out
 
 
