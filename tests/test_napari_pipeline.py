@@ -341,3 +341,32 @@ def test_resume_runs_each_method_on_its_own_missing_frames(fusion_viewer, qtbot,
         done = viewer.layers[f"fused [{method}]"].metadata["xfusion"]["frames_done"]
         assert sorted(done) == list(range(8))
     assert widget.progress.value() == widget.progress.maximum() == 8
+
+
+# --- the demo with a display: the headless demo's methods, sample size and -o ------------
+
+
+def test_demo_gui_path_runs_the_headless_methods_and_size_and_exports_to_out(
+    monkeypatch, tmp_path, make_napari_viewer, isolated_settings, qtbot
+):
+    from napari_xfusion._napari import demo
+    from napari_xfusion.cli import demo as cli_demo
+
+    seen = {}
+    monkeypatch.setattr(demo, "open_demo", lambda size, methods, out_dir: seen.update(
+        size=size, methods=methods, out_dir=out_dir) or True)  # fmt: skip
+    assert cli_demo._open_gui(tmp_path / "out")
+    assert seen == {
+        "size": cli_demo.DEMO_SIZE,
+        "methods": cli_demo.demo_methods()[0],
+        "out_dir": tmp_path / "out",
+    }
+    # launch() takes that sample description (here smaller, for the test).
+    small = {**cli_demo.DEMO_SIZE, "n_frames": 6, "shape": (32, 64), "key_step": 5}
+    viewer = make_napari_viewer()
+    demo.launch(small, ["bicubic"], run=True, block=False, viewer=viewer, export_to=tmp_path / "o")
+    widget = viewer.window.dock_widgets["Fusion (napari-xfusion)"]
+    assert viewer.layers["ground truth"].data.shape == (6, 32, 64)
+    assert widget.separation.value() == small["separation"]
+    qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: (tmp_path / "o" / "fused.tif").is_file(), timeout=10000)
