@@ -153,6 +153,11 @@ def main(argv: list[str] | None = None) -> None:
         help="frames for methods that need torch (edvr-stf: ~1 s a full-size frame on a CPU)",
     )
     parser.add_argument("--size", default="400x1024", help="HR frame size HxW")
+    parser.add_argument(
+        "--no-attention-dock",
+        action="store_true",
+        help="leave the attention dock out (how much of the gaps its matplotlib redraws cost)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the longest gaps")
     args = parser.parse_args(argv)
     height, width = (int(v) for v in args.size.split("x"))
@@ -181,7 +186,10 @@ def main(argv: list[str] | None = None) -> None:
         viewer.add_image(data, **kwargs)
     widget = FusionWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Fusion (napari-xfusion)")
-    viewer.window.add_dock_widget(AttentionWidget(viewer), name="Attention", area="bottom")
+    if args.no_attention_dock:
+        widget._open_dock = lambda title: None  # the dock would open it at the first scores
+    else:
+        viewer.window.add_dock_widget(AttentionWidget(viewer), name="Attention", area="bottom")
     viewer.window.add_dock_widget(MetricsWidget(viewer), name="Metrics", area="bottom")
 
     header = f"{'method':<10} {'frames':>6} {'engine s':>9} {'job s':>7} {'gui s':>7}"

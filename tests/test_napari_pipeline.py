@@ -370,3 +370,26 @@ def test_demo_gui_path_runs_the_headless_methods_and_size_and_exports_to_out(
     assert widget.separation.value() == small["separation"]
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     qtbot.waitUntil(lambda: (tmp_path / "o" / "fused.tif").is_file(), timeout=10000)
+
+
+def test_attention_curves_grow_without_a_full_redraw(fusion_viewer, monkeypatch):
+    from napari_xfusion._napari._attention import AttentionWidget
+    from napari_xfusion.app.results import FrameRow
+
+    viewer, widget = fusion_viewer
+    plot = AttentionWidget(viewer)
+    viewer.window.add_dock_widget(plot, area="bottom")
+    session = widget.session
+    session.begin(8, [0, 4], ["edvr-stf"], has_truth=False, fresh=["edvr-stf"])
+
+    def rows(frames):
+        return [FrameRow("edvr-stf", t, backward=2.0 - 0.2 * (t % 4), forward=1.0) for t in frames]
+
+    session.add_many(rows(range(4)))
+    redraws = []
+    monkeypatch.setattr(plot, "redraw", lambda: redraws.append(1))
+    session.add_many(rows(range(4, 8)))
+    assert not redraws  # the same curves: only their data moved
+    line = plot._lines[("edvr-stf", "backward")]
+    np.testing.assert_array_equal(line.get_xdata(), np.arange(8))
+    np.testing.assert_allclose(line.get_ydata()[[0, 3, 4]], [1.0, 0.7, 1.0])
