@@ -11,6 +11,7 @@ import pytest
 
 from napari_xfusion import cli
 from napari_xfusion._napari._job import FrameDone, FusionRequest, Prepared, fusion_job
+from napari_xfusion.app.config import KeyRule, MethodChoice, RunConfig
 from napari_xfusion.core.degrade import bin_frames
 from napari_xfusion.core.io import read_stack, write_stack
 from napari_xfusion.core.sample import simulate_sequence
@@ -30,12 +31,14 @@ def test_cli_and_gui_job_agree_on_a_uint16_full_rate_stack(tmp_path):
          "-o", str(out)]
     )  # fmt: skip
     assert rc == 0
+    # The GUI's run is a RunConfig plus the layers' arrays: the same window as --frames 1:9.
+    config = RunConfig(
+        keys=KeyRule(step=5),
+        frames=(1, 9),
+        methods=(MethodChoice("bicubic"), MethodChoice("bayesian")),
+    )
     request = FusionRequest(
-        methods=("bicubic", "bayesian"),
-        hr=read_stack(tmp_path / "hr.tif"),
-        lr=read_stack(tmp_path / "lr.tif"),
-        key_step=5,
-        frames=(1, 8),  # the GUI's inclusive spin boxes: the same window as --frames 1:9
+        config=config, hr=read_stack(tmp_path / "hr.tif"), lr=read_stack(tmp_path / "lr.tif")
     )
     gen = fusion_job(request, threading.Event())
     events = list(gen)

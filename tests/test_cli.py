@@ -309,11 +309,13 @@ def test_demo_headless_small(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("gui_opens", [True, False])
 def test_demo_opens_napari_with_a_display_else_runs_headless(tmp_path, monkeypatch, gui_opens):
     monkeypatch.setattr(cli.demo, "_display_available", lambda: True)
-    monkeypatch.setattr(cli.demo, "_open_gui", lambda: gui_opens)
+    opened = []
+    monkeypatch.setattr(cli.demo, "_open_gui", lambda out: opened.append(out) or gui_opens)
     headless_runs = []
     monkeypatch.setattr(cli.demo, "run_demo", lambda out: headless_runs.append(out))
     assert cli.main(["demo", "-o", str(tmp_path / "demo")]) == 0
     assert headless_runs == ([] if gui_opens else [tmp_path / "demo"])
+    assert opened == [tmp_path / "demo"]  # -o goes to the GUI's export too
     assert cli.main(["demo", "-o", str(tmp_path / "demo"), "--headless"]) == 0
     assert len(headless_runs) == (1 if gui_opens else 2)
 

@@ -142,6 +142,7 @@ def test_the_same_layer_for_lr_and_hr_is_refused(fusion_viewer, notifications):
 def test_frames_that_arrive_together_are_shown_in_one_update(fusion_viewer, qtbot, tiny_sample):
     from napari_xfusion._napari._job import FrameDone, Prepared
     from napari_xfusion._napari._render import RunState
+    from napari_xfusion.app.results import FrameRow
 
     viewer, widget = fusion_viewer
     renderer = widget.renderer
@@ -153,7 +154,7 @@ def test_frames_that_arrive_together_are_shown_in_one_update(fusion_viewer, qtbo
     frames = np.random.default_rng(0).random((8, 64, 128), dtype=np.float32)
     for t in range(8):
         result = SimpleNamespace(method="bicubic", index=t, frame=frames[t], variance=None)
-        renderer.push(FrameDone(result, None))
+        renderer.push(FrameDone(result, FrameRow("bicubic", t)))
     layer = viewer.layers["fused [bicubic]"]
     assert not layer.data.any() and renderer.timer.isActive()  # nothing drawn per frame
     qtbot.waitUntil(lambda: bool(batches), timeout=5000)
@@ -357,14 +358,25 @@ def test_a_registered_method_and_its_extra_output_appear_without_editing_the_doc
 ):
     from napari_xfusion import methods
     from napari_xfusion._napari._widget import FusionWidget
+    from napari_xfusion.methods import registry
 
-    monkeypatch.setitem(methods.METHODS, "confident", f"{__name__}:ConfidentBicubic")
+    spec = registry.MethodSpec(
+        "confident",
+        f"{__name__}:ConfidentBicubic",
+        "bicubic and a flat map",
+        outputs=("confidence",),
+    )
+    # Registered at run time (as a notebook would); the registry is as it was after the test.
+    monkeypatch.setattr(registry, "_extra", {})
+    monkeypatch.setattr(registry, "_registry", None)
+    monkeypatch.setitem(methods.METHODS, "confident", spec.target)
+    registry.register(spec)
     viewer = make_napari_viewer()
     for data, kwargs, _ in tiny_sample:
         viewer.add_image(data.copy(), **kwargs)
     widget = FusionWidget(viewer)
     assert "confident" in widget.method_boxes
-    assert "extra output" in widget.method_boxes["confident"].toolTip() or True
+    assert "confidence" in widget.method_boxes["confident"].toolTip()  # from spec.outputs
     choose(widget, "confident")
     widget.show_extras.setChecked(True)
     run_and_wait(widget, qtbot)
@@ -493,5 +505,6 @@ def test_demo_runs_the_available_methods_and_exports_like_the_headless_one(
     widget = viewer.window.dock_widgets["Fusion (napari-xfusion)"]
     assert widget.selected_methods() == ["bicubic"]
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
-    qtbot.waitUntil(lambda: (out / "fused_bicubic.tif").is_file(), timeout=10000)
-    assert (out / "metrics.csv").is_file()
+    # The CLI's names for one method in a folder: fused.tif and its sidecars.
+    qtbot.waitUntil(lambda: (out / "fused.tif").is_file(), timeout=10000)
+    assert (out / "fused.csv").is_file() and (out / "fused.config.json").is_file()

@@ -14,6 +14,7 @@ from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_xfusion._napari._attention import AttentionWidget  # noqa: E402
 from napari_xfusion._napari._metrics import MetricsWidget  # noqa: E402
+from napari_xfusion.app.results import FrameRow  # noqa: E402
 from napari_xfusion.core.io import read_metadata, read_stack  # noqa: E402
 from napari_xfusion.methods.bicubic import Bicubic  # noqa: E402
 
@@ -79,9 +80,10 @@ def test_run_fills_fused_layers_and_metrics(fusion_viewer, qtbot, methods):
     assert widget.progress.value() == widget.progress.maximum() == 8
     assert "ETA" not in widget.progress.format() and "estimating" not in widget.progress.format()
     assert "Done" in widget.status.text()
-    summary_rows = widget.session.metrics_summary()
+    summary_rows = widget.session.table.summary()  # the app layer's table, as the CLI's
     assert [row["method"] for row in summary_rows] == list(methods)
-    assert all(row["frames"] == 8 and row["psnr"] > 15 for row in summary_rows)
+    assert all(row["frames"] == 8 and row["psnr_mean"] > 15 for row in summary_rows)
+    assert all(row["frames_between_keys"] == 6 for row in summary_rows)  # keys 0, 4 apart
     # The metrics dock was opened because there is a ground truth, and shows every frame.
     metrics = [w for w in viewer.window.dock_widgets.values() if isinstance(w, MetricsWidget)]
     assert len(metrics) == 1
@@ -249,7 +251,7 @@ def test_simulate_from_hr_stack(fusion_viewer, qtbot):
     keys = viewer.layers["HR keys (simulated)"]
     assert keys.metadata["xfusion"]["key_indices"] == [0, 3, 6]
     np.testing.assert_array_equal(keys.data, viewer.layers["ground truth"].data[[0, 3, 6]])
-    assert widget.session.metrics_rows()  # the HR stack is the ground truth
+    assert any(r.has_metrics for r in widget.session.table.rows())  # HR stack = the truth
 
 
 def test_side_by_side_grid_with_linked_contrast(fusion_viewer, qtbot):
@@ -302,8 +304,6 @@ def test_change_views_follow_the_fused_layer(fusion_viewer, qtbot, mode):
 
 
 def test_attention_plot_receives_points_and_moves_the_viewer(fusion_viewer):
-    from types import SimpleNamespace
-
     from matplotlib.backend_bases import MouseEvent
 
     viewer, widget = fusion_viewer
@@ -311,18 +311,19 @@ def test_attention_plot_receives_points_and_moves_the_viewer(fusion_viewer):
     viewer.window.add_dock_widget(plot, area="bottom")
     session = widget.session
     session.begin(8, [0, 4], ["edvr-stf"], has_truth=False, fresh=["edvr-stf"])
+    rows = []
     for t in range(8):
         key = 0 if t < 4 else 4
-        result = SimpleNamespace(
-            method="edvr-stf",
-            index=t,
-            seconds=0.1,
-            backward=2.0 - 0.2 * (t - key),
-            forward=1.0 + 0.2 * (t - key),
-            backward_norm=None,
-            forward_norm=None,
+        rows.append(
+            FrameRow(
+                method="edvr-stf",
+                index=t,
+                seconds=0.1,
+                backward=2.0 - 0.2 * (t - key),
+                forward=1.0 + 0.2 * (t - key),
+            )
         )
-        session.add(result, None)
+    session.add_many(rows)
     series = plot.series()["edvr-stf"]
     np.testing.assert_array_equal(series["index"], np.arange(8))
     # Normalised by the key's own score: 1 at the keys, falling / rising across the gap.
@@ -352,18 +353,17 @@ def test_export_writes_tiffs_and_csvs_that_reopen(fusion_viewer, qtbot, tmp_path
     widget.export_list.item(1).setCheckState(Qt.CheckState.Unchecked)  # untick bayesian
     files = widget.export(tmp_path)
     names = sorted(p.name for p in files)
-    assert names == ["fused_bicubic.tif", "metrics.csv", "metrics_summary.csv"]
-    stack = read_stack(tmp_path / "fused_bicubic.tif")
+    # The CLI's export: one method -> fused.tif (as `xfusion fuse -o FOLDER/`), + sidecars.
+    assert names == ["fused.config.json", "fused.csv", "fused.tif"]
+    stack = read_stack(tmp_path / "fused.tif")
     np.testing.assert_array_equal(stack, viewer.layers["fused [bicubic]"].data)
-    meta = read_metadata(tmp_path / "fused_bicubic.tif")
-    assert meta["xfusion"]["method"] == "bicubic"
-    assert meta["xfusion"]["parameters"]["separation"] == 1
-    lines = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert lines[0] == "method,frame,psnr,aad,ssim" and len(lines) == 9
+    meta = read_metadata(tmp_path / "fused.tif")
+    assert meta["method"] == "bicubic" and meta["schema"] == 1
+    assert meta["config"]["separation"] == 1 and meta["frame_indices"] == list(range(8))
+    lines = (tmp_path / "fused.csv").read_text().splitlines()
+    assert lines[0].startswith("method,frame,is_key,seconds,psnr,aad,ssim") and len(lines) == 9
     # The exported stack reopens as a fused layer with its parameters.
-    data, kwargs, kind = get_reader(str(tmp_path / "fused_bicubic.tif"))(
-        str(tmp_path / "fused_bicubic.tif")
-    )[0]
+    data, kwargs, kind = get_reader(str(tmp_path / "fused.tif"))(str(tmp_path / "fused.tif"))[0]
     assert kind == "image" and kwargs["name"] == "fused [bicubic]"
     assert kwargs["metadata"]["xfusion"]["parameters"]["key_indices"] == [0, 4]
 
@@ -394,12 +394,15 @@ def test_metrics_copy_and_save_csv(fusion_viewer, qtbot, tmp_path):
     assert metrics.frames.rowCount() == 8 and not metrics.note.isVisible()
     metrics.copy_to_clipboard()
     copied = QApplication.clipboard().text().splitlines()
-    assert copied[0].split("\t") == ["method", "frame", "psnr", "aad", "ssim"]
+    assert copied[0].split("\t")[:7] == [
+        "method", "frame", "is_key", "seconds", "psnr", "aad", "ssim"
+    ]  # fmt: skip
     assert len(copied) == 9
     path = metrics.save_csv(tmp_path / "m.csv")
     assert path.read_text().splitlines()[1].startswith("bicubic,0,")
     summary = (tmp_path / "m_summary.csv").read_text().splitlines()
-    assert summary[0] == "method,frames,psnr,aad,ssim" and summary[1].startswith("bicubic,8,")
+    assert summary[0].startswith("method,frames,frames_between_keys,")
+    assert summary[1].startswith("bicubic,8,6,")
     # Double-clicking a row moves the viewer to that frame.
     metrics.frames.itemDoubleClicked.emit(metrics.frames.item(5, 1))
     assert viewer.dims.point[0] == 5
@@ -509,7 +512,7 @@ def test_edvr_with_a_checkpoint_file(fusion_viewer, qtbot, tmp_path_factory):
     assert np.isfinite(layer.data[:4]).all() and layer.data[:4].std() > 0
     # EDVR has no HR keys, hence no key attention: no attention dock is opened for it.
     assert not any(isinstance(w, AttentionWidget) for w in viewer.window.dock_widgets.values())
-    assert len(widget.session.metrics_rows()) == 4
+    assert len([r for r in widget.session.table.rows() if r.has_metrics]) == 4
 
 
 def test_a_checkpoint_of_the_wrong_network_is_refused(
@@ -590,7 +593,7 @@ def test_own_uint16_tiffs_fuse_and_export_in_detector_units(
     fused = viewer.layers["fused [bicubic]"].data
     assert 0.0 <= fused.mean() <= 1.0
     widget.detector_units.setChecked(True)
-    (path,) = widget.export(tmp_path)
+    (path,) = [p for p in widget.export(tmp_path) if p.suffix == ".tif"]
     exported = read_stack(path)
     assert exported.dtype == np.uint16
     assert 150 < exported.mean() < 3300
@@ -632,11 +635,12 @@ def test_contributions_work_through_napari(make_napari_viewer, isolated_settings
 
 
 def test_weights_field_says_whether_shipped_weights_exist(fusion_viewer, monkeypatch, tmp_path):
-    pytest.importorskip("napari_xfusion.methods.network")
-    from napari_xfusion.methods import network
+    from dataclasses import replace
 
-    monkeypatch.setattr(network, "WEIGHTS_DIR", tmp_path)
     _, widget = fusion_viewer
+    panel = widget.methods_panel  # the hint follows the spec's default_weights
+    spec = replace(panel.specs["edvr-stf"], default_weights=str(tmp_path / "edvr-stf-small.pt"))
+    monkeypatch.setitem(panel.specs, "edvr-stf", spec)
     choose(widget, "edvr-stf")
     assert "none shipped" in widget.weights["edvr-stf"].placeholderText()
     (tmp_path / "edvr-stf-small.pt").write_bytes(b"")
@@ -676,7 +680,7 @@ def test_metrics_table_stays_sorted_and_updates_rerun_frames(fusion_viewer, qtbo
     table = metrics.frames
     frames = [table.item(i, 0).data(Qt.ItemDataRole.UserRole) for i in range(table.rowCount())]
     assert frames == list(range(8))  # frame 10 would sort after 9, reruns replace their row
-    assert metrics.summary.item(0, 1).text() == "8"
+    assert metrics.summary.item(0, 1).text() == "6"  # the frames between the keys 0 and 4
 
 
 def test_simulate_first_and_last_keys_without_noise(fusion_viewer, qtbot):
@@ -717,17 +721,17 @@ def test_metrics_of_earlier_methods_stay_when_another_method_runs(fusion_viewer,
     run_and_wait(widget, qtbot)
     choose(widget, "bayesian")
     run_and_wait(widget, qtbot)
-    assert [row["method"] for row in widget.session.metrics_summary()] == ["bicubic", "bayesian"]
+    assert [row["method"] for row in widget.session.table.summary()] == ["bicubic", "bayesian"]
     # New inputs clear the frames (and numbers) of the methods run on them only.
     widget.separation.setValue(2)
     choose(widget, "bicubic")
     widget.end.setValue(2)
     run_and_wait(widget, qtbot)
-    summary = {row["method"]: row["frames"] for row in widget.session.metrics_summary()}
+    summary = {row["method"]: row["frames"] for row in widget.session.table.summary()}
     assert summary == {"bicubic": 3, "bayesian": 8}
     assert viewer.layers["fused [bicubic]"].metadata["xfusion"]["frames_done"] == [0, 1, 2]
     viewer.layers.remove("fused [bayesian]")
-    assert [row["method"] for row in widget.session.metrics_summary()] == ["bicubic"]
+    assert [row["method"] for row in widget.session.table.summary()] == ["bicubic"]
 
 
 def test_results_follow_a_physical_time_axis(fusion_viewer, qtbot):

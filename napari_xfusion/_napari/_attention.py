@@ -92,8 +92,22 @@ class AttentionWidget(SessionDock):
             self.redraw()
 
     def on_frames(self, records: list[FrameRecord]) -> None:
-        if any(record.backward is not None for record in records):
+        if not any(record.has_attention for record in records):
+            return
+        series = self.series()
+        wanted = {(m, n) for m in series for n in ("backward", "forward")}
+        drawn = (tuple(self.session.run.keys.tolist()), self.session.run.n_frames)
+        if not self._lines or set(self._lines) != wanted or drawn != getattr(self, "_drawn", None):
             self.redraw()
+            return
+        # Same curves, more points: move the data only. A full redraw (axes, legend, layout)
+        # costs the GUI thread ~0.1-0.2 s per frame during a network run.
+        for (method, name), line in self._lines.items():
+            line.set_data(series[method]["index"], series[method][f"{name}_norm"])
+        self._fit_y(series)
+        # The layout was fixed by the last full redraw: not solved again for new points.
+        self.figure.set_layout_engine("none")
+        self.canvas.draw_idle()
 
     def series(self) -> dict[str, dict[str, np.ndarray]]:
         """Per method with attention: frame indices and normalised scores (what is plotted)."""
@@ -113,6 +127,7 @@ class AttentionWidget(SessionDock):
         if ax.legend_ is not None:
             ax.legend_.remove()
         self._lines.clear()
+        self.figure.set_layout_engine("constrained")
         series = self.series()
         keys = self.session.run.keys
         n_frames = self.session.run.n_frames
@@ -138,20 +153,23 @@ class AttentionWidget(SessionDock):
         if n_frames:
             ax.set_xlim(-0.5, n_frames - 0.5)
         if series:
-            finite = np.concatenate(
-                [d[f"{n}_norm"] for d in series.values() for n in ("backward", "forward")]
-            )
-            finite = finite[np.isfinite(finite)]
-            if finite.size:
-                low, high = float(finite.min()), float(finite.max())
-                pad = 0.05 * max(high - low, 0.1)
-                ax.set_ylim(min(low, 0.0) - pad, max(high, 1.0) + pad)
+            self._fit_y(series)
             legend = ax.legend(loc="upper right", fontsize="small", frameon=False)
             for text in legend.get_texts():
                 text.set_color(colours["text"])
         self.hint.setVisible(not series)
         self._drawn = (tuple(keys.tolist()), n_frames)
         self.canvas.draw_idle()
+
+    def _fit_y(self, series: dict[str, dict[str, np.ndarray]]) -> None:
+        finite = np.concatenate(
+            [d[f"{n}_norm"] for d in series.values() for n in ("backward", "forward")]
+        )
+        finite = finite[np.isfinite(finite)]
+        if finite.size:
+            low, high = float(finite.min()), float(finite.max())
+            pad = 0.05 * max(high - low, 0.1)
+            self.axes.set_ylim(min(low, 0.0) - pad, max(high, 1.0) + pad)
 
     def _draw_time_axis(self, colours: dict[str, str]) -> None:
         """A second x axis in the time units of the results when frames have a duration."""

@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 
 from napari_xfusion._napari._job import SCALE, describe_keys
 from napari_xfusion._napari._layers import META, meta, role
+from napari_xfusion.app.config import RunConfig
 
 if TYPE_CHECKING:
     import napari
@@ -346,23 +347,35 @@ class InputsPanel(QGroupBox):
 
     # --- remembered values --------------------------------------------------------------
 
-    def state(self) -> dict[str, Any]:
-        """JSON-able values to remember between sessions (not the layer choices)."""
-        return {
-            "simulate": self.simulate.isChecked(),
-            "key_step": self.key_step.value(),
-            "first_last": self.first_last.isChecked(),
-            "noise": self.noise.isChecked(),
-            "noise_psnr": self.noise_psnr.value(),
-        }
+    def view_state(self) -> dict[str, Any]:
+        """Values to remember that a run may not use (the noise level while not simulating)."""
+        return {"noise_psnr": self.noise_psnr.value(), "noise": self.noise.isChecked()}
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Set the widgets from :meth:`state`'s dict."""
-        self.simulate.setChecked(bool(state.get("simulate", False)))
-        self.key_step.setValue(int(state.get("key_step", 10)))
-        self.first_last.setChecked(bool(state.get("first_last", False)))
-        self.noise.setChecked(bool(state.get("noise", True)))
-        self.noise_psnr.setValue(float(state.get("noise_psnr", 35.0)))
+    def restore_view(self, view: dict[str, Any]) -> None:
+        """Set the widgets from :meth:`view_state`'s dict."""
+        try:
+            self.noise_psnr.setValue(float(view.get("noise_psnr", self.noise_psnr.value())))
+        except (TypeError, ValueError):
+            pass
+        self.noise.setChecked(bool(view.get("noise", self.noise.isChecked())))
+
+    def apply(self, config: RunConfig) -> None:
+        """Set simulate, key rule, noise and window from ``config`` (layers are not chosen:
+        the pickers follow the layers in the viewer)."""
+        self.simulate.setChecked(config.simulate)
+        if config.keys.step is not None:
+            self.key_step.setValue(int(config.keys.step))
+        self.first_last.setChecked(config.keys.first_last)
+        if config.simulate:
+            self.noise.setChecked(config.lr_psnr is not None)
+        if config.lr_psnr is not None:
+            self.noise_psnr.setValue(float(config.lr_psnr))
+        if config.frames is None:
+            self.window_all()
+        else:
+            start, stop = config.frames
+            self.end.setValue(stop - 1)
+            self.start.setValue(start)
 
 
 def connect_layer_events(panel: InputsPanel, connect: Callable[[Any, Any], None]) -> None:

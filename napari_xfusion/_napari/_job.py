@@ -1,7 +1,8 @@
 """The background half of a fusion run: a generator that a napari ``thread_worker`` drives.
 
 Everything here runs on the worker thread and never touches Qt or a layer. The GUI builds a
-:class:`FusionRequest` from its widgets (arrays taken from the layers when Run is pressed), and
+:class:`FusionRequest` - a :class:`~napari_xfusion.app.config.RunConfig` plus the chosen
+layers' arrays - from its widgets when Run is pressed, and
 :func:`fusion_job` yields plain messages that the GUI turns into layer updates on its own
 thread: first one :class:`Prepared` (the inputs as the engine sees them), then one
 :class:`FrameDone` per reconstructed frame. Errors are caught here and returned in the
@@ -22,10 +23,9 @@ import numpy as np
 from napari_xfusion.app.config import RunConfig
 from napari_xfusion.app.devices import available_devices
 from napari_xfusion.app.inputs import InputError, PreparedInputs
-from napari_xfusion.methods.registry import available_methods
+from napari_xfusion.app.results import METRICS
 
 __all__ = [
-    "NETWORK_METHODS",
     "FusionRequest",
     "Prepared",
     "FrameDone",
@@ -39,66 +39,54 @@ log = logging.getLogger(__name__)
 SCALE = 4
 """HR pixels per LR pixel along each axis (the methods' fixed ratio)."""
 
-NETWORK_METHODS = tuple(name for name, spec in available_methods().items() if spec.needs_weights)
-"""Methods that need trained weights (from the registry's declarations)."""
-
 
 @dataclass(frozen=True)
 class FusionRequest:
-    """Everything one run needs, captured when Run is pressed.
+    """One run: its :class:`~napari_xfusion.app.config.RunConfig` plus what only the GUI has.
 
     Attributes
     ----------
-    methods : tuple of str
-        Method names in display order.
-    hr : array-like, shape (K, H, W) or (T, H, W)
-        HR key frames (``key_frames`` gives their LR time indices), or a full-rate HR stack from
-        which the keys are taken by the key rule (and, when ``simulate``, the LR made).
-    lr : array-like, shape (T, h, w), optional
-        LR stream; None when ``simulate``.
-    key_frames : sequence of int, optional
-        LR time index of each HR frame when ``hr`` holds only key frames.
-    key_step, first_last : key rule used when ``key_frames`` is None.
-    truth : array-like, shape (T, H, W), optional
-        Ground truth for metrics (the HR stack itself when simulating).
-    simulate : bool
-        Make the LR stream from ``hr`` by 4x4 binning (plus shot noise at ``noise_psnr``).
-    noise_psnr : float, optional
-        Target LR PSNR in dB for the simulated shot noise; None for clean LR.
-    separation : int
-        LR frame separation s.
-    frames : (int, int)
-        First and last LR frame to reconstruct (inclusive).
-    method_options : dict
-        Per-method options passed to the engine (weights, batch size).
-    device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
-    seed : int
-        Seed of the simulated noise.
-    targets : tuple of int, optional
-        Only these LR frames (inside ``frames``), e.g. the frames a cancelled run left undone;
-        None: every frame of ``frames``.
+    config : RunConfig
+        The run (methods and options, key rule, window, device, noise): the same object the
+        CLI runs and every export stores.
+    hr, lr, truth : array-like, optional
+        The chosen layers' data (they win over the config's paths); ``lr`` None when
+        simulating, ``truth`` None without a ground-truth layer.
+    hr_metadata : dict, optional
+        The HR layer's metadata as a file's would be (``key_indices``), for a config whose key
+        rule is "the HR metadata's".
+    targets : dict, optional
+        Per method: only these LR frames (a resumed run: the frames each method lacks);
+        None: every frame of ``config.frames``.
     method_cache : dict, optional
         Methods built by earlier runs, reused when name, options and device match (a network
         loads its weights once per session, not once per Run). Only one job uses it at a time.
     """
 
-    methods: tuple[str, ...]
-    hr: Any
+    config: RunConfig
+    hr: Any = None
     lr: Any = None
-    key_frames: tuple[int, ...] | None = None
-    key_step: int | None = 10
-    first_last: bool = False
     truth: Any = None
-    simulate: bool = False
-    noise_psnr: float | None = None
-    separation: int = 1
-    frames: tuple[int, int] | None = None
-    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    device: str = "auto"
-    seed: int = 0
-    targets: tuple[int, ...] | None = None
+    hr_metadata: dict[str, Any] | None = None
+    targets: dict[str, tuple[int, ...]] | None = None
     method_cache: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Method names in display order."""
+        return self.config.method_names
+
+    def groups(self) -> list[tuple[tuple[str, ...], list[int] | None]]:
+        """(methods, targets) runs: methods missing the same frames run together, so a
+        resumed run computes for each method only the frames it lacks."""
+        if self.targets is None:
+            return [(self.methods, None)]
+        out: dict[tuple[int, ...], list[str]] = {}
+        for name in self.methods:
+            frames = tuple(self.targets.get(name, ()))
+            if frames:
+                out.setdefault(frames, []).append(name)
+        return [(tuple(names), list(frames)) for frames, names in out.items()]
 
 
 @dataclass
@@ -120,14 +108,23 @@ class Prepared:
     normalisation: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     descriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inputs: PreparedInputs | None = field(default=None, repr=False)  # for the export
 
 
 @dataclass
 class FrameDone:
-    """One reconstructed frame (the engine's ``FrameResult``) and its metrics, if truth exists."""
+    """One reconstructed frame (the engine's ``FrameResult``) and its
+    :class:`~napari_xfusion.app.results.FrameRow` (metrics NaN without truth)."""
 
     result: Any
-    metrics: dict[str, float] | None = None
+    row: Any = None
+
+    @property
+    def metrics(self) -> dict[str, float] | None:
+        """PSNR / AAD / SSIM of the frame, None without truth."""
+        if self.row is None or not self.row.has_metrics:
+            return None
+        return {name: getattr(self.row, name) for name in METRICS}
 
 
 @dataclass
@@ -168,57 +165,22 @@ class _Inputs:
         return self.prepared.truth_frame(t)
 
 
-def run_config(request: FusionRequest) -> RunConfig:
-    """The :class:`~napari_xfusion.app.config.RunConfig` a request describes (the widget's
-    inclusive frame range becomes the half-open ``[first, last + 1)``)."""
-    from napari_xfusion.app.config import KeyRule, MethodChoice, RunConfig
-
-    if request.key_frames is not None:
-        keys = KeyRule(indices=tuple(int(k) for k in request.key_frames))
-    elif request.first_last:
-        keys = KeyRule(first_last=True)
-    else:
-        keys = KeyRule(step=request.key_step)
-    choices = []
-    for name in request.methods:
-        options = dict(request.method_options.get(name, {}))
-        weights = options.pop("weights", None)
-        choices.append(
-            MethodChoice(name, options, weights=None if weights is None else str(weights))
-        )
-    frames = None
-    if request.frames is not None:
-        first, last = request.frames
-        if last < first:
-            raise UserInputError(f"the time window {first}..{last} is empty: set Frames to >= from")
-        frames = (int(first), int(last) + 1)
-    return RunConfig(
-        simulate=request.simulate,
-        keys=keys,
-        separation=request.separation,
-        frames=frames,
-        device=request.device,
-        lr_psnr=request.noise_psnr if request.simulate else None,
-        seed=request.seed,
-        methods=tuple(choices),
-    )
-
-
 def prepare(request: FusionRequest) -> tuple[Prepared, _Inputs]:
     """Check the inputs (:func:`napari_xfusion.app.inputs.prepare_inputs`, the policy the CLI
     uses too) and build the methods; errors say what to fix."""
     from napari_xfusion.app.inputs import prepare_inputs
     from napari_xfusion.app.job import build_methods
 
-    if not request.simulate and request.lr is None:
+    config = request.config
+    if not config.simulate and request.lr is None and config.lr is None:
         raise UserInputError("choose an LR layer, or tick 'simulate from an HR stack'")
-    config = run_config(request)
-    names = {"hr": "HR stack" if request.simulate else "HR layer", "truth": "ground truth"}
+    names = {"hr": "HR stack" if config.simulate else "HR layer", "truth": "ground truth"}
     inputs = prepare_inputs(
         config,
-        lr=None if request.simulate else request.lr,
+        lr=None if config.simulate else request.lr,
         hr=request.hr,
         truth=request.truth,
+        hr_metadata=request.hr_metadata,
         names=names,
     )
     methods = build_methods(config, request.method_cache)
@@ -239,21 +201,21 @@ def prepare(request: FusionRequest) -> tuple[Prepared, _Inputs]:
         normalisation=hr_norm.to_dict() if hr_norm is not None else {},
         notes=list(inputs.notes),
         descriptions={m.name: m.describe() for m in methods},
+        inputs=inputs,
     )
-    if request.simulate:
+    if config.simulate:
         prepared.key_frames = np.stack([keyframes[int(k)] for k in prepared.key_indices])
     return prepared, _Inputs(config, inputs, methods)
 
 
 def fusion_job(request: FusionRequest, cancel: threading.Event) -> Iterator[Prepared | FrameDone]:
-    """Run the engine for ``request``, yielding :class:`Prepared` then one :class:`FrameDone`
-    per frame; returns a :class:`Finished`.
+    """Run ``request``, yielding :class:`Prepared` then one :class:`FrameDone` per frame and
+    method; returns a :class:`Finished`.
 
     ``cancel`` is checked between frames: setting it ends the run after the frame in progress,
     keeping everything done so far.
     """
     from napari_xfusion.app.job import run_job
-    from napari_xfusion.app.results import METRICS
 
     started = time.perf_counter()
     summary = Finished()
@@ -261,29 +223,32 @@ def fusion_job(request: FusionRequest, cancel: threading.Event) -> Iterator[Prep
     try:
         prepared, inputs = prepare(request)
         yield prepared
+        built = dict(zip(request.methods, inputs.methods, strict=True))
+        first, last = prepared.frames
         # The app layer's run loop: the same frames and metrics (computed once, in its
-        # ResultTable) as the CLI's. A resumed run asks only for the frames still missing.
-        targets = None
-        if request.targets is not None:
-            first, last = prepared.frames
-            targets = [t for t in request.targets if first <= t <= last]
-        job = run_job(
-            inputs.config,
-            inputs.prepared,
-            methods=inputs.methods,
-            targets=targets,
-            device=request.device,
-        )
-        next(job)  # JobStarted: the methods are already built
-        while not cancel.is_set():
-            event = next(job, None)
-            if event is None:
+        # ResultTable) as the CLI's. A resumed run asks each method only for its missing frames.
+        for names, targets in request.groups():
+            if cancel.is_set():
                 break
-            metrics = None
-            if inputs.truth is not None:
-                metrics = {name: getattr(event.row, name) for name in METRICS}
-            summary.frames_done += 1
-            yield FrameDone(event.result, metrics)
+            if targets is not None:
+                targets = [t for t in targets if first <= t <= last]
+                if not targets:
+                    continue
+            config = inputs.config.replace(methods=tuple(inputs.config.method(n) for n in names))
+            job = run_job(
+                config,
+                inputs.prepared,
+                methods=[built[n] for n in names],
+                targets=targets,
+            )
+            next(job)  # JobStarted: the methods are already built
+            while not cancel.is_set():
+                event = next(job, None)
+                if event is None:
+                    break
+                summary.frames_done += 1
+                yield FrameDone(event.result, event.row)
+            job.close()
         summary.cancelled = cancel.is_set()
     except Exception as exc:  # reported to the user on the GUI thread, never raised there
         log.debug("fusion run failed", exc_info=True)

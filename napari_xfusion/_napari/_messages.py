@@ -26,12 +26,8 @@ _CHOOSE = "Choose a checkpoint with the '…' button next to the method's weight
 
 def _weights_files(request: Any) -> list[tuple[str, str]]:
     """(method, path) of the weights files a request names."""
-    options = getattr(request, "method_options", None) or {}
-    return [
-        (method, str(opts["weights"]))
-        for method, opts in options.items()
-        if isinstance(opts, dict) and opts.get("weights")
-    ]
+    config = getattr(request, "config", None)
+    return [(m.name, m.weights) for m in (config.methods if config else ()) if m.weights]
 
 
 def explain_error(message: str, request: Any = None) -> str:

@@ -1,15 +1,17 @@
 """The methods part of the fusion dock: separation, one row per method, its options, device.
 
-Built from :func:`~napari_xfusion._napari._method_info.method_infos` (the registered methods
-and their classes' keyword options), so a new method appears here without editing the dock:
-a checkbox with the class's one-line description, its file options (weights) as path fields,
-its other options behind an "options" toggle. Values that equal the class defaults are not
-passed, so a run's recorded options are only what the user chose.
+Built from the method registry (:func:`napari_xfusion.methods.registry.available_methods`:
+builtins, entry-point plugins, ``register``-ed methods), so a new method appears here
+without editing the dock: a checkbox with the spec's summary, a weights field when the spec
+``needs_weights`` (``MethodChoice.weights``), its path options as file fields and its other
+options behind an "options" toggle. Values that equal the declared defaults are not passed,
+so a run's recorded options are only what the user chose. The panel reads and writes
+:class:`~napari_xfusion.app.config.MethodChoice` objects.
 """
 
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -29,85 +31,98 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_xfusion._napari._method_info import MethodInfo, OptionInfo, method_infos, parse_value
 from napari_xfusion._napari._util import DeviceCombo
-from napari_xfusion.methods import METHODS
+from napari_xfusion.app.config import MethodChoice, RunConfig
+from napari_xfusion.methods.registry import MethodSpec, OptionSpec, available_methods
 
-__all__ = ["MethodsPanel"]
+__all__ = ["MethodsPanel", "panel_options"]
 
 _AUTO = "auto"
 
 
-def _option_widget(option: OptionInfo) -> QWidget:
+def panel_options(spec: MethodSpec) -> tuple[OptionSpec, ...]:
+    """The options of ``spec`` shown per method: not those set once per run (an option named
+    like a :class:`RunConfig` field, e.g. ``device``) nor those the :class:`MethodChoice`
+    carries itself (``weights``, shown as its own field when ``spec.needs_weights``)."""
+    own = {f.name for f in dataclasses.fields(RunConfig)} | {
+        f.name for f in dataclasses.fields(MethodChoice)
+    }
+    return tuple(o for o in spec.options if o.name not in own)
+
+
+def _option_widget(option: OptionSpec) -> QWidget:
     """An input for ``option``, showing its default; ``auto`` stands for None."""
-    tip = option.help or option.name
-    if option.kind == "bool" and not option.optional:
+    optional = option.default is None
+    if option.type == "bool" and not optional:
         widget: QWidget = QCheckBox()
         widget.setChecked(bool(option.default))
-    elif option.kind in ("bool", "choice"):
+    elif option.type == "bool" or option.choices:
         widget = QComboBox()
-        items = ["on", "off"] if option.kind == "bool" else list(option.choices)
-        widget.addItems(([_AUTO] if option.optional else []) + items)
-        default = option.default
-        text = _AUTO if default is None else ("on" if default else "off")
-        widget.setCurrentText(str(default) if option.kind == "choice" and default else text)
-    elif option.kind == "int":
+        items = ["on", "off"] if option.type == "bool" else [str(c) for c in option.choices]
+        widget.addItems(([_AUTO] if optional else []) + items)
+        if not optional:
+            widget.setCurrentText(str(option.default))
+    elif option.type == "int":
         widget = QSpinBox()
-        widget.setRange(0 if option.optional else -(10**6), 10**6)
-        if option.optional:
-            widget.setSpecialValueText(_AUTO)  # 0 = None
-        widget.setValue(int(option.default or 0))
-    elif option.kind == "float":
+        widget.setRange(-1 if optional else -(10**6), 10**6)
+        if optional:
+            widget.setSpecialValueText(_AUTO)  # the minimum (-1) = None
+        widget.setValue(-1 if optional else int(option.default))
+    elif option.type == "float" and not optional:
         widget = QDoubleSpinBox()
         widget.setRange(-1e6, 1e6)
-        widget.setDecimals(3)
-        widget.setValue(float(option.default or 0.0))
+        widget.setDecimals(4)
+        widget.setValue(float(option.default))
     else:
         widget = QLineEdit()
-        widget.setPlaceholderText(_AUTO if option.default is None else repr(option.default))
-    widget.setToolTip(tip)
+        widget.setPlaceholderText(_AUTO if optional else str(option.default))
+    widget.setToolTip(option.help or option.name)
     return widget
 
 
-def _read(option: OptionInfo, widget: QWidget) -> Any:
+def _read(option: OptionSpec, widget: QWidget) -> Any:
+    """The widget's value, typed by the option (text goes through the registry's coercion)."""
     if isinstance(widget, QCheckBox):
         return widget.isChecked()
     if isinstance(widget, QComboBox):
         text = widget.currentText()
         if text == _AUTO:
             return None
-        return text == "on" if option.kind == "bool" else text
+        if option.type == "bool":
+            return text == "on"
+        return next((c for c in option.choices or () if str(c) == text), text)
     if isinstance(widget, QSpinBox):
         value = widget.value()
-        return None if option.optional and value == 0 else value
+        return None if option.default is None and value == widget.minimum() else value
     if isinstance(widget, QDoubleSpinBox):
         return widget.value()
-    return parse_value(option, widget.text()) if widget.text().strip() else option.default
+    text = widget.text().strip()
+    return text if text else option.default
 
 
-def _write(option: OptionInfo, widget: QWidget, value: Any) -> None:
+def _write(option: OptionSpec, widget: QWidget, value: Any) -> None:
     if isinstance(widget, QCheckBox):
         widget.setChecked(bool(value))
     elif isinstance(widget, QComboBox):
         text = _AUTO if value is None else value
-        if option.kind == "bool" and value is not None:
+        if option.type == "bool" and value is not None:
             text = "on" if value else "off"
         if widget.findText(str(text)) >= 0:
             widget.setCurrentText(str(text))
     elif isinstance(widget, QSpinBox):
-        widget.setValue(0 if value is None else int(value))
+        widget.setValue(widget.minimum() if value is None else int(value))
     elif isinstance(widget, QDoubleSpinBox):
         widget.setValue(float(value))
     elif isinstance(widget, QLineEdit):
-        widget.setText("" if value is None or value == option.default else repr(value))
+        widget.setText("" if value is None or value == option.default else str(value))
 
 
 class MethodsPanel(QGroupBox):
-    """Separation, the method rows (checkbox, file options, other options), device."""
+    """Separation, the method rows (checkbox, weights, file options, other options), device."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Fusion", parent)
-        self.infos: dict[str, MethodInfo] = {info.name: info for info in method_infos()}
+        self.specs: dict[str, MethodSpec] = available_methods()
         form = QFormLayout(self)
         self.separation = QSpinBox()
         self.separation.setRange(1, 3)
@@ -115,16 +130,13 @@ class MethodsPanel(QGroupBox):
         form.addRow("LR separation s", self.separation)
 
         self.method_boxes: dict[str, QCheckBox] = {}
-        self.paths: dict[tuple[str, str], QLineEdit] = {}
+        self.weights: dict[str, QLineEdit] = {}
         self.option_widgets: dict[tuple[str, str], QWidget] = {}
         rows = QVBoxLayout()
-        for info in self.infos.values():
-            rows.addWidget(self._method_row(info))
+        for spec in self.specs.values():
+            rows.addWidget(self._method_row(spec))
         form.addRow(rows)
-        if "bicubic" in self.method_boxes:
-            self.method_boxes["bicubic"].setChecked(True)
-        else:
-            next(iter(self.method_boxes.values())).setChecked(True)
+        next(iter(self.method_boxes.values())).setChecked(True)  # the first: bicubic
 
         self.device = DeviceCombo()
         self.device.setToolTip(
@@ -135,64 +147,64 @@ class MethodsPanel(QGroupBox):
 
     # --- building -----------------------------------------------------------------------
 
-    def _method_row(self, info: MethodInfo) -> QWidget:
+    def _method_row(self, spec: MethodSpec) -> QWidget:
         row = QWidget()
         layout = QVBoxLayout(row)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         head = QHBoxLayout()
-        check = QCheckBox(info.name)
-        keys = {True: " Uses the HR keys.", False: " LR only.", None: ""}[info.uses_hr_keys]
-        check.setToolTip(f"{info.summary}{keys}")
-        self.method_boxes[info.name] = check
+        check = QCheckBox(spec.name)
+        keys = " Uses the HR keys." if spec.uses_hr_keys else " LR only."
+        outputs = f" Also gives: {', '.join(spec.outputs)}." if spec.outputs else ""
+        check.setToolTip(f"{spec.summary or spec.name}.{keys}{outputs}".replace("..", "."))
+        self.method_boxes[spec.name] = check
         head.addWidget(check)
         head.addStretch()
-        others = [o for o in info.options if o.kind != "path"]
+        options = panel_options(spec)
+        others = [o for o in options if o.type != "path"]
         details = QWidget()
         details_form = QFormLayout(details)
         details_form.setContentsMargins(18, 0, 0, 0)
         for option in others:
             widget = _option_widget(option)
-            self.option_widgets[(info.name, option.name)] = widget
+            self.option_widgets[(spec.name, option.name)] = widget
             details_form.addRow(option.name, widget)
         details.setVisible(False)
         if others:
             toggle = QToolButton()
             toggle.setText("options")
             toggle.setCheckable(True)
-            toggle.setToolTip(f"Show the options of {info.name} ({len(others)})")
+            toggle.setToolTip(f"Show the options of {spec.name} ({len(others)})")
             toggle.toggled.connect(details.setVisible)
             head.addWidget(toggle)
         layout.addLayout(head)
-        for option in info.options:
-            if option.kind == "path":
-                layout.addLayout(self._path_row(info.name, option))
+        if spec.needs_weights:
+            edit = self._path_row(layout, spec.name, "weights", "shipped weights")
+            edit.setToolTip(f"{spec.name} checkpoint file. Empty = the shipped weights.")
+            self.weights[spec.name] = edit
+            check.toggled.connect(lambda on, n=spec.name: on and self.update_weights_hint(n))
+        for option in options:
+            if option.type == "path":
+                edit = self._path_row(layout, spec.name, option.name, _AUTO)
+                edit.setToolTip(f"{spec.name} {option.name}: {option.help or 'a file'}")
+                self.option_widgets[(spec.name, option.name)] = edit
         layout.addWidget(details)
-        if any(o.kind == "path" for o in info.options):
-            check.toggled.connect(lambda on, n=info.name: on and self.update_weights_hint(n))
         return row
 
-    def _path_row(self, method: str, option: OptionInfo) -> QHBoxLayout:
+    def _path_row(self, layout: QVBoxLayout, method: str, label: str, empty: str) -> QLineEdit:
         edit = QLineEdit()
-        edit.setPlaceholderText("shipped weights" if option.name == "weights" else "none")
-        edit.setToolTip(f"{method} {option.name}: {option.help or 'a file'} Empty = default.")
+        edit.setPlaceholderText(empty)
         browse = QToolButton()
         browse.setText("…")
-        browse.setToolTip(f"Choose the {option.name} file of {method}")
-        browse.clicked.connect(lambda _=False: self._choose_file(method, option.name))
+        browse.setToolTip(f"Choose the {label} file of {method}")
+        browse.clicked.connect(lambda _=False: self._choose_file(edit, f"{method} {label}"))
         row = QHBoxLayout()
         row.setContentsMargins(18, 0, 0, 0)
-        row.addWidget(QLabel(option.name))
+        row.addWidget(QLabel(label))
         row.addWidget(edit)
         row.addWidget(browse)
-        self.paths[(method, option.name)] = edit
-        self.option_widgets[(method, option.name)] = edit
-        return row
-
-    @property
-    def weights(self) -> dict[str, QLineEdit]:
-        """The ``weights`` path field of each method that takes one."""
-        return {m: edit for (m, name), edit in self.paths.items() if name == "weights"}
+        layout.addLayout(row)
+        return edit
 
     def option_widget(self, method: str, option: str) -> QWidget:
         """The input of ``method``'s ``option``."""
@@ -205,97 +217,72 @@ class MethodsPanel(QGroupBox):
         return [name for name, box in self.method_boxes.items() if box.isChecked()]
 
     def options_for(self, method: str) -> dict[str, Any]:
-        """The options of ``method`` that differ from its class defaults.
+        """The options of ``method`` that differ from their declared defaults.
 
         Raises ``ValueError`` naming the file when a path option names no file.
         """
         out: dict[str, Any] = {}
-        for option in self.infos[method].options:
-            widget = self.option_widgets[(method, option.name)]
-            if option.kind == "path":
-                path = widget.text().strip()
-                if path and not Path(path).is_file():
-                    raise ValueError(
-                        f"{method} {option.name} file {path} does not exist: choose another"
-                    )
-                if path:
-                    out[option.name] = path
-                continue
-            value = _read(option, widget)
+        for option in panel_options(self.specs[method]):
+            value = _read(option, self.option_widgets[(method, option.name)])
+            if option.type == "path" and value and not Path(value).is_file():
+                raise ValueError(f"{method} {option.name} file {value} does not exist")
             if value != option.default:
                 out[option.name] = value
         return out
 
-    def state(self) -> dict[str, Any]:
-        """JSON-able values to remember (methods, separation, device, every option)."""
-        options = {}
-        for (method, name), widget in self.option_widgets.items():
-            option = self.infos[method].option(name)
-            if option is not None:
-                value = widget.text() if option.kind == "path" else _read(option, widget)
-                options[f"{method}.{name}"] = value
-        return {
-            "methods": self.selected_methods(),
-            "separation": self.separation.value(),
-            "device": self.device.currentText(),
-            "options": options,
-        }
+    def choice(self, method: str) -> MethodChoice:
+        """The :class:`MethodChoice` of ``method`` (options checked by the registry)."""
+        weights = self.weights[method].text().strip() if method in self.weights else ""
+        if weights and not Path(weights).is_file():
+            raise ValueError(f"{method} weights file {weights} does not exist: choose another")
+        return MethodChoice(method, self.options_for(method), weights=weights or None)
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Set the widgets from :meth:`state`'s dict; unknown keys are ignored."""
-        methods = [m for m in state.get("methods", []) if m in self.method_boxes]
-        if methods:
+    def choices(self) -> tuple[MethodChoice, ...]:
+        """One :class:`MethodChoice` per ticked method, in registry order."""
+        return tuple(self.choice(name) for name in self.selected_methods())
+
+    def apply(self, config: RunConfig) -> list[str]:
+        """Set the widgets from ``config`` (separation, device, methods and their options);
+        returns what could not be shown (a method not installed here)."""
+        skipped = [m.name for m in config.methods if m.name not in self.method_boxes]
+        wanted = {m.name: m for m in config.methods if m.name in self.method_boxes}
+        if wanted:
             for name, box in self.method_boxes.items():
-                box.setChecked(name in methods)
-        self.separation.setValue(int(state.get("separation", 1)))
-        device = str(state.get("device", _AUTO))
-        if device not in (_AUTO, "cpu"):
+                box.setChecked(name in wanted)
+        self.separation.setValue(config.separation or 1)
+        if config.device not in (_AUTO, "cpu"):
             self.device.probe()
-        if self.device.findText(device) >= 0:
-            self.device.setCurrentText(device)
-        for key, value in dict(state.get("options", {})).items():
-            method, _, name = key.partition(".")
-            widget = self.option_widgets.get((method, name))
-            option = self.infos[method].option(name) if method in self.infos else None
-            if widget is None or option is None:
-                continue
-            try:
-                if option.kind == "path":
-                    widget.setText(str(value or ""))
-                else:
-                    _write(option, widget, value)
-            except (TypeError, ValueError):
-                continue  # a value from an older version of the method: keep the default
+        if self.device.findText(config.device) < 0:
+            self.device.addItem(config.device)  # checked again when the run starts
+        self.device.setCurrentText(config.device)
+        for name in self.method_boxes:
+            choice = wanted.get(name)
+            given = dict(choice.options) if choice is not None else {}
+            for option in panel_options(self.specs[name]):
+                widget = self.option_widgets[(name, option.name)]
+                _write(option, widget, given.get(option.name, option.default))
+            if name in self.weights:
+                weights = choice.weights if choice is not None else None
+                self.weights[name].setText(weights or "")
+        return skipped
 
     # --- file options -------------------------------------------------------------------
 
     def update_weights_hint(self, method: str) -> None:
-        """Say in the weights field whether default weights of ``method`` exist here.
-
-        Asked when the method is ticked: it imports the method's module (torch for the
-        networks), which docking the widget does not pay for. The module may offer
-        ``shipped_weights(name) -> Path``.
-        """
+        """Say in the weights field whether ``method``'s default weights exist here
+        (``MethodSpec.default_weights``)."""
         edit = self.weights.get(method)
-        if edit is None:
+        default = self.specs[method].default_weights
+        if edit is None or default is None:
             return
-        module_name = METHODS[method].split(":")[0]
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            edit.setPlaceholderText(f"unavailable: {exc}")
-            return
-        shipped = getattr(module, "shipped_weights", None)
-        if shipped is None:
-            return
-        if shipped(method).is_file():
+        if Path(default).is_file():
             edit.setPlaceholderText("shipped weights")
         else:
             edit.setPlaceholderText("none shipped here: choose a checkpoint file (…)")
 
-    def _choose_file(self, method: str, option: str) -> None:
+    def _choose_file(self, edit: QLineEdit, title: str) -> None:
         name, _ = QFileDialog.getOpenFileName(
-            self, f"{method} {option}", "", "PyTorch checkpoints (*.pt *.pth *.ckpt);;All (*)"
+            self, title, "", "PyTorch checkpoints (*.pt *.pth *.ckpt);;All (*)"
         )
         if name:
-            self.paths[(method, option)].setText(name)
+            edit.setText(name)

@@ -1,7 +1,10 @@
 """Metrics dock: PSNR / AAD / SSIM against the ground truth, per frame and per method, live.
 
-A summary table (mean per method) above a per-frame table; both copy to the clipboard as
-tab-separated text (pastes into a spreadsheet) and save as CSV.
+It renders the session's :class:`~napari_xfusion.app.results.ResultTable` - the rows and the
+summary the CLI prints and ``xfusion evaluate`` computes from an export: mean and median over
+the frames between keys, key frames apart, an identical frame (PSNR undefined) blank, never
+``inf``. Both tables copy to the clipboard as tab-separated text and save as CSV (the app
+layer's CSV).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_xfusion._napari._dock import SessionDock
-from napari_xfusion._napari._session import FrameRecord, rows_to_csv
+from napari_xfusion._napari._session import FrameRecord
+from napari_xfusion.app.results import METRICS, ResultTable
 
 if TYPE_CHECKING:
     import napari
@@ -35,6 +39,13 @@ __all__ = ["MetricsWidget"]
 
 _COLUMNS = {"psnr": "PSNR (dB)", "aad": "AAD", "ssim": "SSIM"}
 _FORMATS = {"psnr": "{:.2f}", "aad": "{:.4f}", "ssim": "{:.4f}"}
+_SUMMARY = {
+    "method": "method",
+    "frames_between_keys": "frames",
+    **{f"{m}_{stat}": f"{_COLUMNS[m]} {stat}" for m in METRICS for stat in ("mean", "median")},
+    "key_psnr_mean": "key PSNR",
+}
+_FRAME = {"index": "frame", "method": "method", "is_key": "key", **_COLUMNS}
 
 
 class _Item(QTableWidgetItem):
@@ -48,8 +59,12 @@ class _Item(QTableWidgetItem):
 
 
 def _cell(value: Any, key: str) -> QTableWidgetItem:
-    if isinstance(value, float):
-        text = "" if math.isnan(value) else _FORMATS.get(key, "{:.4g}").format(value)
+    if isinstance(value, bool):
+        text = "key" if value else ""
+    elif isinstance(value, float):
+        metric = key.removeprefix("key_").split("_")[0]  # psnr_mean, key_psnr_mean -> psnr
+        fmt = _FORMATS.get(metric, "{:.4g}")
+        text = "" if not math.isfinite(value) else fmt.format(value)
     else:
         text = str(value)
     item = _Item(text)
@@ -63,13 +78,17 @@ class MetricsWidget(SessionDock):
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(napari_viewer, parent)
 
-        self.summary = QTableWidget(0, 2 + len(_COLUMNS))
-        self.summary.setHorizontalHeaderLabels(["method", "frames", *_COLUMNS.values()])
-        self.frames = QTableWidget(0, 2 + len(_COLUMNS))
-        self.frames.setHorizontalHeaderLabels(["frame", "method", *_COLUMNS.values()])
+        self.summary = QTableWidget(0, len(_SUMMARY))
+        self.summary.setHorizontalHeaderLabels(list(_SUMMARY.values()))
+        self.summary.setToolTip(
+            "Mean and median over the frames between keys (key frames: 'key PSNR'), on the "
+            "[0, 1] scale; the same numbers as the CLI's summary and xfusion evaluate"
+        )
+        self.frames = QTableWidget(0, len(_FRAME))
+        self.frames.setHorizontalHeaderLabels(list(_FRAME.values()))
+        self.frames.setToolTip("Metrics against the ground truth on the [0, 1] scale")
         for table in (self.summary, self.frames):
             table.verticalHeader().setVisible(False)
-            table.setToolTip("Metrics against the ground truth on the [0, 1] scale")
             table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
             table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.summary.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
@@ -84,7 +103,7 @@ class MetricsWidget(SessionDock):
         copy.setToolTip("Copy the per-frame metrics as tab-separated text")
         copy.clicked.connect(self.copy_to_clipboard)
         save = QPushButton("Save CSV…")
-        save.setToolTip("Save the per-frame metrics and the per-method means as CSV files")
+        save.setToolTip("Save the per-frame metrics and the per-method summary as CSV files")
         save.clicked.connect(self._save_dialog)
         buttons = QHBoxLayout()
         buttons.addWidget(copy)
@@ -94,7 +113,7 @@ class MetricsWidget(SessionDock):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.note)
-        layout.addWidget(QLabel("Mean per method"))
+        layout.addWidget(QLabel("Per method, frames between keys"))
         layout.addWidget(self.summary)
         layout.addWidget(QLabel("Per frame (double-click a row to go to the frame)"))
         layout.addWidget(self.frames)
@@ -103,34 +122,48 @@ class MetricsWidget(SessionDock):
         self.connect_session()
         self.refresh()
 
+    @property
+    def table(self) -> ResultTable:
+        """The session's result table (what both tables show)."""
+        return self.session.table
+
+    def measured_rows(self) -> list[FrameRecord]:
+        """Rows with metrics, by method then frame."""
+        return [r for r in self.table.rows() if r.has_metrics]
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """The table's summary of the methods with metrics (what the summary shows)."""
+        measured = {r.method for r in self.measured_rows()}
+        return [row for row in self.table.summary() if row["method"] in measured]
+
     def on_started(self, *_: Any) -> None:
         self.refresh()
 
     def on_frames(self, records: list[FrameRecord]) -> None:
-        measured = [r for r in records if r.metrics is not None]
+        measured = [r for r in records if r.has_metrics]
         if not measured:
             return
         self.frames.setUpdatesEnabled(False)  # one repaint for the batch
         for record in measured:
-            self._set_row({"method": record.method, "frame": record.index, **record.metrics})
+            self._set_row(record)
         self.frames.setUpdatesEnabled(True)
         self._refresh_summary()
 
-    def _set_row(self, row: dict[str, Any]) -> None:
+    def _set_row(self, row: FrameRecord) -> None:
         """Add one frame's row (or update it when the frame was run again), kept sorted."""
         self.frames.setSortingEnabled(False)  # Qt: fill a row, then let it sort once
-        key = (row["method"], row["frame"])
+        key = (row.method, row.index)
         anchor = self._rows.get(key)
         if anchor is None or anchor.tableWidget() is not self.frames:
             index = self.frames.rowCount()
             self.frames.insertRow(index)
         else:
             index = anchor.row()
-        self._rows[key] = first = _cell(row["frame"], "frame")
-        self.frames.setItem(index, 0, first)
-        self.frames.setItem(index, 1, _cell(row["method"], "method"))
-        for j, name in enumerate(_COLUMNS, start=2):
-            self.frames.setItem(index, j, _cell(row[name], name))
+        for j, name in enumerate(_FRAME):
+            cell = _cell(getattr(row, name), name)
+            self.frames.setItem(index, j, cell)
+            if j == 0:
+                self._rows[key] = cell
         self.frames.setSortingEnabled(True)
         self.note.setVisible(False)
 
@@ -139,19 +172,17 @@ class MetricsWidget(SessionDock):
         self.frames.setSortingEnabled(False)
         self.frames.setRowCount(0)
         self._rows.clear()
-        rows = self.session.metrics_rows()
+        rows = self.measured_rows()
         for row in rows:
             self._set_row(row)
         self.note.setVisible(not rows)
         self._refresh_summary()
 
     def _refresh_summary(self) -> None:
-        summary = self.session.metrics_summary()
+        summary = self.summary_rows()
         self.summary.setRowCount(len(summary))
         for i, row in enumerate(summary):
-            self.summary.setItem(i, 0, _cell(row["method"], "method"))
-            self.summary.setItem(i, 1, _cell(row["frames"], "frames"))
-            for j, key in enumerate(_COLUMNS, start=2):
+            for j, key in enumerate(_SUMMARY):
                 self.summary.setItem(i, j, _cell(row[key], key))
         self._fit_summary()
 
@@ -163,27 +194,29 @@ class MetricsWidget(SessionDock):
         table.setFixedHeight(height)
 
     def csv_text(self, delimiter: str = ",") -> str:
-        """The per-frame metrics as CSV text (``method,frame,psnr,aad,ssim``)."""
-        return rows_to_csv(self.session.metrics_rows(), delimiter)
+        """The per-frame rows as the app layer's CSV text (tab-separated with ``"\t"``)."""
+        text = self.table.to_csv_text() if self.measured_rows() else ""
+        return text.replace(",", delimiter) if delimiter != "," else text
 
     def copy_to_clipboard(self) -> None:
         """Copy the per-frame metrics, tab-separated, to the clipboard."""
         QApplication.clipboard().setText(self.csv_text("\t"))
 
     def save_csv(self, path: str | Path) -> Path:
-        """Write the per-frame metrics and the summary (``<name>_summary.csv``) to ``path``."""
+        """Write the per-frame rows and the summary (``<name>_summary.csv``) to ``path``."""
+        from napari_xfusion.app.results import rows_to_csv_text
         from napari_xfusion.core.io import write_text_atomic
 
         path = Path(path)
         write_text_atomic(path, self.csv_text())
         summary = path.with_name(f"{path.stem}_summary{path.suffix or '.csv'}")
-        write_text_atomic(summary, rows_to_csv(self.session.metrics_summary()))
+        write_text_atomic(summary, rows_to_csv_text(self.summary_rows()))
         return path
 
     def _save_dialog(self) -> None:
         from napari.utils.notifications import show_error, show_info
 
-        if not self.session.metrics_rows():
+        if not self.measured_rows():
             show_info("No metrics yet: run a method with a ground truth first.")
             return
         name, _ = QFileDialog.getSaveFileName(self, "Save metrics", "metrics.csv", "CSV (*.csv)")

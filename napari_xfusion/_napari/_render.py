@@ -59,6 +59,7 @@ class RunState:
     signature: dict[str, Any]
     extras: bool  # fill layers for the methods' extra outputs
     total: int = 0  # frames in the run
+    expected: dict[int, int] = field(default_factory=dict)  # frame -> methods computing it
     units: tuple[str, ...] | None = None  # napari units per axis (time, y, x)
     axis_labels: tuple[str, ...] | None = None
     layers: dict[str, Image] = field(default_factory=dict)  # method -> fused layer
@@ -148,7 +149,7 @@ class ResultRenderer(QObject):
                 self._write_outputs(result, index, touched)
             state.results += 1
             count = state.counts[index] = state.counts.get(index, 0) + 1
-            if count == len(state.methods):
+            if count == state.expected.get(index, len(state.methods)):
                 state.done += 1
         # Only a layer whose shown frame changed needs a redraw: the others are sliced from
         # their (updated) arrays when the slider moves there.
@@ -157,7 +158,7 @@ class ResultRenderer(QObject):
             if shown.get(name) in indices:
                 layer.refresh()
         self._refresh_change_views(touched)
-        self.session.add_many([(item.result, item.metrics) for item in items])
+        self.session.add_many([item.row for item in items])
         self.update_visibility()
         self._on_progress(state)
 

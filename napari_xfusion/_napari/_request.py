@@ -1,11 +1,11 @@
-"""From the dock's panels to one run request: the seam the application layer's RunConfig fills.
+"""From the dock's panels to one :class:`~napari_xfusion.app.config.RunConfig`.
 
-:func:`build_job` is the only code that reads the panels for a run. It checks what only the
-GUI can check (which layers, that they are image stacks, that LR and HR are different
-layers, compared by name since napari names are unique) and maps the values to a
+:func:`panel_config` is the only code that reads the panels for a run: panels -> RunConfig.
+:func:`build_job` adds what only the GUI has (the chosen layers' arrays, checked for what
+only the GUI can check: which layers, that they are image stacks, that LR and HR are
+different layers, compared by name since napari names are unique) into a
 :class:`~napari_xfusion._napari._job.FusionRequest`; everything else (keys, normalisation,
-shapes against the keys) is :func:`~napari_xfusion._napari._job.prepare`'s. When the
-application layer lands, this module becomes "panels -> RunConfig", nothing more.
+shapes against the keys) is the application layer's, as for the CLI.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari_xfusion._napari._job import SCALE, FusionRequest, Prepared
 from napari_xfusion._napari._layers import fused_name, meta
+from napari_xfusion.app.config import KeyRule, RunConfig
 
 if TYPE_CHECKING:
     import napari
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from napari_xfusion._napari._methods_panel import MethodsPanel
     from napari_xfusion._napari._render import RunState
 
-__all__ = ["Job", "build_job", "missing_frames"]
+__all__ = ["Job", "build_job", "missing_frames", "panel_config", "source_path", "window"]
 
 
 @dataclass
@@ -99,66 +100,102 @@ def _pick_layers(inputs: InputsPanel) -> tuple[Layer, Layer | None, Layer | None
     return hr, lr, truth
 
 
-def build_job(
-    inputs: InputsPanel,
-    methods_panel: MethodsPanel,
-    method_cache: dict[str, Any],
-    targets: list[int] | None = None,
-) -> Job:
-    """The job of the panels' current values (``targets``: only these frames of the window);
-    ``ValueError`` says what to fix."""
-    methods = methods_panel.selected_methods()
-    if not methods:
+def source_path(layer: Layer | None) -> str | None:
+    """The file ``layer`` was read from, or None (made in the session, or no such record)."""
+    path = getattr(getattr(layer, "source", None), "path", None) if layer is not None else None
+    return str(path) if path else None
+
+
+def panel_config(
+    inputs: InputsPanel, methods_panel: MethodsPanel, base: RunConfig | None = None
+) -> RunConfig:
+    """The :class:`RunConfig` of the panels' values over ``base`` (fields no panel shows, such
+    as ``normalise`` and ``seed``, come from ``base``: a loaded or remembered config).
+
+    The key rule: the HR layer's own key times (metadata) when it has them, else first and
+    last, else the step. Raises ``ValueError`` (a ``ConfigError``) saying what to fix.
+    """
+    base = base or RunConfig()
+    choices = methods_panel.choices()
+    if not choices:
         raise ValueError("tick at least one method")
-    simulate = inputs.simulate.isChecked()
-    hr, lr, truth = _pick_layers(inputs)
     first, last = inputs.window()
     if first > last:
         raise ValueError(
             f"the time window starts at frame {first}, after its end {last}: set Frames "
             "'from' <= 'to'"
         )
-    options = {}
-    for name in methods:
-        chosen = methods_panel.options_for(name)
-        if chosen:
-            options[name] = chosen
-    key_frames = inputs.layer_key_indices(hr)
-    first_last = inputs.first_last.isChecked()
-    noise = inputs.noise.isChecked()
+    simulate = inputs.simulate.isChecked()
+    hr = inputs.layer("hr")
+    if inputs.layer_key_indices(hr) is not None:
+        keys = KeyRule()  # the HR layer's metadata, as for a file with key_indices
+    elif inputs.first_last.isChecked():
+        keys = KeyRule(first_last=True)
+    else:
+        keys = KeyRule(step=inputs.key_step.value())
+    noise = simulate and inputs.noise.isChecked()
+    lr = inputs.layer("lr")
+    truth = inputs.layer("truth")
+    return base.replace(
+        lr=None if simulate else source_path(lr),
+        hr=source_path(hr),
+        truth=None if simulate else source_path(truth),
+        simulate=simulate,
+        keys=keys,
+        separation=methods_panel.separation.value(),
+        frames=(first, last + 1),  # the spin boxes are inclusive; the config is half-open
+        device=methods_panel.device.currentText(),
+        lr_psnr=inputs.noise_psnr.value() if noise else None,
+        methods=choices,
+    )
+
+
+def build_job(
+    inputs: InputsPanel,
+    methods_panel: MethodsPanel,
+    method_cache: dict[str, Any],
+    targets: dict[str, list[int]] | None = None,
+    base: RunConfig | None = None,
+    units: str | None = None,
+) -> Job:
+    """The job of the panels' current values (``targets``: per method, only these frames of
+    the window); ``ValueError`` says what to fix."""
+    config = panel_config(inputs, methods_panel, base)
+    if units is not None:
+        config = config.replace(units=units)
+    hr, lr, truth = _pick_layers(inputs)
+    keys = inputs.layer_key_indices(hr)
     request = FusionRequest(
-        methods=tuple(methods),
+        config=config,
         hr=hr.data,
         lr=None if lr is None else lr.data,
-        key_frames=None if key_frames is None else tuple(key_frames),
-        key_step=None if first_last else inputs.key_step.value(),
-        first_last=first_last,
         truth=None if truth is None else truth.data,
-        simulate=simulate,
-        noise_psnr=inputs.noise_psnr.value() if simulate and noise else None,
-        separation=methods_panel.separation.value(),
-        frames=(first, last),
-        method_options=options,
-        device=methods_panel.device.currentText(),
-        targets=None if targets is None else tuple(targets),
+        hr_metadata=None if keys is None else {"key_indices": list(keys)},
+        targets=None if targets is None else {m: tuple(t) for m, t in targets.items()},
         method_cache=method_cache,
     )
     signature = {
-        "lr": f"simulated from {hr.name}" if simulate else lr.name,
+        "lr": f"simulated from {hr.name}" if config.simulate else lr.name,
         "hr": hr.name,
-        "separation": request.separation,
-        "key_frames": list(key_frames) if key_frames else None,
-        "key_step": request.key_step,
-        "first_last": request.first_last,
-        "noise_psnr": request.noise_psnr,
+        "separation": config.separation,
+        "key_frames": list(keys) if keys else None,
+        "key_step": config.keys.step,
+        "first_last": config.keys.first_last,
+        "noise_psnr": config.lr_psnr,
     }
     return Job(request, threading.Event(), hr, lr, truth, signature)
+
+
+def window(job: Job) -> tuple[int, int]:
+    """The job's first and last frame (inclusive, as the spin boxes show them)."""
+    start, stop = job.request.config.frames
+    return start, stop - 1
 
 
 def missing_frames(viewer: napari.Viewer, job: Job) -> dict[str, list[int]]:
     """Per method of ``job``: frames of its window that its fused layer lacks for the same
     inputs (all of them when the layer is missing or holds other inputs)."""
-    first, last = job.request.frames
+    first, last = window(job)
     out = {}
     for method in job.request.methods:
         name = fused_name(method)

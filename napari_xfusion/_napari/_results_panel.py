@@ -213,8 +213,16 @@ class ResultsPanel(QGroupBox):
             return
         show_info(f"Exported {len(files)} files to {folder}")
 
+    def units(self) -> str:
+        """Export units of the run configuration: ``"detector"`` or ``"float"``."""
+        return "detector" if self.detector_units.isChecked() else "float"
+
+    def set_units(self, units: str) -> None:
+        """Tick "detector units" for a configuration's ``units="detector"``."""
+        self.detector_units.setChecked(units == "detector")
+
     def state(self) -> dict[str, Any]:
-        """JSON-able values to remember."""
+        """JSON-able view values to remember (not part of a run)."""
         return {"extras": self.show_extras.isChecked()}
 
     def restore(self, state: dict[str, Any]) -> None:

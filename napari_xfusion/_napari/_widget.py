@@ -4,9 +4,11 @@ The dock owns no science. It is four panels (:mod:`._inputs_panel`, :mod:`._meth
 :mod:`._run_panel`, :mod:`._results_panel`) and two seams, kept narrow for the application
 layer's run configuration:
 
-- :meth:`FusionWidget.build_request` maps the widgets to one
-  :class:`~napari_xfusion._napari._job.FusionRequest` (arrays taken from the layers chosen at
-  that moment) - the only place that reads the panels for a run;
+- :meth:`FusionWidget.config` maps the widgets to one
+  :class:`~napari_xfusion.app.config.RunConfig` (the CLI's run description) and
+  :meth:`FusionWidget.build_request` adds the chosen layers' arrays - the only place that
+  reads the panels for a run; the remembered settings and "Save/Load settings..." are that
+  RunConfig's JSON (plus a small dict of view state);
 - :class:`~napari_xfusion._napari._render.ResultRenderer` renders what
   :func:`~napari_xfusion._napari._job.fusion_job` yields (layers, session, progress),
   throttled to ~10 updates a second.
@@ -17,12 +19,9 @@ only the frames still missing.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import QSettings
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from napari_xfusion._napari._dock import open_result_dock
@@ -43,11 +42,14 @@ from napari_xfusion._napari._layers import (
 from napari_xfusion._napari._messages import explain_error
 from napari_xfusion._napari._methods_panel import MethodsPanel
 from napari_xfusion._napari._render import ResultRenderer, RunState, show_simulated_inputs
-from napari_xfusion._napari._request import Job, build_job, missing_frames
+from napari_xfusion._napari._request import Job, build_job, missing_frames, panel_config
 from napari_xfusion._napari._results_panel import ResultsPanel, comparison_layers
 from napari_xfusion._napari._run_panel import RunPanel, format_seconds
 from napari_xfusion._napari._session import session_for
+from napari_xfusion._napari._settings import SettingsMixin
 from napari_xfusion._napari._util import VerticalScroll, connect_while_alive
+from napari_xfusion.app.config import RunConfig
+from napari_xfusion.app.export import run_metadata
 
 if TYPE_CHECKING:
     import napari
@@ -70,7 +72,7 @@ _ALIASES = {
 }
 
 
-class FusionWidget(QWidget):
+class FusionWidget(SettingsMixin, QWidget):
     """Dock widget: inputs, methods, Run/Cancel with progress, results and export."""
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
@@ -81,6 +83,7 @@ class FusionWidget(QWidget):
         self._job: Job | None = None
         self.last_summary: Finished | None = None
         self._methods: dict[str, Any] = {}  # built methods (loaded networks) reused across runs
+        self.base_config = RunConfig()  # what no panel shows (normalise, seed) comes from here
 
         self.inputs = InputsPanel(napari_viewer)
         self.methods_panel = MethodsPanel()
@@ -99,6 +102,7 @@ class FusionWidget(QWidget):
         layout.setContentsMargins(6, 6, 6, 6)
         for panel in (self.inputs, self.methods_panel, self.run_panel, self.results):
             layout.addWidget(panel)
+        layout.addLayout(self._settings_buttons())
         layout.addStretch()
         scroll = VerticalScroll()
         scroll.setWidget(content)
@@ -143,10 +147,22 @@ class FusionWidget(QWidget):
         """Whether a run is in progress."""
         return self.worker is not None
 
-    def build_request(self, targets: list[int] | None = None) -> Job:
-        """The job of the current values (``targets``: only these frames of the window);
-        ``ValueError`` says what to fix. See :func:`~._request.build_job`."""
-        return build_job(self.inputs, self.methods_panel, self._methods, targets)
+    def config(self) -> RunConfig:
+        """The :class:`RunConfig` of the current values; ``ValueError`` says what to fix."""
+        config = panel_config(self.inputs, self.methods_panel, self.base_config)
+        return config.replace(units=self.results.units())
+
+    def build_request(self, targets: dict[str, list[int]] | None = None) -> Job:
+        """The job of the current values (``targets``: per method, only these frames of the
+        window); ``ValueError`` says what to fix. See :func:`~._request.build_job`."""
+        return build_job(
+            self.inputs,
+            self.methods_panel,
+            self._methods,
+            targets,
+            base=self.base_config,
+            units=self.results.units(),
+        )
 
     def missing_frames(self) -> dict[str, list[int]]:
         """Per ticked method: frames of the window its fused layer lacks for these inputs."""
@@ -173,16 +189,13 @@ class FusionWidget(QWidget):
         try:
             targets = None
             if resume:
-                missing = self.missing_frames()
-                targets = sorted({t for frames in missing.values() for t in frames})
+                # Each method resumes its own missing frames (not their union).
+                targets = {m: t for m, t in self.missing_frames().items() if t}
                 if not targets:
                     show_info("Every frame of the window is done: nothing to resume.")
                     self.run_panel.status.setText("Nothing missing in the window.")
                     return False
             job = self.build_request(targets)
-            if resume:  # only the methods that miss frames
-                methods = tuple(m for m in job.request.methods if missing[m])
-                job.request = replace(job.request, methods=methods)
         except ValueError as exc:
             message = str(exc)
             show_error(message[0].upper() + message[1:])
@@ -231,7 +244,8 @@ class FusionWidget(QWidget):
         # Results share the LR stream's clock (the HR stack's when simulating from it).
         clock = hr if job.lr_layer is None else job.lr_layer
         t_scale, t_shift = float(clock.scale[0]), float(clock.translate[0])
-        if job.request.simulate:
+        config = job.request.config
+        if config.simulate:
             if prep.b0 is not None:
                 self.inputs.b0_label.setText(f"b0 = {prep.b0:.3g} (LR PSNR {prep.lr_psnr:.1f} dB)")
             else:
@@ -245,7 +259,13 @@ class FusionWidget(QWidget):
             job.lr_layer.scale, job.lr_layer.translate = scale, translate
         first, last = prep.frames
         targets = job.request.targets
-        total = len(targets) if targets is not None else last - first + 1
+        expected: dict[int, int] = {}
+        for methods, frames in job.request.groups():
+            for t in frames if frames is not None else range(first, last + 1):
+                if first <= t <= last:
+                    expected[t] = expected.get(t, 0) + len(methods)
+        total = len(expected)
+        targets = sorted(expected) if targets is not None else None
         job.state = RunState(
             methods=job.request.methods,
             shape=(prep.n_frames, *prep.hr_shape),
@@ -254,6 +274,7 @@ class FusionWidget(QWidget):
             signature=job.signature,
             extras=self.results.show_extras.isChecked(),
             total=total,
+            expected=expected,
             units=(str(clock.units[0]), *(str(u) for u in hr.units[1:])),
             axis_labels=physical_labels(clock, hr),
         )
@@ -263,11 +284,13 @@ class FusionWidget(QWidget):
                 **job.signature,
                 "method": method,
                 "key_indices": prep.key_indices.tolist(),
-                "device": job.request.device,
-                "options": job.request.method_options.get(method, {}),
+                "device": config.device,
+                "options": job.request.config.method(method).constructor_options(),
+                "config": config.to_dict(),
                 "describe": prep.descriptions.get(method, {}),
                 "b0": prep.b0,
                 "normalisation": prep.normalisation,
+                "run": run_metadata(config, prep.inputs),  # what an export of it records
             }
         self.session.begin(
             prep.n_frames,
@@ -301,7 +324,7 @@ class FusionWidget(QWidget):
         self.run_panel.show_progress(state.done, state.total, elapsed)
         job = self._job
         if job is not None and not job.attention_shown:
-            if any(r.backward is not None for m in state.methods for r in self.session.ordered(m)):
+            if any(r.has_attention for m in state.methods for r in self.session.ordered(m)):
                 job.attention_shown = True
                 self._open_dock("Attention")
 
@@ -355,44 +378,8 @@ class FusionWidget(QWidget):
         lr = truth = None
         if job is not None:
             lr = job.lr_layer
-            if job.request.simulate and "LR (simulated)" in self.viewer.layers:
+            if job.request.config.simulate and "LR (simulated)" in self.viewer.layers:
                 lr = self.viewer.layers["LR (simulated)"]
-            truth = job.truth_layer or (job.hr_layer if job.request.simulate else None)
+            truth = job.truth_layer or (job.hr_layer if job.request.config.simulate else None)
         latest = {role(layer): layer for layer in self.viewer.layers}
         return comparison_layers(self.viewer, lr or latest.get("lr"), truth or latest.get("truth"))
-
-    # --- settings (the application layer's saved configuration will replace this) ----------
-
-    @staticmethod
-    def settings() -> QSettings:
-        """Where the widget remembers its values (an INI file in the user's config folder)."""
-        return QSettings(
-            QSettings.Format.IniFormat, QSettings.Scope.UserScope, "napari-xfusion", "fusion"
-        )
-
-    def state(self) -> dict[str, Any]:
-        """Every remembered value, JSON-able: ``{"inputs", "methods", "results"}`` dicts."""
-        return {
-            "inputs": self.inputs.state(),
-            "methods": self.methods_panel.state(),
-            "results": self.results.state(),
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Set the widgets from a :meth:`state` dict."""
-        self.inputs.restore(state.get("inputs", {}))
-        self.methods_panel.restore(state.get("methods", {}))
-        self.results.restore(state.get("results", {}))
-
-    def _save_settings(self) -> None:
-        s = self.settings()
-        s.setValue("state", json.dumps(self.state()))
-        s.sync()
-
-    def _restore_settings(self) -> None:
-        try:
-            state = json.loads(str(self.settings().value("state", "{}")))
-        except (TypeError, ValueError):
-            state = {}
-        if isinstance(state, dict):
-            self.restore(state)

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import napari
@@ -17,19 +18,19 @@ __all__ = ["launch", "open_demo", "default_methods", "available_methods"]
 def available_methods() -> list[str]:
     """Every registered method that can be built here, as the headless demo runs them: the
     ones without weights always, a network only when its shipped weights load."""
-    from napari_xfusion._napari._method_info import method_infos
     from napari_xfusion.methods import get_reconstructor
+    from napari_xfusion.methods.registry import available_methods as specs
 
     out = []
-    for info in method_infos():
-        if info.option("weights") is None:
-            out.append(info.name)
+    for spec in specs().values():
+        if not spec.needs_weights:
+            out.append(spec.name)
             continue
         try:
-            get_reconstructor(info.name, device="cpu")
+            get_reconstructor(spec.name, device="cpu")
         except (FileNotFoundError, ImportError, ValueError, RuntimeError):
             continue
-        out.append(info.name)
+        out.append(spec.name)
     return out
 
 
@@ -45,7 +46,7 @@ def default_methods() -> list[str]:
 
 
 def launch(
-    size: str = "small",
+    size: str | Mapping[str, Any] = "small",
     methods: list[str] | None = None,
     *,
     run: bool = True,
@@ -58,8 +59,9 @@ def launch(
 
     Parameters
     ----------
-    size : {"small", "full"}
-        The sample: 50 frames of 128x256, or 100 frames of 400x1024.
+    size : {"small", "full"} or mapping
+        The sample: 50 frames of 128x256, or 100 frames of 400x1024, or the headless demo's
+        ``{n_frames, shape, key_step, lr_psnr, separation}`` (``cli.demo.DEMO_SIZE``).
     methods : list of str, optional
         Methods of the first run; default :func:`available_methods` (what the headless demo
         runs).
@@ -77,13 +79,22 @@ def launch(
 
     from napari_xfusion._napari._attention import AttentionWidget
     from napari_xfusion._napari._metrics import MetricsWidget
-    from napari_xfusion._napari._sample import sample_full, sample_small
+    from napari_xfusion._napari._sample import make_sample, sample_full, sample_small
     from napari_xfusion._napari._widget import FusionWidget
 
-    if size not in ("small", "full"):
+    if isinstance(size, Mapping):  # the headless demo's sample (cli.demo.DEMO_SIZE)
+        layers = make_sample(
+            int(size["n_frames"]),
+            tuple(size["shape"]),
+            key_step=int(size["key_step"]),
+            noise_psnr=size.get("lr_psnr"),
+        )
+    elif size in ("small", "full"):
+        layers = (sample_small if size == "small" else sample_full)()
+    else:
         raise ValueError(f"unknown sample size {size!r}; choose 'small' or 'full'")
     viewer = viewer or napari.Viewer(title="napari-xfusion demo")
-    for data, kwargs, _ in (sample_small if size == "small" else sample_full)():
+    for data, kwargs, _ in layers:
         viewer.add_image(data, **kwargs)
     widget = FusionWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Fusion (napari-xfusion)", area="right")
@@ -99,6 +110,8 @@ def launch(
     for name, box in widget.method_boxes.items():
         box.setChecked(name in chosen)
     widget.window_all()
+    if isinstance(size, Mapping) and size.get("separation"):
+        widget.separation.setValue(int(size["separation"]))
     if run and widget.run() and export_to is not None:
         widget.worker.finished.connect(lambda: _export_after_run(widget, Path(export_to)))
     if block:
@@ -127,7 +140,9 @@ def _export_after_run(widget: object, folder: Path) -> None:
 
 
 def open_demo(
-    size: str = "small", methods: list[str] | None = None, out_dir: str | Path | None = None
+    size: str | Mapping[str, Any] = "small",
+    methods: list[str] | None = None,
+    out_dir: str | Path | None = None,
 ) -> bool:
     """:func:`launch` (``out_dir``: where the first run's results are exported, as the
     headless demo's ``-o``) and block until the window closes; False (nothing opened) when napari or

@@ -55,6 +55,7 @@ __all__ = [
     "config_path",
     "csv_path",
     "export_files",
+    "export_paths",
     "extra_output_path",
     "partial_path",
     "read_export",
@@ -77,6 +78,14 @@ def config_path(path: str | os.PathLike[str]) -> Path:
     """``<stem>.config.json`` next to the TIFF at ``path``."""
     path = Path(path)
     return path.with_name(f"{path.stem}.config.json")
+
+
+def export_paths(path: str | os.PathLike[str], methods: Iterable[str]) -> dict[str, Path]:
+    """``path`` for one method, else ``<stem>_<method>.tif`` next to it (both faces)."""
+    path, methods = Path(path), list(methods)
+    if len(methods) == 1:
+        return {methods[0]: path}
+    return {m: path.with_name(f"{path.stem}_{m}{path.suffix or '.tif'}") for m in methods}
 
 
 def partial_path(path: str | os.PathLike[str]) -> Path:

@@ -107,14 +107,20 @@ def _display_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _open_gui() -> bool:
-    """Open napari on the sample with the docks and a first run going; block until it closes.
+def _open_gui(out_dir: str | os.PathLike[str] = "xfusion-demo") -> bool:
+    """Open napari on the headless demo's sample (:data:`DEMO_SIZE`) with the docks and a
+    first run of the same methods going; its results are exported to ``out_dir`` when it
+    ends. Blocks until the window closes.
 
     False when napari or its Qt binding cannot be imported (the caller then runs headless).
     """
     from napari_xfusion._napari.demo import open_demo  # lazy: the headless path never imports Qt
 
-    return open_demo()
+    methods, skipped = demo_methods()
+    for name, why in skipped.items():
+        say(f"xfusion demo: skipping {name}: {why}")
+    say(f"xfusion demo: opening napari; the first run's results go to {out_dir}/")
+    return open_demo(DEMO_SIZE, methods=methods, out_dir=out_dir)
 
 
 def add_parser(sub: Any) -> None:
@@ -145,7 +151,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # With a display the GUI runs the fusion itself; headless (or without napari) the same
     # pipeline writes the fused TIFFs and prints the metrics.
-    if not args.headless and _display_available() and _open_gui():
+    if not args.headless and _display_available() and _open_gui(args.out):
         return 0
     run_demo(args.out)
     return 0

@@ -90,10 +90,10 @@ def resolve_out(out: str | os.PathLike[str]) -> Path:
 
 
 def output_paths(out: Path, methods: Sequence[str]) -> dict[str, Path]:
-    """``out`` for one method, else ``<stem>_<method>.tif`` next to it."""
-    if len(methods) == 1:
-        return {methods[0]: out}
-    return {m: out.with_name(f"{out.stem}_{m}{out.suffix or '.tif'}") for m in methods}
+    """``out`` for one method, else ``<stem>_<method>.tif`` next to it (the GUI's too)."""
+    from napari_xfusion.app.export import export_paths
+
+    return export_paths(out, methods)
 
 
 def _comparison(out: Path, partial: bool) -> Path:
