@@ -281,7 +281,7 @@ def test_disk_full_while_writing_frames(data, tmp_path, monkeypatch, capsys):
 def test_disk_full_while_writing_the_csv_leaves_nothing_half_written(
     data, tmp_path, monkeypatch, capsys
 ):
-    from napari_xfusion.app import export
+    from napari_xfusion.app.export import writer as export  # where ExportWriter looks it up
 
     def stage(path, text):
         raise OSError(errno.ENOSPC, "No space left on device")
