@@ -206,3 +206,18 @@ def test_reader_refuses_damaged_files_and_checks_our_metadata(tmp_path):
     write_stack(tmp_path / "odd.tif", good, {"layer": layer})
     ((_, kwargs, _),) = get_reader(str(tmp_path / "odd.tif"))(str(tmp_path / "odd.tif"))
     assert kwargs["name"] == "odd" and "scale" not in kwargs and "translate" not in kwargs
+
+
+def test_an_export_without_its_normalisation_opens_as_plain_pixels(tmp_path):
+    """A uint16 stack that looks like an export but lacks the clip values cannot be mapped to
+    [0, 1]: the reader opens its pixels as they are and says why it is not a fused result."""
+    from napari_xfusion._napari._reader import read_layers
+    from napari_xfusion.core.io import write_stack
+
+    path = tmp_path / "old_export.tif"
+    data = (np.arange(3 * 8 * 16, dtype=np.uint16) * 7).reshape(3, 8, 16)
+    write_stack(path, data, {"method": "bicubic", "frame_indices": [0, 1, 2]})
+    ((stack, kwargs, kind),) = read_layers(str(path))
+    assert kind == "image" and stack.dtype == np.uint16
+    np.testing.assert_array_equal(stack, data)
+    assert "normalisation" in kwargs["metadata"]["not_a_fused_result"]

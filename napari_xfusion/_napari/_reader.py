@@ -190,9 +190,17 @@ def _key_layer_placement(entry: dict[str, Any], n_frames: int, time_scale: float
 
 
 def _layer(path: Path) -> LayerData:
+    from napari_xfusion.engine import InputError
+
     meta = read_metadata(path)
+    note = None
     if _is_export(meta):
-        return _fused_layer(path)
+        try:
+            return _fused_layer(path)
+        except InputError as exc:
+            # Looks like an export but cannot be mapped to [0, 1] (e.g. detector units without
+            # their normalisation): its pixels still open as they are, with the reason kept.
+            note = str(exc)
     stack = read_stack(path)
     stored = meta.get("layer") if isinstance(meta.get("layer"), dict) else {}
     name = stored.get("name")
@@ -211,6 +219,8 @@ def _layer(path: Path) -> LayerData:
     else:
         # Someone else's metadata (ImageJ, a camera): keep it for reference.
         kwargs["metadata"] = {"tiff": meta} if meta else {}
+    if note is not None:
+        kwargs["metadata"]["not_a_fused_result"] = note
     if isinstance(entry, dict) and entry.get("role") == "hr_keys" and "translate" not in kwargs:
         kwargs.update(_key_layer_placement(entry, stack.shape[0], 1.0))
     if np.issubdtype(stack.dtype, np.floating) and isinstance(entry, dict):
