@@ -9,6 +9,7 @@ worker and Cancel quits it: the rows done stay in ``frames.csv`` and the next Ru
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_xfusion._napari._util import connect_while_alive
 from napari_xfusion.app.study import StudyConfig, StudyError, StudyProgress, iter_study
 
 if TYPE_CHECKING:
@@ -40,29 +42,22 @@ SAMPLE = "built-in sample"
 TRUTH_FILE = "truth.tif"
 
 
-def _same_stack(path: Path, data: np.ndarray) -> bool:
-    """Whether ``path`` already holds ``data`` (shape, dtype and three frames compared)."""
-    from napari_xfusion.core.io import read_stack
-
-    old = read_stack(path, role="study truth")
-    if old.shape != data.shape or old.dtype != data.dtype:
-        return False
-    picks = sorted({0, data.shape[0] // 2, data.shape[0] - 1})
-    return all(np.array_equal(np.asarray(old[i]), np.asarray(data[i])) for i in picks)
-
-
 def study_events(
     config: StudyConfig, out_dir: Path, truth: np.ndarray | None = None
 ) -> Iterator[StudyProgress]:
     """:func:`iter_study` after writing ``truth`` (a layer's (T, H, W) data) to
     ``out_dir/truth.tif``; a different stack there with rows done is refused (no mixing)."""
     if truth is not None:
-        from napari_xfusion.core.io import write_stack
+        from napari_xfusion.core.io import read_stack, write_stack
 
         path = out_dir / TRUTH_FILE
         out_dir.mkdir(parents=True, exist_ok=True)
-        if not (path.exists() and _same_stack(path, truth)):
-            if path.exists() and (out_dir / "frames.csv").exists():
+        old = read_stack(path, role="study truth") if path.exists() else None
+        same = old is not None and old.shape == truth.shape and old.dtype == truth.dtype
+        # Same shape and dtype: compare the first, middle and last frames (not the whole).
+        same = same and all(np.array_equal(old[i], truth[i]) for i in {0, len(truth) // 2, -1})
+        if not same:
+            if old is not None and (out_dir / "frames.csv").exists():
                 raise StudyError(
                     f"{path} holds another truth stack than this layer and {out_dir} has rows "
                     "of it; choose another output folder"
@@ -76,10 +71,8 @@ def _pump(events: Iterator[StudyProgress]) -> Iterator[StudyProgress]:
 
 
 def _quit(worker: Any) -> None:
-    try:
+    with suppress(RuntimeError):  # already finished and deleted
         worker.quit()
-    except RuntimeError:  # already finished and deleted
-        pass
 
 
 def default_config(quick: bool) -> StudyConfig:
@@ -145,11 +138,10 @@ class StudyWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
         buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
+        for button in (self.run_button, self.cancel_button):
+            buttons.addWidget(button)
         self.progress = QProgressBar()
         self.progress.setFormat("idle")
-        self.progress.setTextVisible(True)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -162,15 +154,12 @@ class StudyWidget(QWidget):
         layout.addWidget(QLabel("Methods"))
         layout.addLayout(grid)
         layout.addLayout(buttons)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status)
-        layout.addWidget(self.show_figure)
+        for part in (self.progress, self.status, self.show_figure):
+            layout.addWidget(part)
         layout.addStretch(1)
         self.refresh_truth()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            event.connect(self.refresh_truth)
-
-    # --- inputs -------------------------------------------------------------------------
+            connect_while_alive(self, event, self.refresh_truth)
 
     def refresh_truth(self, *_: Any) -> None:
         """List the built-in sample and every 3-D image layer; keep the current choice."""
@@ -214,8 +203,6 @@ class StudyWidget(QWidget):
                 raise StudyError(f"layer {layer.name!r}: expected (T, H, W), got {truth.shape}")
             config = config.replace(truth=str(out / TRUTH_FILE))
         return config, out, truth
-
-    # --- run ----------------------------------------------------------------------------
 
     def run(self) -> bool:
         """Start (or resume) the study in a worker thread; False when it did not start."""
@@ -270,8 +257,7 @@ class StudyWidget(QWidget):
             self.finished = True
             self.progress.setRange(0, 1)
             self.progress.setValue(1)
-            summary = self.out_path / "summary.md"
-            self.status.setText(f"Done: {summary}")
+            self.status.setText(f"Done: {self.out_path / 'summary.md'}")
             self.show_figure.setEnabled((self.out_path / "fig5_noise.png").is_file())
 
     def _on_error(self, exc: BaseException) -> None:
@@ -286,12 +272,9 @@ class StudyWidget(QWidget):
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if not self.finished:
-            if self.progress.maximum() == 0:
-                self.progress.setRange(0, 1)
+            self.progress.setRange(0, max(self.progress.maximum(), 1))  # no busy bar left
             if not self.status.text().startswith("Study failed"):
-                self.status.setText(
-                    f"Stopped; the rows done are in {self.out_path / 'frames.csv'}: Run resumes"
-                )
+                self.status.setText(f"Stopped; the rows done are in {self.out_path}: Run resumes")
 
     def show_fig5(self) -> Any:
         """Add ``fig5_noise.png`` of the last study as an RGB(A) image layer."""
@@ -306,10 +289,9 @@ def open_study_dock(viewer: napari.Viewer) -> StudyWidget | None:
     window = getattr(viewer, "window", None)
     if window is None or not hasattr(window, "add_dock_widget"):
         return None
-    name = "Study (napari-xfusion)"
     for widget in window.dock_widgets.values():
         if isinstance(widget, StudyWidget):
             return widget
     widget = StudyWidget(viewer)
-    window.add_dock_widget(widget, name=name, area="right")
+    window.add_dock_widget(widget, name="Study (napari-xfusion)", area="right")
     return widget
