@@ -288,9 +288,10 @@ def _input_controls(root):
 def test_every_control_has_a_tooltip_and_there_is_a_help_link(fusion_viewer):
     from napari_xfusion._napari._attention import AttentionWidget
     from napari_xfusion._napari._metrics import MetricsWidget
+    from napari_xfusion._napari._study import StudyWidget
 
     viewer, widget = fusion_viewer
-    docks = [widget, AttentionWidget(viewer), MetricsWidget(viewer)]
+    docks = [widget, AttentionWidget(viewer), MetricsWidget(viewer), StudyWidget(viewer)]
     for i, dock in enumerate(docks[1:]):
         viewer.window.add_dock_widget(dock, name=f"dock {i}", area="bottom")
     controls = [c for dock in docks for c in _input_controls(dock)]

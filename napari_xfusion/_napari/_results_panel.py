@@ -102,6 +102,13 @@ class ResultsPanel(QGroupBox):
         export_row.addWidget(self.detector_units)
         export_row.addWidget(export)
         layout.addLayout(export_row)
+        self.study_button = QPushButton("Study...")
+        self.study_button.setToolTip(
+            "Open the Study dock: the paper's noise / key-step / separation sweeps over the "
+            "methods, with frames.csv, figures and summary.md"
+        )
+        self.study_button.clicked.connect(self.open_study)
+        layout.addWidget(self.study_button)
 
     # --- side by side -------------------------------------------------------------------
 
@@ -156,6 +163,12 @@ class ResultsPanel(QGroupBox):
         if added and self.side_by_side_button.isChecked():
             self.show_side_by_side(True)  # the new views join the grid
         return added
+
+    def open_study(self) -> Any:
+        """Dock the study widget (or return the one already docked)."""
+        from napari_xfusion._napari._study import open_study_dock
+
+        return open_study_dock(self.viewer)
 
     # --- export -------------------------------------------------------------------------
 
