@@ -27,9 +27,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_xfusion._napari._job import SCALE, describe_keys
+from napari_xfusion._napari._job import describe_keys
 from napari_xfusion._napari._layers import META, meta, role
 from napari_xfusion.app.config import RunConfig
+from napari_xfusion.core.degrade import SCALE
 
 if TYPE_CHECKING:
     import napari

@@ -36,9 +36,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCALE = 4
-"""HR pixels per LR pixel along each axis (the methods' fixed ratio)."""
-
 
 @dataclass(frozen=True)
 class FusionRequest:

@@ -14,9 +14,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from napari_xfusion._napari._job import SCALE, FusionRequest, Prepared
+from napari_xfusion._napari._job import FusionRequest, Prepared
 from napari_xfusion._napari._layers import fused_name, meta
 from napari_xfusion.app.config import KeyRule, RunConfig
+from napari_xfusion.core.degrade import SCALE
 
 if TYPE_CHECKING:
     import napari

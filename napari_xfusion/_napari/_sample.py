@@ -13,13 +13,12 @@ from typing import Any
 import numpy as np
 
 from napari_xfusion._napari._layers import META, key_hold_translate, lr_overlay_transform
-from napari_xfusion.core.degrade import add_shot_noise, bin_frames, lr_psnr_for_b0, solve_b0
+from napari_xfusion.core.degrade import SCALE, add_shot_noise, bin_frames, lr_psnr_for_b0, solve_b0
 from napari_xfusion.core.sample import simulate_sequence
 from napari_xfusion.core.windows import key_indices
 
 __all__ = ["make_sample", "sample_small", "sample_full", "SCALE"]
 
-SCALE = 4
 LayerData = tuple[Any, dict[str, Any], str]
 
 

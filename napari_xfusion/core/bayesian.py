@@ -114,7 +114,7 @@ from typing import Literal
 
 import numpy as np
 
-from napari_xfusion.core.degrade import bin_frames
+from napari_xfusion.core.degrade import SCALE, bin_frames
 from napari_xfusion.core.flow import KeyMotion, denoise_width, gaussian, warp
 from napari_xfusion.core.resample import upscale_bicubic
 
@@ -140,8 +140,6 @@ __all__ = [
     "fuse_window",
 ]
 
-SCALE = 4
-"""HR pixels per LR pixel along each axis."""
 
 BlockPrior = Literal["correlated", "independent"]
 TemporalPrior = Literal["motion", "static"]

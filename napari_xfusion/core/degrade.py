@@ -17,6 +17,7 @@ import numpy as np
 from napari_xfusion.core.metrics import psnr
 
 __all__ = [
+    "SCALE",
     "MIN_TARGET_PSNR_DB",
     "MAX_TARGET_PSNR_DB",
     "bin_frames",
@@ -24,6 +25,11 @@ __all__ = [
     "lr_psnr_for_b0",
     "solve_b0",
 ]
+
+SCALE = 4
+"""HR pixels per LR pixel along each axis: the fixed ratio of the two cameras' grids that every
+method, the simulation (LR = SCALE x SCALE binning of HR) and the networks' up-sampling assume.
+The one definition; everything else imports it."""
 
 MIN_TARGET_PSNR_DB = 20.0
 """Lowest LR PSNR :func:`solve_b0` accepts (very noisy)."""
@@ -39,7 +45,7 @@ _PSNR_TOLERANCE_DB = 0.02
 _MAX_BISECTIONS = 60
 
 
-def bin_frames(frames: np.ndarray, factor: int = 4, *, crop: bool = False) -> np.ndarray:
+def bin_frames(frames: np.ndarray, factor: int = SCALE, *, crop: bool = False) -> np.ndarray:
     """Block-average ``factor x factor`` pixel blocks: the LR camera's view of HR frames.
 
     Parameters

@@ -63,7 +63,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from napari_xfusion.core.degrade import bin_frames
+from napari_xfusion.core.degrade import SCALE, bin_frames
 
 __all__ = [
     "SCALE",
@@ -83,8 +83,6 @@ __all__ = [
     "back_project",
 ]
 
-SCALE = 4
-"""HR pixels per LR pixel along each axis."""
 
 PRESETS: dict[str, int] = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,

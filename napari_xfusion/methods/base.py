@@ -15,12 +15,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from napari_xfusion.core.degrade import SCALE
 from napari_xfusion.core.windows import Window
 
 __all__ = ["WindowInputs", "Reconstruction", "Reconstructor", "SCALE"]
-
-SCALE = 4
-"""HR pixels per LR pixel along each axis."""
 
 
 @dataclass
