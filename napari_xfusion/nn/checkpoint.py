@@ -32,7 +32,6 @@ tensor shapes. The mapping of names:
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 import re

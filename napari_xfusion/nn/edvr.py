@@ -32,6 +32,7 @@ from napari_xfusion.nn.arch_util import make_layer, pad_to_multiple
 from napari_xfusion.nn.dcn import DCNv2Pack
 
 __all__ = [
+    "ALL_ARCHS",
     "ARCHS",
     "CONFIGS",
     "EDVR",
@@ -49,8 +50,11 @@ __all__ = [
 SCALE = 4
 """Up-sampling factor (two PixelShuffle(2))."""
 
-ARCHS = ("edvr", "edvr-stf", "edvr-stf-flow")
-"""``edvr-stf-flow`` is :class:`napari_xfusion.nn.edvr_flow.EDVRSTFFlow` (built lazily)."""
+ARCHS = ("edvr", "edvr-stf")
+"""The paper's architectures (raw inputs), implemented in this module."""
+ALL_ARCHS = (*ARCHS, "edvr-stf-flow")
+"""Every architecture a :class:`NetConfig` may name; ``edvr-stf-flow`` is
+:class:`napari_xfusion.nn.edvr_flow.EDVRSTFFlow` (built lazily by :func:`build_model`)."""
 NUM_KEYS = 2
 """HR key frames of EDVR-STF (the one before and the one after the target)."""
 
@@ -116,8 +120,8 @@ class NetConfig:
     max_offset: float | None = None
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.arch not in ALL_ARCHS:
+            raise ValueError(f"arch must be one of {ALL_ARCHS}, got {self.arch!r}")
         for name in ("num_feat", "deformable_groups", "num_frame", "num_in_ch", "num_feat_hr"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (shared with ``xfusion train``)."""
     p = argparse.ArgumentParser(
         prog="xfusion train",
-        description="Train EDVR / EDVR-STF / EDVR-STF-flow on simulated x-ray sequences, natural textures in "
-        "motion, or folders of stacks. Run under torchrun for several processes/GPUs.",
+        description="Train EDVR / EDVR-STF / EDVR-STF-flow on simulated x-ray sequences, "
+        "natural textures in motion, real motion, or folders of stacks. Run under torchrun for "
+        "several processes/GPUs.",
     )
     p.add_argument("--config", help="YAML training config (flags below override it)")
     p.add_argument(
