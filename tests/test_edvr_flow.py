@@ -189,3 +189,19 @@ def test_registry_declares_it_like_the_other_networks():
     # The paper's models are unchanged: raw keys for edvr-stf, LR only for edvr.
     assert get_spec("edvr-stf").load_class().arch == "edvr-stf"
     assert get_spec("edvr").load_class().arch == "edvr"
+
+
+def test_shipped_weights_match_their_model_card():
+    from pathlib import Path
+
+    from napari_xfusion.nn.checkpoint import sha256_file
+
+    weights = Path(__file__).resolve().parents[1] / "resources/weights/edvr-stf-flow-small.pt"
+    if not weights.exists():
+        pytest.skip("edvr-stf-flow-small.pt not shipped")
+    digest = sha256_file(weights)
+    assert (weights.parent / f"{weights.name}.sha256").read_text().split()[0] == digest
+    assert f"sha256 `{digest}`" in weights.with_suffix(".md").read_text()
+    model = load_model(weights, expect="edvr-stf-flow")
+    assert model.config.num_feat == 32 and model.config.max_offset == 16.0
+    assert weights.stat().st_size < 4e6
