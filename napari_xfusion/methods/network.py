@@ -131,6 +131,7 @@ class _NetworkMethod(Reconstructor):
 
     name: ClassVar[str]
     uses_hr_keys: ClassVar[bool]
+    arch: ClassVar[str]
 
     def __init__(
         self,
@@ -165,10 +166,11 @@ class _NetworkMethod(Reconstructor):
         self.tile = None if tile is None else int(tile)
         self.overlap = int(overlap)
         self.precision = precision
-        arch = "edvr-stf" if self.uses_hr_keys else "edvr"
         # Grey frames and a 3-frame LR window are what WindowInputs carries.
         self.model = load_model(
-            path, expect={"arch": arch, "num_in_ch": 1, "num_frame": 3}, map_location=self.device
+            path,
+            expect={"arch": self.arch, "num_in_ch": 1, "num_frame": 3},
+            map_location=self.device,
         )
         self.channels_last = self.device.type == "cpu" if channels_last is None else channels_last
         if self.channels_last:
@@ -287,6 +289,7 @@ class EDVRMethod(_NetworkMethod):
 
     name = "edvr"
     uses_hr_keys = False
+    arch = "edvr"
 
 
 class EDVRSTFMethod(_NetworkMethod):
@@ -294,3 +297,4 @@ class EDVRSTFMethod(_NetworkMethod):
 
     name = "edvr-stf"
     uses_hr_keys = True
+    arch = "edvr-stf"

@@ -196,6 +196,19 @@ BUILTIN_SPECS: tuple[MethodSpec, ...] = (
         True,
     ),
     MethodSpec(
+        name="edvr-stf-flow",
+        target="napari_xfusion.methods.flow_network:EDVRSTFFlowMethod",
+        summary="EDVR-STF on the keys warped along the flow method's motion, learning a "
+        "residual on flow's frame (with flow's confidence map)",
+        needs_torch=True,
+        needs_weights=True,
+        uses_hr_keys=True,
+        outputs=("confidence",),
+        attention=True,
+        options=_NETWORK_OPTIONS,
+        default_weights=str(_WEIGHTS_DIR / "edvr-stf-flow-small.pt"),
+    ),
+    MethodSpec(
         "flow",
         "napari_xfusion.methods.flow:FlowMethod",
         "HR key detail carried to t along optical flow (no training), with a confidence map",

@@ -31,6 +31,7 @@ tensor shapes. The mapping of names:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -250,7 +251,7 @@ def _expected_fields(expect: NetConfig | str | Mapping[str, Any] | None) -> dict
         return expect.to_dict()
     if isinstance(expect, str):
         return {"arch": expect}
-    known = set(NetConfig().to_dict())
+    known = {f.name for f in dataclasses.fields(NetConfig)}
     unknown = sorted(set(expect) - known)
     if unknown:
         raise ValueError(f"unknown NetConfig field(s) in expect: {unknown}")
@@ -267,7 +268,7 @@ def check_config(
     ``expect`` is a full :class:`NetConfig`, an arch name, or a dict of the fields that matter.
     """
     want = _expected_fields(expect)
-    have = found.to_dict()
+    have = dataclasses.asdict(found)
     diffs = [
         f"{k}: {have[k]!r} in the {where}, expected {v!r}" for k, v in want.items() if have[k] != v
     ]

@@ -336,6 +336,11 @@ class DCNv2Pack(nn.Module):
     kernel_size, padding : int
     deformable_groups : int
         ``G``; ``in_ch`` must be divisible by it.
+    max_offset : float, optional
+        Clamp the predicted offsets to +-``max_offset`` pixels (None: unbounded, BasicSR's).
+
+    After every forward, :attr:`offset_stats` holds the detached ``(mean |offset|, max
+    |offset|)`` of that call before clamping (the training loop logs them).
     """
 
     offset_warn_threshold = 50.0
@@ -347,8 +352,13 @@ class DCNv2Pack(nn.Module):
         kernel_size: int = 3,
         padding: int = 1,
         deformable_groups: int = 8,
+        max_offset: float | None = None,
     ) -> None:
         super().__init__()
+        if max_offset is not None and not float(max_offset) > 0:
+            raise ValueError(f"max_offset must be None or > 0, got {max_offset}")
+        self.max_offset = None if max_offset is None else float(max_offset)
+        self.offset_stats: tuple[Tensor, Tensor] | None = None
         if in_ch % deformable_groups:
             raise ValueError(
                 f"in_ch {in_ch} is not divisible by deformable_groups {deformable_groups}"
@@ -386,7 +396,11 @@ class DCNv2Pack(nn.Module):
         o1, o2, logits = torch.chunk(out, 3, dim=1)
         offset = torch.cat((o1, o2), dim=1)
         mask = torch.sigmoid(logits)
-        offset_absmean = offset.detach().abs().mean()
+        magnitude = offset.detach().abs()
+        offset_absmean = magnitude.mean()
+        self.offset_stats = (offset_absmean, magnitude.max())
+        if self.max_offset is not None:
+            offset = offset.clamp(-self.max_offset, self.max_offset)
         if offset_absmean > self.offset_warn_threshold:
             logger.warning(
                 "DCNv2Pack: offset mean %.1f > %.0f: training may be diverging",

@@ -32,6 +32,7 @@ from napari_xfusion.nn.arch_util import make_layer, pad_to_multiple
 from napari_xfusion.nn.dcn import DCNv2Pack
 
 __all__ = [
+    "ALL_ARCHS",
     "ARCHS",
     "CONFIGS",
     "EDVR",
@@ -50,6 +51,10 @@ SCALE = 4
 """Up-sampling factor (two PixelShuffle(2))."""
 
 ARCHS = ("edvr", "edvr-stf")
+"""The paper's architectures (raw inputs), implemented in this module."""
+ALL_ARCHS = (*ARCHS, "edvr-stf-flow")
+"""Every architecture a :class:`NetConfig` may name; ``edvr-stf-flow`` is
+:class:`napari_xfusion.nn.edvr_flow.EDVRSTFFlow` (built lazily by :func:`build_model`)."""
 NUM_KEYS = 2
 """HR key frames of EDVR-STF (the one before and the one after the target)."""
 
@@ -77,8 +82,9 @@ class NetConfig:
 
     Attributes
     ----------
-    arch : {"edvr", "edvr-stf"}
-        LR frames only, or LR frames plus two HR key frames.
+    arch : {"edvr", "edvr-stf", "edvr-stf-flow"}
+        LR frames only, LR frames plus two HR key frames, or LR frames plus the two keys warped
+        to t along optical flow (:mod:`napari_xfusion.nn.edvr_flow`).
     num_feat : int
         Feature channels C of the LR-resolution body.
     deformable_groups : int
@@ -97,6 +103,9 @@ class NetConfig:
     num_feat_hr : int
         Channels of the two convs at HR resolution after the up-samplers (BasicSR fixes 64);
         at 16x the LR pixel count these dominate a small model's cost.
+    max_offset : float, optional
+        Clamp every DCN offset to +-``max_offset`` pixels of its pyramid level (None: no bound,
+        as in the paper). A guard for short, high-rate runs whose offsets blow up.
     """
 
     arch: str = "edvr-stf"
@@ -108,10 +117,11 @@ class NetConfig:
     num_frame: int = 3
     num_in_ch: int = 1
     num_feat_hr: int = 64
+    max_offset: float | None = None
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.arch not in ALL_ARCHS:
+            raise ValueError(f"arch must be one of {ALL_ARCHS}, got {self.arch!r}")
         for name in ("num_feat", "deformable_groups", "num_frame", "num_in_ch", "num_feat_hr"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -125,10 +135,12 @@ class NetConfig:
             )
         if self.num_frame % 2 == 0:
             raise ValueError(f"num_frame must be odd (centre = reference), got {self.num_frame}")
+        if self.max_offset is not None and not float(self.max_offset) > 0:
+            raise ValueError(f"max_offset must be None or > 0, got {self.max_offset}")
 
     @property
     def uses_hr_keys(self) -> bool:
-        return self.arch == "edvr-stf"
+        return self.arch != "edvr"
 
     @property
     def num_inputs(self) -> int:
@@ -141,7 +153,12 @@ class NetConfig:
         return self.num_frame // 2
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["max_offset"] is None:
+            # Unbounded (the default): omitted, so configs saved before the field existed
+            # compare equal.
+            del d["max_offset"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetConfig:
@@ -153,7 +170,7 @@ class NetConfig:
 
     def differences(self, other: NetConfig) -> dict[str, tuple[Any, Any]]:
         """``{field: (self value, other value)}`` for every field that differs."""
-        a, b = self.to_dict(), other.to_dict()
+        a, b = asdict(self), asdict(other)
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
@@ -204,7 +221,9 @@ class PCDAlignment(nn.Module):
     cascading DCN refines the full-resolution result against the reference.
     """
 
-    def __init__(self, num_feat: int = 64, deformable_groups: int = 8) -> None:
+    def __init__(
+        self, num_feat: int = 64, deformable_groups: int = 8, max_offset: float | None = None
+    ) -> None:
         super().__init__()
         c = num_feat
         self.offset_conv1 = nn.ModuleDict()
@@ -221,13 +240,19 @@ class PCDAlignment(nn.Module):
                 self.offset_conv2[level] = nn.Conv2d(2 * c, c, 3, 1, 1)
                 self.offset_conv3[level] = nn.Conv2d(c, c, 3, 1, 1)
             self.dcn_pack[level] = DCNv2Pack(
-                c, c, 3, padding=1, deformable_groups=deformable_groups
+                c, c, 3, padding=1, deformable_groups=deformable_groups, max_offset=max_offset
             )
             if i < 3:
                 self.feat_conv[level] = nn.Conv2d(2 * c, c, 3, 1, 1)
         self.cas_offset_conv1 = nn.Conv2d(2 * c, c, 3, 1, 1)
         self.cas_offset_conv2 = nn.Conv2d(c, c, 3, 1, 1)
-        self.cas_dcnpack = DCNv2Pack(c, c, 3, padding=1, deformable_groups=deformable_groups)
+        self.cas_dcnpack = DCNv2Pack(
+            c, c, 3, padding=1, deformable_groups=deformable_groups, max_offset=max_offset
+        )
+
+    def dcn_packs(self) -> dict[str, DCNv2Pack]:
+        """The DCN layers by pyramid level (``l3``, ``l2``, ``l1``, ``cascade``)."""
+        return {**{k: self.dcn_pack[k] for k in ("l3", "l2", "l1")}, "cascade": self.cas_dcnpack}
 
     def forward(self, nbr: Pyramid, ref: Pyramid) -> Tensor:
         """Align ``nbr`` to ``ref`` (both pyramids of (N, C, ...)); returns (N, C, h, w)."""
@@ -343,7 +368,7 @@ class EDVR(nn.Module):
         self.conv_l3_1 = nn.Conv2d(c, c, 3, 2, 1)
         self.conv_l3_2 = nn.Conv2d(c, c, 3, 1, 1)
 
-        self.pcd_align = PCDAlignment(c, config.deformable_groups)
+        self.pcd_align = PCDAlignment(c, config.deformable_groups, config.max_offset)
         if config.with_tsa:
             self.fusion: nn.Module = TSAFusion(c, n, config.center)
         else:
@@ -380,7 +405,9 @@ class EDVR(nn.Module):
 
     # -- per-target part ---------------------------------------------------------------------
 
-    def decode(self, feats: Pyramid, centre: Tensor) -> tuple[Tensor, Tensor | None]:
+    def decode(
+        self, feats: Pyramid, centre: Tensor, base: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Align, fuse and reconstruct.
 
         Parameters
@@ -389,6 +416,9 @@ class EDVR(nn.Module):
             Per-frame features in TSA order (T = ``config.num_inputs``), h, w multiples of 4.
         centre : Tensor, shape (B, in_ch, h, w)
             The padded reference LR frame (the residual is added to its x4 bilinear up-sample).
+        base : Tensor, shape (B, in_ch, 4h, 4w), optional
+            What the residual is added to instead of that up-sample (EDVR-STF-flow: the
+            ``flow`` method's frame).
 
         Returns
         -------
@@ -413,7 +443,8 @@ class EDVR(nn.Module):
         out = _lrelu(self.pixel_shuffle(self.upconv1(out)))
         out = _lrelu(self.pixel_shuffle(self.upconv2(out)))
         out = self.conv_last(_lrelu(self.conv_hr(out)))
-        base = F.interpolate(centre, scale_factor=SCALE, mode="bilinear", align_corners=False)
+        if base is None:
+            base = F.interpolate(centre, scale_factor=SCALE, mode="bilinear", align_corners=False)
         return out + base, corr
 
     # -- whole network -------------------------------------------------------------------
@@ -523,7 +554,11 @@ class EDVRSTF(EDVR):
 
 
 def build_model(config: NetConfig) -> EDVR:
-    """:class:`EDVR` or :class:`EDVRSTF` for ``config.arch``."""
+    """:class:`EDVR`, :class:`EDVRSTF` or ``EDVRSTFFlow`` for ``config.arch``."""
+    if config.arch == "edvr-stf-flow":
+        from napari_xfusion.nn.edvr_flow import EDVRSTFFlow  # imports this module
+
+        return EDVRSTFFlow(config)
     return (EDVRSTF if config.uses_hr_keys else EDVR)(config)
 
 

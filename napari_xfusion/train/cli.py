@@ -27,14 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (shared with ``xfusion train``)."""
     p = argparse.ArgumentParser(
         prog="xfusion train",
-        description="Train EDVR / EDVR-STF on simulated x-ray sequences, natural textures in "
-        "motion, or folders of stacks. Run under torchrun for several processes/GPUs.",
+        description="Train EDVR / EDVR-STF / EDVR-STF-flow on simulated x-ray sequences, "
+        "natural textures in motion, real motion, or folders of stacks. Run under torchrun for "
+        "several processes/GPUs.",
     )
     p.add_argument("--config", help="YAML training config (flags below override it)")
     p.add_argument(
         "--arch",
         action="append",
-        choices=("edvr-stf", "edvr"),
+        choices=("edvr-stf", "edvr", "edvr-stf-flow"),
         help="architecture to train; repeat to train several on the same batches",
     )
     p.add_argument("--net", help="network size: paper, small or tiny (default small)")
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         action="append",
         metavar="KIND[:WEIGHT]",
-        help="training source: simulated, textures (repeatable; default both)",
+        help="training source: simulated, textures, real-motion (repeatable; default "
+        "simulated and textures)",
     )
     p.add_argument(
         "--stacks",

@@ -28,7 +28,8 @@ __all__ = [
 ]
 
 CONFIG_VERSION = 1
-SOURCE_KINDS = ("simulated", "textures", "stacks")
+SOURCE_KINDS = ("simulated", "textures", "stacks", "real-motion")
+ARCHS = ("edvr", "edvr-stf", "edvr-stf-flow")
 
 
 @dataclass
@@ -38,7 +39,8 @@ class ModelSpec:
     Attributes
     ----------
     arch : str
-        ``"edvr-stf"`` or ``"edvr"``.
+        ``"edvr-stf"``, ``"edvr"`` or ``"edvr-stf-flow"`` (whose items carry the flow inputs,
+        see ``DataConfig.flow_context``).
     net : str or dict
         Named size (``paper``, ``small``, ``tiny``) or a full :class:`nn.edvr.NetConfig` dict.
     init : str, optional
@@ -53,8 +55,8 @@ class ModelSpec:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        if self.arch not in ("edvr", "edvr-stf"):
-            raise ValueError(f"model arch must be 'edvr' or 'edvr-stf', got {self.arch!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"model arch must be one of {ARCHS}, got {self.arch!r}")
         if self.name is None:
             self.name = f"{self.arch}-{self.net if isinstance(self.net, str) else 'custom'}"
 
@@ -67,14 +69,16 @@ class SourceSpec:
     ----------
     kind : str
         ``"simulated"`` (x-ray simulation on the fly), ``"textures"`` (scikit-image images in
-        motion) or ``"stacks"`` (every TIFF stack / frame folder under ``path``).
+        motion), ``"real-motion"`` (:mod:`core.motion` camera motion, occluding layers and
+        brightness changes over the *training* stills) or ``"stacks"`` (every TIFF stack /
+        frame folder under ``path``).
     weight : float
         Relative frequency.
     path : str, optional
         Folder or stack file (``stacks`` only).
     options : dict
         Keyword arguments of the pool class (:class:`SimulatedPool`, :class:`TexturePool`,
-        :class:`StackFolder`).
+        :class:`StackFolder`, :class:`RealMotionPool`).
     """
 
     kind: str = "simulated"
@@ -115,6 +119,10 @@ class DataConfig:
         crops). Large flat regions teach little; this spends a short run on structure.
     num_workers : int
         DataLoader worker processes (0: sample in the training process).
+    flow_context : int
+        HR box (square) the flow inputs of ``edvr-stf-flow`` items are computed on, around
+        the crop (:class:`~napari_xfusion.train.datasets.FlowSampling`); only used when a
+        model is ``edvr-stf-flow``.
     """
 
     sources: list[SourceSpec] = field(
@@ -128,6 +136,7 @@ class DataConfig:
     augment: bool = True
     focus: int = 1
     num_workers: int = 0
+    flow_context: int = 128
 
     def __post_init__(self) -> None:
         self.sources = [s if isinstance(s, SourceSpec) else SourceSpec(**s) for s in self.sources]
@@ -210,6 +219,13 @@ class ValConfig:
     key_step : int
     targets : int
         Non-key frames evaluated, spread evenly over the sequence.
+    real_motion : list of str
+        Names of :data:`napari_xfusion.core.motion.SUITE` sequences (validation stills, never
+        trained on) also validated, at ``real_shape`` with ``n_frames`` frames; their median
+        is logged as ``real_psnr``.
+    real_shape : [int, int]
+    real_targets : int
+        Targets per real-motion sequence.
     """
 
     every: int = 500
@@ -219,6 +235,9 @@ class ValConfig:
     separation: int = 1
     key_step: int = 20
     targets: int = 8
+    real_motion: list[str] = field(default_factory=list)
+    real_shape: list[int] = field(default_factory=lambda: [200, 512])
+    real_targets: int = 3
 
 
 @dataclass

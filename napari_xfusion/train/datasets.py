@@ -13,6 +13,15 @@ Every training item is built the same way (the paper's recipe), whatever the fra
    90-degree rotation for all of them, the LR frames = 4x4 binning of the HR crops, and Poisson
    shot noise on the LR only with ``log10(b0)`` uniform in ``log10_b0``.
 
+For ``edvr-stf-flow`` (:mod:`napari_xfusion.nn.edvr_flow`) the sampler also computes the flow
+inputs per item (``flow=FlowSampling(...)``): every frame from the key before to the key after
+is read on a *context* box around the crop (the flow needs more field of view than the 64 px
+crop), binned and given the same shot noise, the ``flow`` method's fuser runs on it exactly as
+at inference (chained flows through every LR frame between the keys), and the flow frame, the
+warped keys and their confidences are cropped with the target. Measured: ~0.1-0.4 s per item
+(crop 64, context 128, 2-core shared CPU), about a quarter of a small model's training step;
+precomputing per sequence would tie the crops to a few windows.
+
 Sources implement :class:`FrameSource`: ``n_frames``, ``shape`` and ``read(indices, box)``.
 Reading only the frames and the crop a sample needs lets the natural textures render just those
 frames and lets stacks on disk stay memory-mapped.
@@ -36,6 +45,16 @@ from scipy import ndimage
 from torch.utils.data import IterableDataset, get_worker_info
 
 from napari_xfusion.core.degrade import add_shot_noise, bin_frames
+from napari_xfusion.core.motion import (
+    CameraMotion,
+    Layer,
+    apply_brightness,
+    composite_layers,
+    load_still,
+    render_camera,
+    training_stills,
+    validation_stills,
+)
 from napari_xfusion.core.sample import simulate_sequence
 from napari_xfusion.core.windows import Window, window
 
@@ -44,6 +63,8 @@ __all__ = [
     "TRAINING_SEED_MIN",
     "FrameSource",
     "ArraySource",
+    "FlowSampling",
+    "RealMotionPool",
     "MovingTexture",
     "SourcePool",
     "SimulatedPool",
@@ -314,6 +335,16 @@ class SimulatedPool:
         Range of the motion-speed factor, drawn log-uniformly.
     pixel_size_um : (float, float)
         Range of the HR pixel size (zoom of the scene), drawn uniformly.
+    spatter : (float, float), optional
+        Range of the spatter-count factor (times the simulator's default count, which scales
+        with frames and width), drawn log-uniformly; None: the default count. With ``speed``
+        up to 4 this gives faster and denser spatter and faster keyhole fluctuation (the
+        simulator's ``speed`` multiplies every motion, the keyhole's oscillation included).
+    drift : float
+        Largest drift of the whole field of view (plate, powder and all: a stage or sample
+        drift) in HR px/frame; each sequence draws a direction and a speed in [0, drift]. The
+        simulator has no such option, so the frames are translated here (bilinear, edges
+        reflected). 0: no drift.
     """
 
     def __init__(
@@ -324,6 +355,8 @@ class SimulatedPool:
         shape: tuple[int, int] = (400, 512),
         speed: tuple[float, float] = (0.5, 2.0),
         pixel_size_um: tuple[float, float] = (1.5, 3.0),
+        spatter: tuple[float, float] | None = None,
+        drift: float = 0.0,
     ) -> None:
         self.pool_size = int(pool_size)
         self.refresh_every = int(refresh_every)
@@ -331,6 +364,8 @@ class SimulatedPool:
         self.shape = (int(shape[0]), int(shape[1]))
         self.speed = speed
         self.pixel_size_um = pixel_size_um
+        self.spatter = spatter
+        self.drift = float(drift)
         self._pool: list[ArraySource] = []
         self._draws = 0
         self._next = 0  # pool slot replaced next (the oldest)
@@ -338,6 +373,12 @@ class SimulatedPool:
     def _simulate(self, rng: np.random.Generator) -> ArraySource:
         seed = int(rng.integers(TRAINING_SEED_MIN, 2**31 - 1))
         speed = math.exp(rng.uniform(math.log(self.speed[0]), math.log(self.speed[1])))
+        n_spatter = None
+        if self.spatter is not None:
+            factor = math.exp(rng.uniform(math.log(self.spatter[0]), math.log(self.spatter[1])))
+            # The simulator's default count (its docstring): ~ frames x width; 1 per 8 px-frames
+            # of width per 100 frames is of its order; the factor scales it.
+            n_spatter = max(1, int(factor * self.n_frames * self.shape[1] / 2000))
         stack = simulate_sequence(
             self.n_frames,
             self.shape,
@@ -345,7 +386,10 @@ class SimulatedPool:
             speed=speed,
             noise=False,  # the HR target is clean; LR noise is added per sample
             pixel_size_um=float(rng.uniform(*self.pixel_size_um)),
+            n_spatter=n_spatter,
         )
+        if self.drift > 0:
+            stack = _drift(stack, rng.uniform(0, self.drift), rng.uniform(0, 2 * math.pi))
         return ArraySource(stack)
 
     def draw(self, rng: np.random.Generator) -> FrameSource:
@@ -353,6 +397,143 @@ class SimulatedPool:
             self._pool.append(self._simulate(rng))
         elif self._draws and self._draws % self.refresh_every == 0:
             self._pool[self._next] = self._simulate(rng)
+            self._next = (self._next + 1) % self.pool_size
+        self._draws += 1
+        return self._pool[int(rng.integers(len(self._pool)))]
+
+
+def _drift(stack: np.ndarray, speed: float, direction: float) -> np.ndarray:
+    """``stack`` (T, H, W) translated by ``speed`` px/frame along ``direction`` (radians)."""
+    import cv2
+
+    vy, vx = speed * math.sin(direction), speed * math.cos(direction)
+    out = np.empty_like(stack)
+    h, w = stack.shape[1:]
+    for t in range(stack.shape[0]):
+        m = np.array([[1.0, 0.0, vx * t], [0.0, 1.0, vy * t]], np.float32)
+        out[t] = cv2.warpAffine(stack[t], m, (w, h), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+    return out
+
+
+class RealMotionPool:
+    """Real-motion sequences (:mod:`napari_xfusion.core.motion`) from the *training* stills.
+
+    Each sequence is a camera moving over a random training still (pan with an optional speed
+    ramp, zoom, rotation, shake, smooth non-rigid deformation, drawn at random), with 0-3
+    foreground patches cut from other training stills crossing it at their own speeds
+    (occlusion) and, sometimes, brightness changes. The validation stills
+    (:func:`~napari_xfusion.core.motion.validation_stills`) are never used: the constructor
+    refuses them. Rendering costs ~1 s per sequence (64 frames, 256x256), so a pool is kept and
+    refreshed like :class:`SimulatedPool`'s.
+
+    Parameters
+    ----------
+    pool_size, refresh_every, n_frames : int
+        As :class:`SimulatedPool`.
+    shape : (int, int)
+        Frame size (HR px).
+    max_speed : float
+        Largest camera speed (HR px/frame); layers move up to twice as fast.
+    stills : sequence of str, optional
+        Names to draw from (default: :func:`~napari_xfusion.core.motion.training_stills`).
+    """
+
+    def __init__(
+        self,
+        pool_size: int = 4,
+        refresh_every: int = 64,
+        n_frames: int = 64,
+        shape: tuple[int, int] = (256, 256),
+        max_speed: float = 12.0,
+        stills: Sequence[str] | None = None,
+    ) -> None:
+        self.stills = tuple(training_stills() if stills is None else stills)
+        reserved = sorted(set(self.stills) & set(validation_stills()))
+        if reserved:
+            raise ValueError(
+                f"stills {reserved} are reserved for validation (core.motion.validation_stills) "
+                "and must never be trained on"
+            )
+        if not self.stills:
+            raise ValueError("give at least one training still")
+        self.pool_size = int(pool_size)
+        self.refresh_every = int(refresh_every)
+        self.n_frames = int(n_frames)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.max_speed = float(max_speed)
+        self._pool: list[ArraySource] = []
+        self._draws = 0
+        self._next = 0
+        self.rendered: list[str] = []  # every still used so far (tests check the split)
+
+    def _pick(self, rng: np.random.Generator) -> str:
+        name = self.stills[int(rng.integers(len(self.stills)))]
+        assert name not in validation_stills(), name  # the split is a hard rule
+        self.rendered.append(name)
+        return name
+
+    def _render(self, rng: np.random.Generator) -> ArraySource:
+        h, w = self.shape
+        n = self.n_frames
+        speed = rng.uniform(0, self.max_speed) * rng.uniform(0.2, 1.0)
+        direction = rng.uniform(0, 2 * math.pi)
+        velocity = (speed * math.sin(direction), speed * math.cos(direction))
+        ramp = rng.random() < 0.2
+        accel = (0.0, 0.0)
+        if ramp:  # a speed ramp from 0 to max_speed over the sequence
+            a = self.max_speed / max(n - 1, 1)
+            accel, velocity = (a * math.sin(direction), a * math.cos(direction)), (0.0, 0.0)
+        z0 = rng.uniform(0.7, 1.0) if rng.random() < 0.3 else 1.0
+        motion = CameraMotion(
+            velocity=velocity,
+            acceleration=accel,
+            rotation_deg=float(rng.normal(0, 0.5)) if rng.random() < 0.3 else 0.0,
+            zoom=(z0, 1.0) if rng.random() < 0.5 else (1.0, z0),
+            shake_px=float(rng.uniform(0, 3)) if rng.random() < 0.3 else 0.0,
+            shake_deg=float(rng.uniform(0, 0.3)) if rng.random() < 0.2 else 0.0,
+            warp_px=float(rng.uniform(0, 10)) if rng.random() < 0.3 else 0.0,
+            warp_corr_px=float(rng.uniform(24, 64)),
+            warp_period=float(rng.uniform(20, 80)),
+        )
+        seed = int(rng.integers(2**31 - 1))
+        frames = render_camera(load_still(self._pick(rng)), (h, w), n, motion, seed)
+        layers = []
+        for _ in range(int(rng.integers(0, 4))):
+            ang = rng.uniform(0, 2 * math.pi)
+            v = rng.uniform(0, 2 * self.max_speed) * np.array([math.sin(ang), math.cos(ang)])
+            meet = rng.uniform(0.2, 0.8, 2) * (h, w)
+            r = rng.uniform(0.08, 0.25, 2) * min(h, w)
+            layers.append(
+                Layer(
+                    still=self._pick(rng),
+                    radii=(float(r[0]), float(r[1])),
+                    position=tuple(meet - v * (n - 1) / 2),
+                    velocity=(float(v[0]), float(v[1])),
+                    spin_deg=float(rng.uniform(-1, 1)),
+                    source=tuple(rng.uniform(0.3, 0.7, 2)),
+                    softness=float(rng.uniform(1, 4)),
+                )
+            )
+        if layers:
+            frames = composite_layers(frames, layers)
+        if rng.random() < 0.3:
+            frames = apply_brightness(
+                0.1 + 0.8 * frames,
+                gain=(1.0, float(rng.uniform(0.8, 1.25))),
+                flicker=float(rng.uniform(0, 0.03)),
+                local_amplitude=float(rng.uniform(-0.3, 0.4)),
+                local_sigma_px=float(rng.uniform(20, 80)),
+                local_velocity=tuple(rng.normal(0, 3, 2)),
+                seed=seed,
+            )
+        return ArraySource(np.ascontiguousarray(frames, np.float32))
+
+    def draw(self, rng: np.random.Generator) -> FrameSource:
+        if len(self._pool) < self.pool_size:
+            self._pool.append(self._render(rng))
+        elif self._draws and self._draws % self.refresh_every == 0:
+            self._pool[self._next] = self._render(rng)
             self._next = (self._next + 1) % self.pool_size
         self._draws += 1
         return self._pool[int(rng.integers(len(self._pool)))]
@@ -449,6 +630,29 @@ class TexturePool:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FlowSampling:
+    """How :class:`WindowSampler` computes the ``edvr-stf-flow`` inputs of an item.
+
+    Attributes
+    ----------
+    context : int
+        HR size of the square box the flow is computed on, centred on the crop where the
+        frame allows (a multiple of 4, >= the crop): the flow needs field of view to follow
+        motion; at inference it sees the whole frame.
+    preset : str
+        DIS preset of the fuser (the ``flow`` method's default: ``"fast"``).
+    """
+
+    context: int = 128
+    preset: str = "fast"
+
+    def __post_init__(self) -> None:
+        if self.context % SCALE or self.context < 4 * SCALE:
+            raise ValueError(f"flow context must be a multiple of {SCALE} and >= 16, got "
+                             f"{self.context}")  # fmt: skip
+
+
 @dataclass
 class Sample:
     """One training item (numpy, float32 in [0, 1]).
@@ -464,6 +668,10 @@ class Sample:
     window : Window
     b0 : float
         Blank-scan factor of the LR noise.
+    hr_flow : shape (2, 3, 4h, 4w), optional
+        With :class:`FlowSampling`: the ``edvr-stf-flow`` key inputs (per key: the key warped
+        to t, its confidence, the flow frame), :func:`napari_xfusion.nn.edvr_flow.flow_key_inputs`
+        on the noisy LR frames.
     """
 
     lr: np.ndarray
@@ -471,6 +679,7 @@ class Sample:
     target: np.ndarray
     window: Window
     b0: float
+    hr_flow: np.ndarray | None = None
 
 
 class WindowSampler:
@@ -502,6 +711,7 @@ class WindowSampler:
         log10_b0: tuple[float, float] | None = (1.0, 7.0),
         augment: bool = True,
         focus: int = 1,
+        flow: FlowSampling | None = None,
     ) -> None:
         if crop % SCALE or crop < SCALE:
             raise ValueError(f"HR crop must be a positive multiple of {SCALE}, got {crop}")
@@ -513,6 +723,14 @@ class WindowSampler:
         self.log10_b0 = log10_b0
         self.augment = augment
         self.focus = max(int(focus), 1)
+        if flow is not None and flow.context < self.crop:
+            raise ValueError(f"flow context {flow.context} is smaller than the crop {self.crop}")
+        self.flow = flow
+        self._fuser = None
+        if flow is not None:
+            from napari_xfusion.nn.edvr_flow import RecordingFlowFuser
+
+            self._fuser = RecordingFlowFuser(preset=flow.preset)
 
     def draw_window(self, n_frames: int, rng: np.random.Generator) -> Window:
         """Draw ``(s, a, b, t)`` fitting a sequence of ``n_frames`` and return its window.
@@ -557,6 +775,8 @@ class WindowSampler:
         ]
         if len(boxes) > 1:
             boxes.sort(key=lambda box: -float(source.read([win.target], box).std()))
+        if self.flow is not None:
+            return self._draw_flow(source, win, boxes[0], rng)
         times = [*win.lr_indices, win.key_before, win.key_after]
         frames = source.read(times, boxes[0])  # (5, P, P)
         if self.augment:
@@ -577,6 +797,67 @@ class WindowSampler:
             target=frames[1:2].copy(),
             window=win,
             b0=b0,
+        )
+
+    def _augment(self, arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """The same random flips and 90-degree rotation of the last two axes of every array."""
+        if not self.augment:
+            return arrays
+        flip_x, flip_y, turns = rng.random() < 0.5, rng.random() < 0.5, int(rng.integers(4))
+        out = []
+        for a in arrays:
+            if flip_x:
+                a = a[..., :, ::-1]
+            if flip_y:
+                a = a[..., ::-1, :]
+            out.append(np.ascontiguousarray(np.rot90(a, turns, axes=(-2, -1)), dtype=np.float32))
+        return out
+
+    def _draw_flow(
+        self, source: FrameSource, win: Window, box: Box, rng: np.random.Generator
+    ) -> Sample:
+        """An item with the ``edvr-stf-flow`` inputs (see the module docstring)."""
+        from napari_xfusion.nn.edvr_flow import flow_key_inputs
+
+        assert self.flow is not None and self._fuser is not None
+        height, width = source.shape
+        y0, x0 = box[:2]
+        c = self.flow.context
+        ch, cw = min(c, height - height % SCALE), min(c, width - width % SCALE)
+
+        # The context box: centred on the crop, shifted to stay inside the frame, LR grid.
+        def place(start: int, size: int, full: int) -> int:
+            half = (size - self.crop) // 2 // SCALE * SCALE
+            return min(max(start - half, 0), (full - size) // SCALE * SCALE)
+
+        cy, cx = place(y0, ch, height), place(x0, cw, width)
+        first, last = win.key_before, win.key_after
+        frames = source.read(range(first, last + 1), (cy, cx, ch, cw))  # (n, ch, cw)
+        lr_all = bin_frames(frames, SCALE)
+        b0 = math.inf
+        if self.log10_b0 is not None:
+            b0 = 10.0 ** rng.uniform(*self.log10_b0)
+            lr_all = add_shot_noise(lr_all, b0, rng)
+        lr_all = lr_all.astype(np.float32, copy=False)
+        # A new sequence every item: the fuser's caches are keyed by frame index only.
+        self._fuser.reset()
+        t, kb, ka = win.target - first, 0, last - first
+        inputs = flow_key_inputs(
+            self._fuser, t, (kb, ka), lr_all[t], frames[[kb, ka]], lr_all[[kb, ka]],
+            read_lr=lambda i: lr_all[i],
+        )  # fmt: skip
+        packed = inputs.packed()  # (2, 3, ch, cw)
+        # Back to the crop, in context coordinates (the crop lies inside the context).
+        oy, ox = y0 - cy, x0 - cx
+        hr_sl = (slice(oy, oy + self.crop), slice(ox, ox + self.crop))
+        lr_sl = tuple(slice(s.start // SCALE, s.stop // SCALE) for s in hr_sl)
+        lr = lr_all[[i - first for i in win.lr_indices]][(slice(None), *lr_sl)]
+        keys = frames[[kb, ka]][(slice(None), *hr_sl)]
+        target = frames[t][hr_sl][None]
+        hr_flow = packed[(slice(None), slice(None), *hr_sl)]
+        lr, keys, target, hr_flow = self._augment([lr, keys, target, hr_flow], rng)
+        return Sample(
+            lr=lr[:, None], hr=keys[:, None], target=target, window=win, b0=b0, hr_flow=hr_flow
         )
 
 
@@ -632,8 +913,11 @@ class TrainingWindows(IterableDataset):
         while True:
             pool = self.pools[int(rng.choice(len(self.pools), p=self.p))]
             item = self.sampler.draw(pool.draw(rng), rng)
-            yield {
+            out = {
                 "lr": torch.from_numpy(item.lr),
                 "hr": torch.from_numpy(item.hr),
                 "target": torch.from_numpy(item.target),
             }
+            if item.hr_flow is not None:
+                out["hr_flow"] = torch.from_numpy(item.hr_flow)
+            yield out

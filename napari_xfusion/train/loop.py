@@ -7,7 +7,8 @@ different data or budgets.
 Layout of a run directory::
 
     run_dir/config.yaml                    the resolved configuration
-    run_dir/<model>/log.csv                loss, learning rate, validation metrics
+    run_dir/<model>/log.csv                loss, learning rate, validation metrics, DCN offsets
+    run_dir/<model>/curves.png             loss / validation / offset curves (every validation)
     run_dir/<model>/model_latest.pt        nn.checkpoint format (load with nn.checkpoint)
     run_dir/<model>/model_iter<N>.pt       snapshots every ``checkpoint_every`` steps
     run_dir/<model>/state_latest.pt        optimizer state, step and time, for ``--resume``
@@ -55,6 +56,8 @@ from napari_xfusion.train.config import (
 )
 from napari_xfusion.train.datasets import (
     TRAINING_SEED_MIN,
+    FlowSampling,
+    RealMotionPool,
     SimulatedPool,
     SourcePool,
     StackFolder,
@@ -71,11 +74,17 @@ __all__ = [
     "learning_rate",
     "run_progress",
     "Validator",
+    "offset_stats",
+    "plot_curves",
+    "OFFSET_LEVELS",
     "DistInfo",
     "setup_distributed",
 ]
 
 logger = logging.getLogger(__name__)
+
+OFFSET_LEVELS = ("l3", "l2", "l1", "cascade")
+"""The DCN layers of PCD alignment, coarse to fine (their offsets are logged)."""
 
 LOG_FIELDS = (
     "iteration",
@@ -86,7 +95,18 @@ LOG_FIELDS = (
     "val_ssim",
     "bicubic_psnr",
     "bicubic_ssim",
+    "flow_psnr",
+    "flow_ssim",
+    "real_psnr",
+    "real_ssim",
+    "real_bicubic_psnr",
+    "real_flow_psnr",
+    *(f"offset_{lv}_{k}" for lv in OFFSET_LEVELS for k in ("mean", "max")),
 )
+"""Columns of ``log.csv``: validation medians (``val_*`` simulator, ``real_*`` real motion, with
+the bicubic and ``flow`` baselines on the same frames; ``flow_*`` only for ``edvr-stf-flow``
+runs) and the mean / max |offset| (pixels of the level) of every DCN layer since the last
+row."""
 
 
 def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
@@ -140,12 +160,59 @@ def setup_distributed(device: str = "auto") -> DistInfo:
 # ---------------------------------------------------------------------------------------------
 
 
-class Validator:
-    """PSNR/SSIM on a fixed held-out simulated sequence, against bicubic up-sampling.
+class _ValSet:
+    """One validation sequence: its HR truth, LR and target windows, with lazily computed
+    flow inputs (only when an ``edvr-stf-flow`` model is validated)."""
 
-    The sequence is simulated noise-free with ``config.seed`` (< ``TRAINING_SEED_MIN``, so never
-    drawn for training); LR = 4x4 binning; keys every ``key_step`` frames; the ``targets``
-    evaluated are non-key frames spread evenly over the sequence.
+    def __init__(self, hr: np.ndarray, windows: list) -> None:
+        self.hr = hr
+        self.lr = bin_frames(hr)
+        self.windows = windows
+        self._flow: list | None = None
+
+    def flow_inputs(self) -> list:
+        if self._flow is None:
+            from napari_xfusion.nn.edvr_flow import RecordingFlowFuser, flow_key_inputs
+
+            fuser = RecordingFlowFuser()
+            lr = self.lr
+            self._flow = [
+                flow_key_inputs(
+                    fuser,
+                    w.target,
+                    w.keys,
+                    lr[w.target],
+                    self.hr[list(w.keys)],
+                    lr[list(w.keys)],
+                    read_lr=lambda i: lr[i],
+                )  # fmt: skip
+                for w in self.windows
+            ]
+        return self._flow
+
+
+def _targets(n_frames: int, key_step: int, count: int, separation: int) -> list:
+    keys = key_indices(n_frames, key_step)
+    candidates = np.setdiff1d(np.arange(n_frames), keys)
+    pick = np.linspace(0, candidates.size - 1, min(count, candidates.size))
+    return plan(candidates[np.round(pick).astype(int)], n_frames, separation, keys)
+
+
+def _median_scores(preds: list[np.ndarray], truths: list[np.ndarray]) -> dict[str, float]:
+    return {
+        "psnr": float(np.median([psnr(p, t) for p, t in zip(preds, truths, strict=True)])),
+        "ssim": float(np.median([ssim(p, t) for p, t in zip(preds, truths, strict=True)])),
+    }
+
+
+class Validator:
+    """PSNR/SSIM on fixed held-out sequences, against bicubic (and ``flow``) on the same frames.
+
+    The simulator sequence is simulated noise-free with ``config.seed`` (< ``TRAINING_SEED_MIN``,
+    so never drawn for training); LR = 4x4 binning; keys every ``key_step`` frames; the
+    ``targets`` evaluated are non-key frames spread evenly over the sequence. ``real_motion``
+    names sequences of :func:`napari_xfusion.core.motion.validation_suite` (validation stills:
+    never trained on), scored the same way and reported apart (``real_*``).
     """
 
     def __init__(self, config: ValConfig) -> None:
@@ -154,38 +221,145 @@ class Validator:
                 f"the validation seed must be < {TRAINING_SEED_MIN} (training seeds start there)"
             )
         hr = simulate_sequence(config.n_frames, tuple(config.shape), seed=config.seed, noise=False)
-        self.hr = hr
-        self.lr = bin_frames(hr)
-        keys = key_indices(config.n_frames, config.key_step)
-        candidates = np.setdiff1d(np.arange(config.n_frames), keys)
-        pick = np.linspace(0, candidates.size - 1, min(config.targets, candidates.size))
-        self.windows = plan(candidates[np.round(pick).astype(int)], config.n_frames,
-                            config.separation, keys)  # fmt: skip
-        bicubic = upscale_bicubic(self.lr[[w.target for w in self.windows]])
-        truth = self.hr[[w.target for w in self.windows]]
-        self.bicubic = {
-            "psnr": float(np.median([psnr(b, t) for b, t in zip(bicubic, truth, strict=True)])),
-            "ssim": float(np.median([ssim(b, t) for b, t in zip(bicubic, truth, strict=True)])),
+        self.sets: dict[str, list[_ValSet]] = {
+            "val": [
+                _ValSet(
+                    hr,
+                    _targets(config.n_frames, config.key_step, config.targets, config.separation),
+                )
+            ]  # fmt: skip
         }
+        if config.real_motion:
+            from napari_xfusion.core.motion import validation_suite
+
+            suite = validation_suite(tuple(config.real_shape), config.n_frames, seed=config.seed,
+                                     names=config.real_motion)  # fmt: skip
+            self.sets["real"] = [
+                _ValSet(
+                    frames,
+                    _targets(
+                        config.n_frames, config.key_step, config.real_targets, config.separation
+                    ),
+                )  # fmt: skip
+                for _, frames in suite
+            ]
+        self.baselines: dict[str, dict[str, float]] = {}
+        for name, sets in self.sets.items():
+            preds, truths = [], []
+            for vs in sets:
+                preds += list(upscale_bicubic(vs.lr[[w.target for w in vs.windows]]))
+                truths += [vs.hr[w.target] for w in vs.windows]
+            self.baselines[name] = _median_scores(preds, truths)
+        self._flow_baselines: dict[str, dict[str, float]] | None = None
+
+    @property
+    def bicubic(self) -> dict[str, float]:
+        """Bicubic's median PSNR / SSIM on the simulator targets."""
+        return self.baselines["val"]
+
+    def flow_baselines(self) -> dict[str, dict[str, float]]:
+        """The ``flow`` method's medians per set (computes the flow inputs once)."""
+        if self._flow_baselines is None:
+            self._flow_baselines = {}
+            for name, sets in self.sets.items():
+                preds, truths = [], []
+                for vs in sets:
+                    preds += [np.clip(f.frame, 0, 1) for f in vs.flow_inputs()]
+                    truths += [vs.hr[w.target] for w in vs.windows]
+                self._flow_baselines[name] = _median_scores(preds, truths)
+        return self._flow_baselines
 
     @torch.no_grad()
     def __call__(self, model: EDVR, device: torch.device) -> dict[str, float]:
-        """Median PSNR and SSIM of ``model`` over the targets (model left in train mode)."""
+        """Median PSNR and SSIM of ``model`` per set: ``psnr``, ``ssim`` (simulator) and
+        ``real_psnr``, ``real_ssim`` when real-motion sequences are configured (model left in
+        train mode)."""
         model.eval()
-        scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+        flow_arch = model.config.arch == "edvr-stf-flow"
+        out_scores: dict[str, float] = {}
         try:
-            for w in self.windows:
-                lr = torch.from_numpy(self.lr[list(w.lr_indices)])[None, :, None].to(device)
-                hr = None
-                if model.config.uses_hr_keys:
-                    hr = torch.from_numpy(self.hr[list(w.keys)])[None, :, None].to(device)
-                out = model(lr, hr).clamp(0, 1)[0, 0].cpu().numpy()
-                truth = self.hr[w.target]
-                scores["psnr"].append(psnr(out, truth))
-                scores["ssim"].append(ssim(out, truth))
+            for name, sets in self.sets.items():
+                preds, truths = [], []
+                for vs in sets:
+                    flow = vs.flow_inputs() if flow_arch else None
+                    for i, w in enumerate(vs.windows):
+                        lr = torch.from_numpy(vs.lr[list(w.lr_indices)])[None, :, None]
+                        hr = None
+                        if flow is not None:
+                            hr = torch.from_numpy(flow[i].packed())[None]
+                        elif model.config.uses_hr_keys:
+                            hr = torch.from_numpy(vs.hr[list(w.keys)])[None, :, None]
+                        hr = None if hr is None else hr.to(device)
+                        out = model(lr.to(device), hr).clamp(0, 1)[0, 0].cpu().numpy()
+                        preds.append(out)
+                        truths.append(vs.hr[w.target])
+                scores = _median_scores(preds, truths)
+                prefix = "" if name == "val" else f"{name}_"
+                out_scores.update({f"{prefix}{k}": v for k, v in scores.items()})
         finally:
             model.train()
-        return {k: float(np.median(v)) for k, v in scores.items()}
+        return out_scores
+
+
+def offset_stats(model: nn.Module) -> dict[str, tuple[float, float]]:
+    """``{level: (mean |offset|, max |offset|)}`` of the last forward's DCN layers (pixels of
+    each level, before any ``max_offset`` clamp); empty before the first forward."""
+    pcd = getattr(model, "pcd_align", None)
+    if pcd is None:
+        return {}
+    out = {}
+    for level, pack in pcd.dcn_packs().items():
+        if pack.offset_stats is not None:
+            out[level] = (float(pack.offset_stats[0]), float(pack.offset_stats[1]))
+    return out
+
+
+def plot_curves(log_csv: str | os.PathLike, png: str | os.PathLike, title: str = "") -> Path:
+    """Plot a run's ``log.csv`` (loss, validation PSNR with its baselines, DCN offsets) as a
+    PNG (matplotlib's Agg backend; written atomically). Returns the PNG path."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    rows = list(csv.DictReader(open(log_csv, encoding="utf-8")))  # noqa: SIM115
+
+    def series(name: str) -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for r in rows:
+            v = r.get(name)
+            if v not in (None, ""):
+                xs.append(float(r["iteration"]))
+                ys.append(float(v))
+        return xs, ys
+
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    ax_loss, ax_val, ax_off = fig.subplots(1, 3)
+    ax_loss.semilogy(*series("loss"), lw=0.8)
+    ax_loss.set(xlabel="iteration", ylabel="Charbonnier loss", title="training loss")
+    for col, style in (
+        ("val_psnr", "C0-o"), ("bicubic_psnr", "C0:"), ("flow_psnr", "C0--"),
+        ("real_psnr", "C1-o"), ("real_bicubic_psnr", "C1:"), ("real_flow_psnr", "C1--"),
+    ):  # fmt: skip
+        xs, ys = series(col)
+        if xs:
+            ax_val.plot(xs, ys, style, ms=3, label=col)
+    ax_val.set(xlabel="iteration", ylabel="median PSNR (dB)", title="validation")
+    ax_val.legend(fontsize=7)
+    for i, lv in enumerate(OFFSET_LEVELS):
+        for k, style in (("mean", "-"), ("max", ":")):
+            xs, ys = series(f"offset_{lv}_{k}")
+            if xs:
+                ax_off.plot(xs, ys, style, color=f"C{i}", lw=0.8, label=f"{lv} {k}")
+    ax_off.set(xlabel="iteration", ylabel="|offset| (px of level)", title="DCN offsets")
+    ax_off.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    png = Path(png)
+    tmp = png.with_name(png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    tmp.replace(png)
+    return png
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +414,7 @@ class ModelTrainer:
         )
         self.frozen: bool | None = None
         self.skipped = 0  # steps skipped for non-finite gradients
+        self.offsets: dict[str, list] = {}  # level -> [sum of means, max, steps] since last log
         self.commit = _git_commit()  # the code this run imported, not a later HEAD
         self.wrapped: nn.Module = self.model
         self.set_phase(0)
@@ -270,6 +445,8 @@ class ModelTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         lr, hr, target = batch["lr"], batch["hr"], batch["target"]
+        if self.model.config.arch == "edvr-stf-flow":
+            hr = batch["hr_flow"]
         out = self.wrapped(lr, hr if self.model.config.uses_hr_keys else None)
         loss = charbonnier(out, target, self.config.optim.charbonnier_eps)
         self.optimizer.zero_grad(set_to_none=True)
@@ -283,7 +460,21 @@ class ModelTrainer:
             logger.warning("%s: non-finite gradient at step %d, step skipped", self.spec.name, step)
             return float("nan")
         self.optimizer.step()
+        for level, (mean, peak) in offset_stats(self.model).items():
+            acc = self.offsets.setdefault(level, [0.0, 0.0, 0])
+            acc[0] += mean
+            acc[1] = max(acc[1], peak)
+            acc[2] += 1
         return float(loss.detach())
+
+    def take_offsets(self) -> dict[str, float]:
+        """Log columns ``offset_<level>_mean/max`` since the last call (then cleared)."""
+        out = {}
+        for level, (total, peak, n) in self.offsets.items():
+            out[f"offset_{level}_mean"] = total / max(n, 1)
+            out[f"offset_{level}_max"] = peak
+        self.offsets.clear()
+        return out
 
     # -- saving -------------------------------------------------------------------------------
 
@@ -334,7 +525,7 @@ class ModelTrainer:
         """
         path = self.out_dir / "state_latest.pt"
         state = load_train_state(path, self.info.device)
-        if state["net_config"] != self.model.config.to_dict():
+        if NetConfig.from_dict(state["net_config"]) != self.model.config:
             raise ValueError(f"{path} holds a different network configuration than the config")
         try:
             self.model.load_state_dict(state["model"])
@@ -460,6 +651,8 @@ def _pools(config: TrainConfig) -> tuple[list[SourcePool], list[float]]:
             pools.append(SimulatedPool(**src.options))
         elif src.kind == "textures":
             pools.append(TexturePool(**src.options))
+        elif src.kind == "real-motion":
+            pools.append(RealMotionPool(**src.options))
         else:
             pools.append(StackFolder(src.path, **src.options))
     return pools, [s.weight for s in config.data.sources]
@@ -474,6 +667,9 @@ def _batches(config: TrainConfig, info: DistInfo, start: int) -> Iterator[dict[s
         log10_b0=None if d.log10_b0 is None else tuple(d.log10_b0),
         augment=d.augment,
         focus=d.focus,
+        flow=FlowSampling(d.flow_context)
+        if any(m.arch == "edvr-stf-flow" for m in config.models)
+        else None,
     )
     pools, weights = _pools(config)
     # The start step enters the seed: a resumed run continues with fresh, reproducible data.
@@ -534,6 +730,7 @@ def _log(
         if losses[name]:
             row["loss"] = float(np.nanmean(losses[name]))
             losses[name].clear()
+        row.update(tr.take_offsets())
         if validator is not None:
             scores = validator(tr.model, tr.info.device)
             row.update(
@@ -542,12 +739,28 @@ def _log(
                 bicubic_psnr=validator.bicubic["psnr"],
                 bicubic_ssim=validator.bicubic["ssim"],
             )
+            if "real_psnr" in scores:
+                row.update(
+                    real_psnr=scores["real_psnr"],
+                    real_ssim=scores["real_ssim"],
+                    real_bicubic_psnr=validator.baselines["real"]["psnr"],
+                )
+            if tr.model.config.arch == "edvr-stf-flow":
+                flow = validator.flow_baselines()
+                row.update(flow_psnr=flow["val"]["psnr"], flow_ssim=flow["val"]["ssim"])
+                if "real" in flow:
+                    row["real_flow_psnr"] = flow["real"]["psnr"]
             post[name] = f"{scores['psnr']:.2f}dB"
         else:
             post[name] = f"{row.get('loss', math.nan):.4f}"
         f, writer = writers[name]
         writer.writerow(row)
         f.flush()
+        if validator is not None:
+            try:
+                plot_curves(tr.out_dir / "log.csv", tr.out_dir / "curves.png", name)
+            except Exception as err:  # a plot must never stop a training run
+                logger.warning("%s: could not plot the curves: %s", name, err)
     return post
 
 
