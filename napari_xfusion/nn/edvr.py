@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from napari_xfusion.core.degrade import SCALE
 from napari_xfusion.nn.arch_util import make_layer, pad_to_multiple
 from napari_xfusion.nn.dcn import DCNv2Pack
 
@@ -47,8 +48,7 @@ __all__ = [
     "named_config",
 ]
 
-SCALE = 4
-"""Up-sampling factor (two PixelShuffle(2))."""
+# The up-sampling factor (two PixelShuffle(2)) is the cameras' grid ratio, defined in core.
 
 ARCHS = ("edvr", "edvr-stf")
 """The paper's architectures (raw inputs), implemented in this module."""

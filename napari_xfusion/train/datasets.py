@@ -44,7 +44,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import IterableDataset, get_worker_info
 
-from napari_xfusion.core.degrade import add_shot_noise, bin_frames
+from napari_xfusion.core.degrade import SCALE, add_shot_noise, bin_frames
 from napari_xfusion.core.motion import (
     CameraMotion,
     Layer,
@@ -75,9 +75,6 @@ __all__ = [
     "TrainingWindows",
     "bundled_textures",
 ]
-
-SCALE = 4
-"""HR pixels per LR pixel along each axis."""
 
 TRAINING_SEED_MIN = 1_000_000
 """Simulated training sequences use seeds >= this; held-out evaluation seeds stay below it."""
