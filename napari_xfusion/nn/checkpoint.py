@@ -380,7 +380,7 @@ def _load_payload(path: Path) -> Mapping:
             ) from None
         found = re.search(r"Unsupported global: GLOBAL [\w.]+", text)
         if found or "Weights only load failed" in text:
-            # PyTorch's own text goes on to suggest weights_only=False: exactly what must not
+            # PyTorch's own text goes on to suggest turning weights_only off: exactly what must not
             # be done with an untrusted file, so only the offending global is quoted.
             what = f" ({found.group(0)})" if found else ""
             raise CheckpointError(
