@@ -213,6 +213,7 @@ import struct  # noqa: E402
 
 from napari_xfusion.core import io as core_io  # noqa: E402
 from napari_xfusion.core.io import StackNotFoundError, StackWarning  # noqa: E402
+from napari_xfusion.core.io import checks as io_checks  # noqa: E402
 
 
 def _ifds(path):
@@ -359,7 +360,8 @@ def test_memory_bombs_are_refused_before_allocating(tmp_path, monkeypatch):
     tifffile.imwrite(tmp_path / "z.tif", np.zeros((2, 4, 4), np.uint8), compression="zlib",
                      metadata=None, photometric="minisblack")  # fmt: skip
     _patch_size(tmp_path / "z.tif", 60000, 60000)
-    monkeypatch.setattr(core_io, "memory_limit_bytes", lambda: 2**30)
+    # _check_memory looks the limit up in core.io.checks, so patch it there.
+    monkeypatch.setattr(io_checks, "memory_limit_bytes", lambda: 2**30)
     with pytest.raises(StackError, match=r"z\.tif: reading \(2, 60000, 60000\) uint8 would need "
                        r"6.71 GiB of memory, more than the 1 GiB allowed"):  # fmt: skip
         read_stack(tmp_path / "z.tif")
