@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from napari_xfusion.methods.base import Reconstruction, WindowInputs
-from napari_xfusion.methods.network import _check_finite_output, _NetworkMethod
-from napari_xfusion.nn.edvr import forward_tiled
+from napari_xfusion.methods.network import _NetworkMethod
 from napari_xfusion.nn.edvr_flow import ARCH, RecordingFlowFuser, flow_key_inputs
 
 __all__ = ["EDVRSTFFlowMethod"]
@@ -68,8 +67,9 @@ class EDVRSTFFlowMethod(_NetworkMethod):
         }
         return info
 
-    def _run(self, items: list[WindowInputs], use_cache: bool) -> list[Reconstruction]:
-        del use_cache  # warped keys differ per target: nothing to reuse across windows
+    def _hr_inputs(self, items: list[WindowInputs]) -> tuple[torch.Tensor, list[dict]]:
+        """The keys warped to each target along the flow, with their confidences and the flow
+        frame, packed ``(B, 2, 3, H, W)``; each item's extras carry flow's confidence map."""
         flows = []
         for it in items:
             w = it.window
@@ -84,32 +84,9 @@ class EDVRSTFFlowMethod(_NetworkMethod):
                     read_lr=it.read_lr,
                 )
             )
-        to = {"device": self.device, "dtype": torch.float32}
-        lr = torch.from_numpy(np.stack([np.asarray(it.lr, np.float32) for it in items]))
-        lr = lr.unsqueeze(2).to(**to)  # (B, 3, 1, h, w)
-        hr = torch.from_numpy(np.stack([f.packed() for f in flows])).to(**to)  # (B, 2, 3, H, W)
-        with_attention = self.model.config.with_tsa
-        with torch.inference_mode(), self._autocast():
-            if self.tile is not None:
-                result = forward_tiled(
-                    self.model,
-                    lr,
-                    hr,
-                    tile=self.tile,
-                    overlap=self.overlap,
-                    return_attention=with_attention,
-                )
-            else:
-                result = self.model(lr, hr, return_attention=with_attention)
-        out, scores = result if with_attention else (result, None)
-        frames = out[:, 0].float().cpu().numpy()
-        _check_finite_output(frames, items, self.name, self.weights)
-        attention = None if scores is None else scores.double().cpu().numpy()
-        return [
-            Reconstruction(
-                frame=frames[i],
-                attention=None if attention is None else attention[i],
-                extras={"confidence": flows[i].confidence},
-            )
-            for i in range(len(items))
-        ]
+        hr = torch.from_numpy(np.stack([f.packed() for f in flows]))
+        return hr, [{"confidence": f.confidence} for f in flows]
+
+    def _run(self, items: list[WindowInputs], use_cache: bool) -> list[Reconstruction]:
+        del use_cache  # warped keys differ per target: nothing to reuse across windows
+        return super()._run(items, use_cache=False)

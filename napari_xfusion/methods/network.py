@@ -222,15 +222,25 @@ class _NetworkMethod(Reconstructor):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
+    def _hr_inputs(self, items: list[WindowInputs]) -> tuple[torch.Tensor | None, list[dict]]:
+        """The HR input of one batch (None for LR-only networks) and each item's extras.
+
+        EDVR-STF takes the raw keys, ``(B, 2, 1, 4h, 4w)``; subclasses feed other HR inputs
+        (``edvr-stf-flow``: keys warped along the flow) and may return per-item extra maps.
+        """
+        extras: list[dict] = [{} for _ in items]
+        if not self.uses_hr_keys:
+            return None, extras
+        hr = torch.from_numpy(np.stack([np.asarray(it.hr_keys, np.float32) for it in items]))
+        return hr.unsqueeze(2), extras
+
     def _run(self, items: list[WindowInputs], use_cache: bool) -> list[Reconstruction]:
         """One forward for ``items`` (all of one frame size)."""
         to = {"device": self.device, "dtype": torch.float32}
         lr = torch.from_numpy(np.stack([np.asarray(it.lr, np.float32) for it in items]))
         lr = lr.unsqueeze(2).to(**to)  # (B, 3, 1, h, w)
-        hr = None
-        if self.uses_hr_keys:
-            hr = torch.from_numpy(np.stack([np.asarray(it.hr_keys, np.float32) for it in items]))
-            hr = hr.unsqueeze(2).to(**to)  # (B, 2, 1, 4h, 4w)
+        hr, extras = self._hr_inputs(items)
+        hr = None if hr is None else hr.to(**to)
         with_attention = self.model.config.with_tsa
         with torch.inference_mode(), self._autocast():
             if self.tile is not None:
@@ -259,7 +269,11 @@ class _NetworkMethod(Reconstructor):
         _check_finite_output(frames, items, self.name, self.weights)
         attention = None if scores is None else scores.double().cpu().numpy()
         return [
-            Reconstruction(frame=frames[i], attention=None if attention is None else attention[i])
+            Reconstruction(
+                frame=frames[i],
+                attention=None if attention is None else attention[i],
+                extras=extras[i],
+            )
             for i in range(len(items))
         ]
 
