@@ -414,6 +414,17 @@ class FlowFuser:
         self.max_chain = int(max_chain)
         self.reset()
 
+    def options(self) -> dict[str, float | int | str]:
+        """The fuser's settings as JSON-serialisable values (export metadata, ``describe``)."""
+        return {
+            "preset": self.preset,
+            "consistency": float(self.consistency),
+            "photometric": float(self.photometric),
+            "bp_iterations": int(self.bp_iterations),
+            "noise_target": float(self.noise_target),
+            "max_chain": int(self.max_chain),
+        }
+
     def reset(self) -> None:
         """Forget every cached frame and flow."""
         self._images: OrderedDict[tuple[_Pair, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()

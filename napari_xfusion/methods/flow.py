@@ -70,14 +70,6 @@ class FlowMethod(Reconstructor):
             )
         except ValueError as exc:
             raise ValueError(f"flow: {exc}") from None
-        self._options = {
-            "preset": preset,
-            "consistency": float(consistency),
-            "photometric": float(photometric),
-            "bp_iterations": int(bp_iterations),
-            "noise_target": float(noise_target),
-            "max_chain": int(max_chain),
-        }
 
     def reconstruct(self, inputs: WindowInputs) -> Reconstruction:
         w = inputs.window
@@ -95,4 +87,4 @@ class FlowMethod(Reconstructor):
         self._fuser.reset()
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.name, **self._options}
+        return {"method": self.name, **self._fuser.options()}

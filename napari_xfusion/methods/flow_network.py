@@ -57,14 +57,7 @@ class EDVRSTFFlowMethod(_NetworkMethod):
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
-        info["flow"] = {
-            "preset": self.fuser.preset,
-            "consistency": self.fuser.consistency,
-            "photometric": self.fuser.photometric,
-            "bp_iterations": self.fuser.bp_iterations,
-            "noise_target": self.fuser.noise_target,
-            "max_chain": self.fuser.max_chain,
-        }
+        info["flow"] = self.fuser.options()
         return info
 
     def _hr_inputs(self, items: list[WindowInputs]) -> tuple[torch.Tensor, list[dict]]:
