@@ -26,6 +26,12 @@ smoke run of about 3 minutes (200x512, 1 target per gap, 1 simulator seed).
 
     python benchmarks/evaluate_methods.py --out docs/benchmarks/real-motion
     python benchmarks/evaluate_methods.py --quick --methods bicubic,bayesian --out /tmp/eval
+
+Runs split over several sessions (e.g. the networks after a retraining) are merged with
+``--combine OUT DIR DIR ...``: the runs must share the budget (size, frames, sequences, seeds,
+settings, targets, ablation), a method present in several runs must have scored the same frames
+with the same values (bicubic, which every run includes for its gains, is checked to be
+identical), and the merged summary names every run's command and wall time.
 """
 
 from __future__ import annotations
@@ -143,6 +149,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--resummarise", type=Path, metavar="DIR",
         help="rebuild DIR/summary.md and summary.json from DIR/frames.csv (no reconstruction)",
+    )  # fmt: skip
+    p.add_argument(
+        "--combine", nargs="+", type=Path, metavar="DIR",
+        help="OUT DIR [DIR ...]: merge earlier runs' frames.csv into OUT (no reconstruction)",
     )  # fmt: skip
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -494,10 +504,93 @@ def resummarise(folder: Path) -> str:
     return table
 
 
+BUDGET_KEYS = (
+    "size", "frames_per_sequence", "targets_per_gap", "key_steps", "noise", "sequences",
+    "sim_seeds", "suite_seed", "ablation",
+)  # fmt: skip
+"""What two runs must share to be merged into one table."""
+
+COMBINE_TOLERANCE_DB = 1e-6
+"""Largest PSNR difference (dB) between two runs' rows of one method and frame."""
+
+
+def combine(out: Path, folders: Sequence[Path]) -> str:
+    """Merge the ``frames.csv`` of runs with one budget into ``out`` (tables rebuilt).
+
+    Raises ``SystemExit`` naming the folder and the field when the budgets differ, or the
+    method and frame when two runs disagree on a frame both scored."""
+    if len(folders) < 2:
+        raise SystemExit("--combine OUT DIR DIR ...: give the output folder and >= 2 runs")
+    runs = []
+    for folder in folders:
+        try:
+            info = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+            rows = read_frames(folder / "frames.csv")
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(f"{folder}: not a run of this script ({exc})") from None
+        runs.append((folder, info, rows))
+    first_folder, first, _ = runs[0]
+    for folder, info, _ in runs[1:]:
+        for key in BUDGET_KEYS:
+            if info["budget"].get(key) != first["budget"].get(key):
+                raise SystemExit(
+                    f"{folder}: budget {key} = {info['budget'].get(key)!r}, but "
+                    f"{first_folder} has {first['budget'].get(key)!r}: not one benchmark"
+                )
+    merged: dict[tuple, dict] = {}
+    for folder, _, rows in runs:
+        for r in rows:
+            key = (r["method"], r["keys"], *_pair_key(r))
+            seen = merged.get(key)
+            if seen is None:
+                merged[key] = r
+            elif abs(seen["psnr"] - r["psnr"]) > COMBINE_TOLERANCE_DB:
+                raise SystemExit(
+                    f"{folder}: {r['method']} ({r['keys']} keys) scored {r['psnr']:.6f} dB at "
+                    f"{r['set']}/{r['sequence']} k={r['key_step']} {r['noise']} frame "
+                    f"{r['index']}, another run {seen['psnr']:.6f} dB: the method changed "
+                    "between the runs; rerun it"
+                )
+    rows = list(merged.values())
+    summary = summarise(rows)
+    wall = sum(info["budget"]["wall_seconds"] for _, info, _ in runs)
+    budget = dict(first["budget"])
+    parts = "; ".join(
+        f"{', '.join(info['budget']['methods'])}: {info['budget']['wall_seconds'] / 60:.1f} min"
+        for _, info, _ in runs
+    )
+    budget["summary"] = (
+        budget["summary"].split("; wall time")[0]
+        + f"; {len(rows)} frame results; wall time {wall / 60:.1f} min in {len(runs)} runs "
+        f"({parts}; {budget['threads']} torch thread(s))"
+    )
+    budget.update(
+        methods=list(dict.fromkeys(m for _, i, _ in runs for m in i["budget"]["methods"])),
+        wall_seconds=wall,
+        frame_results=len(rows),
+    )
+    describe: dict[str, Any] = {}
+    for _, info, _ in runs:
+        for d in info.get("methods", []):
+            describe.setdefault(d.get("method", str(len(describe))), d)
+    commands = [f"{info['command']} (out: {folder})" for folder, info, _ in runs]
+    extra = {
+        "command": " + ".join(commands),
+        "commands": commands,
+        "methods": list(describe.values()),
+    }
+    table = markdown(summary, budget)
+    write_outputs(out, rows, summary, budget, table, extra)
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.resummarise is not None:
         print(resummarise(args.resummarise))
+        return 0
+    if args.combine is not None:
+        print(combine(args.combine[0], args.combine[1:]))
         return 0
     command = "python benchmarks/evaluate_methods.py " + shlex.join(
         list(argv) if argv is not None else sys.argv[1:]

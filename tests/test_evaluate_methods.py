@@ -132,3 +132,35 @@ def test_smoke_run_writes_the_tables_and_the_ablation(bench, tmp_path, capsys):
     # The tables can be rebuilt from frames.csv alone, identically.
     bench.resummarise(out)
     assert (out / "summary.md").read_text() == written
+
+
+def test_runs_with_one_budget_combine_and_a_changed_method_is_refused(bench, tmp_path, capsys):
+    common = [
+        "--size", "64", "128", "--targets-per-gap", "1", "--sequences", "pan-slow",
+        "--sim-seeds", "20260", "--noise", "clean", "--key-steps", "10", "--no-ablation",
+    ]  # fmt: skip
+    a, b, both = tmp_path / "a", tmp_path / "b", tmp_path / "both"
+    assert bench.main([*common, "--methods", "bicubic,flow", "--out", str(a)]) == 0
+    assert bench.main([*common, "--methods", "bicubic,bayesian", "--out", str(b)]) == 0
+    capsys.readouterr()
+    bench.combine(both, [a, b])
+    merged = json.loads((both / "summary.json").read_text())
+    assert merged["budget"]["methods"] == ["bicubic", "flow", "bayesian"]
+    assert len(merged["commands"]) == 2 and "in 2 runs" in merged["budget"]["summary"]
+    rows = bench.read_frames(both / "frames.csv")
+    assert sorted({r["method"] for r in rows}) == ["bayesian", "bicubic", "flow"]
+    assert sum(r["method"] == "bicubic" for r in rows) == 2  # once, not once per run
+    gains = {e["method"] for e in merged["summary"] if "gain_over_bicubic_db" in e}
+    assert gains == {"bicubic", "flow", "bayesian"}
+
+    # A method whose frames differ between the runs cannot be merged silently.
+    frames = (b / "frames.csv").read_text().splitlines()
+    head, first = frames[0], frames[1].split(",")
+    first[head.split(",").index("psnr")] = "99.0"
+    (b / "frames.csv").write_text("\n".join([head, ",".join(first), *frames[2:]]) + "\n")
+    with pytest.raises(SystemExit, match="changed between the runs"):
+        bench.combine(tmp_path / "bad", [a, b])
+    # Another budget is refused, naming the field.
+    assert bench.main([*common[:-1], "--methods", "bicubic", "--out", str(tmp_path / "c")]) == 0
+    with pytest.raises(SystemExit, match="budget ablation"):
+        bench.combine(tmp_path / "bad", [a, tmp_path / "c"])
