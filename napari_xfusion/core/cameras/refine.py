@@ -2,7 +2,7 @@
 
 Each binned HR key ``h`` is compared with the LR stream interpolated in time around its
 matched LR frame, ``x(t) = sum_j w_j(t) x_j`` (linear: ``(1 - a) x_j + a x_{j+1}`` between
-frames ``j`` and ``j + 1``; the default cubic kernel mixes four frames). With noisy LR frames
+frames ``j`` and ``j + 1``; the default cubic B-spline mixes four frames). With noisy LR frames
 and a comparatively clean key, the maximum-likelihood fit of that model is not the plain
 squared error ``e(t) = |h - x(t)|^2``: blending noisy frames lowers their noise (by half at
 ``a = 1/2`` for linear), which at 20 dB outweighs the motion of a small scene and pulls the
@@ -91,15 +91,21 @@ class TimeRefinement:
         )  # fmt: skip
         lines = [
             f"time offset from the images: {self.offset_frames:+.3f}{stderr} LR frames{in_ns} "
-            f"({self.per_key_offset_frames.size} keys, confidence {self.confidence:.2f})",
+            f"({_plural(self.per_key_offset_frames.size, 'key')}, confidence "
+            f"{self.confidence:.2f})",
             f"  per key: {keys} (spread {self.spread_frames:.3f})",
         ]
         if self.at_search_edge.any():
             lines.append(
-                f"  {int(self.at_search_edge.sum())} keys found their best time at the edge of "
-                f"the +-{self.search_frames:g} frame search: the offset may be larger"
+                f"  {_plural(int(self.at_search_edge.sum()), 'key')} found the best time at "
+                f"the edge of the +-{self.search_frames:g} frame search or of the LR stack: "
+                "the offset may lie beyond it"
             )
         return "\n".join(lines)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _smooth(frames: np.ndarray, sigma: float) -> np.ndarray:
@@ -134,14 +140,22 @@ def _intensity_map(h: np.ndarray, near: np.ndarray) -> np.ndarray:
 
 def _time_weights(times: np.ndarray, n_frames: int, kernel: str) -> np.ndarray:
     """Interpolation weights (G, T) of the LR frames at fractional LR times ``times``:
-    ``"linear"`` (two frames) or ``"cubic"`` (Catmull-Rom over four; frames past the ends of
-    the stack are replaced by the end frame)."""
+    ``"linear"`` (two frames), ``"cubic"`` (Catmull-Rom) or ``"bspline"`` (cubic B-spline)
+    over four (frames past the ends of the stack are replaced by the end frame)."""
     weights = np.zeros((times.size, n_frames), dtype=np.float64)
     base = np.floor(times).astype(np.int64)
     frac = times - base
     rows = np.arange(times.size)
     if kernel == "linear":
         taps = {0: 1 - frac, 1: frac}
+    elif kernel == "bspline":
+        f2, f3 = frac * frac, frac * frac * frac
+        taps = {
+            -1: (1 - frac) ** 3 / 6,
+            0: (3 * f3 - 6 * f2 + 4) / 6,
+            1: (-3 * f3 + 3 * f2 + 3 * frac + 1) / 6,
+            2: f3 / 6,
+        }
     else:
         f2, f3 = frac * frac, frac * frac * frac
         taps = {
@@ -225,7 +239,7 @@ def refine_time_offset(
     *,
     search_frames: float = 2.0,
     smooth_px: float = 1.0,
-    kernel: str = "cubic",
+    kernel: str = "bspline",
 ) -> TimeRefinement:
     """The sub-frame time offset of HR keys relative to their matched LR frames.
 
@@ -241,12 +255,15 @@ def refine_time_offset(
         Search the key's time within ``lr_index +- search_frames`` LR frames.
     smooth_px : float
         Gaussian sigma (LR pixels) applied to both before comparing (0: none).
-    kernel : {"cubic", "linear"}
-        Interpolation of the LR stream in time: Catmull-Rom over four frames (default) or
-        linear between two. Linear is exact for keys that are blends of two LR frames, but its
-        cost curve has a kink at every LR frame that noise turns into a false minimum; cubic
-        mixes four frames smoothly (measured on the 41-frame test scene, 9 keys, offsets
-        -0.4 .. +0.5: |error| <= 0.06 at 25-30 dB vs <= 0.22 for linear; 20 dB <= 0.35).
+    kernel : {"bspline", "cubic", "linear"}
+        Interpolation of the LR stream in time. ``"linear"`` (two frames) is exact for keys
+        that are blends of two LR frames, but its cost has a kink at every LR frame that noise
+        turns into false minima; ``"cubic"`` (Catmull-Rom, four frames) is smooth;
+        ``"bspline"`` (cubic B-spline, four frames, default) also averages the frames' noise
+        (the sum of squared weights is ~0.5). Measured on the 41-frame 32 x 64 test scene
+        simulated at 1/10-frame steps, 9 keys, offsets -0.4 .. +0.5, 3 noise seeds,
+        largest |error| clean / 30 dB / 25 dB / 20 dB: bspline 0.05 / 0.06 / 0.07 / 0.18,
+        cubic 0.07 / 0.11 / 0.20 / 0.35, linear 0.08 / 0.11 / 0.22 / 0.49.
 
     Returns
     -------
@@ -260,8 +277,8 @@ def refine_time_offset(
         Shapes or indices that do not fit.
     """
     lr, hr, index, search = _check_inputs(lr, hr_binned, lr_index, search_frames)
-    if kernel not in ("cubic", "linear"):
-        raise ValueError(f"kernel must be 'cubic' or 'linear', got {kernel!r}")
+    if kernel not in ("bspline", "cubic", "linear"):
+        raise ValueError(f"kernel must be 'bspline', 'cubic' or 'linear', got {kernel!r}")
     n_frames = lr.shape[0]
     lr_s = _smooth(lr, smooth_px)
     hr_s = _smooth(hr, smooth_px)
