@@ -481,3 +481,21 @@ def test_shifted_and_select_keep_times_and_origin_consistent():
     assert sub.trigger_frame == 0 and sub.frame_numbers.tolist() == [0, 1]
     assert t.select([0, 2]).trigger_frame is None
     assert "3 frames" in t.describe()
+
+
+def test_phantom_xml_in_utf16_cannot_hide_a_doctype(tmp_path):
+    path = tmp_path / "wide.xml"
+    text = '<?xml version="1.0" encoding="utf-16"?><!DOCTYPE c [<!ENTITY a "x">]><c>&a;</c>'
+    path.write_bytes(text.encode("utf-16"))
+    with pytest.raises(CameraMetadataError, match=r"wide\.xml: declares a DOCTYPE"):
+        read_frame_times(path)
+
+
+def test_cine_too_large_for_memory_is_refused_before_allocating(tmp_path, monkeypatch):
+    from napari_xfusion.core.io import checks
+
+    path = _good_cine(tmp_path, "big.cine")
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 10)
+    with pytest.raises(CameraMetadataError, match=r"big\.cine: 3 images of 4 x 4 x 8 bit"):
+        read_cine(path)
+    assert len(read_frame_times(path)) == 3  # times need no image memory
