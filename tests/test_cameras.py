@@ -499,3 +499,19 @@ def test_cine_too_large_for_memory_is_refused_before_allocating(tmp_path, monkey
     with pytest.raises(CameraMetadataError, match=r"big\.cine: 3 images of 4 x 4 x 8 bit"):
         read_cine(path)
     assert len(read_frame_times(path)) == 3  # times need no image memory
+
+
+def test_match_frames_when_no_hr_frame_lies_inside_the_lr_recording():
+    lr = frame_times_from_rate(10, 1e6, source="lr")
+    hr = frame_times_from_rate(3, 1e4, trigger_delay_s=1e-3, source="hr")
+    with pytest.raises(TimingError, match="no HR frame of hr lies within the LR recording"):
+        match_frames(hr, lr, drop_outside=True)
+    with pytest.raises(TimingError, match="at least 2 LR frames"):
+        match_frames(hr, lr.select([0]))
+
+
+def test_shimadzu_without_per_frame_times(tmp_path):
+    times = frame_times_from_rate(5, 1e6)
+    path = write_shimadzu_ini(tmp_path / "lr.ini", times, per_frame=False)
+    assert "IMAGE_INFO" not in path.read_text()
+    assert np.allclose(read_frame_times(path).times_s, times.times_s, atol=1e-15)

@@ -281,7 +281,9 @@ def refine_time_offset(
         # Past the ends of the stack the curve is extended flat: no pull either way.
         first, last = np.flatnonzero(inside)[[0, -1]]
         curve[:first], curve[last + 1 :] = curve[first], curve[last]
-        log_curves[k] = np.log(np.maximum(curve, 1e-30))
+        # A floor relative to the key's own level: an exact match (E = 0) must not outweigh
+        # every other key by the arbitrary depth of log(0 + tiny).
+        log_curves[k] = np.log(np.maximum(curve, 1e-9 * max(float(curve.max()), 1e-300)))
         own, at_end = _argmin_parabola(grid[inside], log_curves[k][inside])
         offsets[k] = own
         edge[k] = at_end
