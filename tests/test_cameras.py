@@ -515,3 +515,16 @@ def test_shimadzu_without_per_frame_times(tmp_path):
     path = write_shimadzu_ini(tmp_path / "lr.ini", times, per_frame=False)
     assert "IMAGE_INFO" not in path.read_text()
     assert np.allclose(read_frame_times(path).times_s, times.times_s, atol=1e-15)
+
+
+def test_refined_match_moves_keys_to_their_true_lr_frames():
+    lr = frame_times_from_rate(40, 1e6, source="lr")
+    hr = FrameTimes(np.array([5e-6, 15e-6, 25e-6]), np.array([0, 1, 2]), "hr")
+    match = match_frames(hr, lr)
+    moved = match.refined(0.7, len(lr))  # the images say: 0.7 frames later
+    assert moved.lr_index.tolist() == [6, 16, 26]
+    assert np.allclose(moved.residual_frames, 0.3)
+    assert np.allclose(moved.residual_s, 0.3e-6)
+    assert moved.offset_s == pytest.approx(0.7e-6)
+    with pytest.raises(TimingError, match="outside the 40 LR frames"):
+        match.refined(15.2, len(lr))
