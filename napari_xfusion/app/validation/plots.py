@@ -34,6 +34,9 @@ def plot_loo(result: Any, path: Path) -> Path:
         if finite.size:
             data.append(finite)
             labels.append(method)
+    from matplotlib.ticker import MaxNLocator
+
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_xlabel("withheld key (LR frame)")
     left.set_ylabel("PSNR against the real key (dB)")
     left.set_title("leave-one-key-out, per key")
