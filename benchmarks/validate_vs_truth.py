@@ -88,8 +88,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         config = RunConfig(simulate=True, keys=KeyRule(step=args.key_step), lr_psnr=args.lr_psnr,
                            seed=0, device="cpu", methods=methods)  # fmt: skip
         prepared = prepare_inputs(config, hr=truth)
-        loo = {s["method"]: s for s in leave_one_key_out(config, prepared,
-                                                          method_cache=cache).summary()}  # fmt: skip
+        result = leave_one_key_out(config, prepared, method_cache=cache)
+        loo = {s["method"]: s for s in result.summary()}
         gap2k = _true_psnr(config.replace(keys=KeyRule(step=2 * args.key_step)), truth, cache)
         gapk = _true_psnr(config, truth, cache)
         for m in (c.name for c in methods):
