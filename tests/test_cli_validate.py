@@ -113,3 +113,15 @@ def test_errors_are_one_line_naming_the_file(data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("xfusion validate: error: --fused ") and "not-a-stack.tif" in err
     assert len(err.splitlines()) == 1, err  # refused before the leave-one-key-out
+
+
+def test_help_has_examples_and_lists_the_outputs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:\n  xfusion sample" in text and "xfusion validate --lr" in text
+    assert "loo.csv" in text and "lr_consistency.csv" in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "validate" in capsys.readouterr().out
