@@ -18,7 +18,7 @@ sequences of :func:`napari_xfusion.core.motion.validation_suite` (validation sti
 shipped network saw them). LR = HR binned 4x4 with shot noise at ``--lr-psnr`` (seeded), s = 1.
 Everything runs through the app layer (``prepare_inputs``, ``run_job``) like ``xfusion fuse``.
 
-    python benchmarks/validate_vs_truth.py --out /tmp/loo-vs-truth            # ~10 min, CPU
+    python benchmarks/validate_vs_truth.py --out docs/benchmarks/validate-vs-truth  # ~5 min, CPU
     python benchmarks/validate_vs_truth.py --quick --out /tmp/loo-vs-truth-quick
 """
 
