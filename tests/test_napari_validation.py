@@ -96,7 +96,7 @@ def test_validate_shows_the_app_layers_leave_one_key_out_per_method(docks, qtbot
     assert panel.flagged.text() == ""  # no fused layers yet: nothing to check
 
 
-def test_after_a_run_the_fused_layers_are_checked_against_the_lr(docks, qtbot):
+def test_after_a_run_the_fused_layers_are_checked_against_the_lr(docks, qtbot, tmp_path):
     viewer, fusion, metrics = docks
     assert fusion.run()
     qtbot.waitUntil(lambda: not fusion.running, timeout=TIMEOUT_MS)
@@ -110,6 +110,12 @@ def test_after_a_run_the_fused_layers_are_checked_against_the_lr(docks, qtbot):
     assert "bicubic:" in text and "of 13 frames flagged" in text
     # flow keeps its frames consistent with the LR (its back-projection): none flagged.
     assert "flow: 0 of 13 frames flagged" in text
+    assert panel.save_button.isEnabled()
+    paths = panel.save(tmp_path / "val")
+    assert sorted(p.name for p in (tmp_path / "val").iterdir()) == [
+        "loo.csv", "loo.png", "loo_summary.csv", "lr_consistency.csv",
+    ]  # fmt: skip
+    assert paths["consistency"].read_text() == table.to_csv_text()
 
 
 def test_cancel_keeps_the_rows_done(docks, qtbot, monkeypatch):

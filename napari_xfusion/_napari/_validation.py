@@ -17,10 +17,12 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtWidgets import (
+    QFileDialog,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -234,9 +236,17 @@ class ValidationPanel(QGroupBox):
         self.cancel_button.setToolTip("Stop after the frame in progress; the keys done stay")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
+        self.save_button = QPushButton("Save…")
+        self.save_button.setToolTip(
+            "Save loo.csv, loo_summary.csv, loo.png and lr_consistency.csv into a folder (the "
+            "files xfusion validate writes)"
+        )
+        self.save_button.setEnabled(False)
+        self.save_button.clicked.connect(self._save_dialog)
         buttons = QHBoxLayout()
         buttons.addWidget(self.validate_button)
         buttons.addWidget(self.cancel_button)
+        buttons.addWidget(self.save_button)
         buttons.addStretch()
         self.progress = QProgressBar()
         self.progress.setFormat("idle")
@@ -291,6 +301,7 @@ class ValidationPanel(QGroupBox):
             return False
         self._cancel = threading.Event()
         self.result = self.consistency = self.last_outcome = None
+        self.save_button.setEnabled(False)
         self.table.setRowCount(0)
         self.flagged.setText("")
         worker = create_worker(validation_job, request, self._cancel, _start_thread=False)
@@ -358,9 +369,36 @@ class ValidationPanel(QGroupBox):
         self.worker = None
         self.validate_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self.save_button.setEnabled(bool(self.result is not None and self.result.rows))
         if self.progress.maximum() == 0:  # failed before the first row: no busy bar left
             self.progress.setRange(0, 1)
             self.progress.setFormat("idle")
+
+    def save(self, folder: str | Path) -> dict[str, Path]:
+        """Write the last validation's files into ``folder`` (as ``xfusion validate`` does)."""
+        from napari_xfusion.core.io import write_text_atomic
+
+        if self.result is None:
+            raise ValueError("nothing to save: run a validation first")
+        paths = self.result.save(folder)
+        if self.consistency is not None:
+            paths["consistency"] = write_text_atomic(
+                Path(folder) / "lr_consistency.csv", self.consistency.to_csv_text()
+            )
+        return paths
+
+    def _save_dialog(self) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        folder = QFileDialog.getExistingDirectory(self, "Save the validation into a folder")
+        if not folder:
+            return
+        try:
+            paths = self.save(folder)
+        except (OSError, ValueError) as exc:
+            show_error(f"Could not save the validation into {folder}: {exc}")
+            return
+        show_info(f"Validation saved: {', '.join(p.name for p in paths.values())} in {folder}")
 
     # --- rendering ------------------------------------------------------------------------
 
