@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QFileDialog,
     QGroupBox,
@@ -267,6 +268,7 @@ class ValidationPanel(QGroupBox):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.flagged = QLabel("")
         self.flagged.setWordWrap(True)
         self.flagged.setToolTip(
@@ -412,6 +414,11 @@ class ValidationPanel(QGroupBox):
         for i, row in enumerate(rows):
             for j, (key, _, fmt) in enumerate(_COLUMNS):
                 self.table.setItem(i, j, _item(row.get(key), fmt))
+        # One row per method (a handful): show them all rather than a scrolled sliver.
+        table = self.table
+        height = table.horizontalHeader().height() + 2 * table.frameWidth()
+        height += sum(table.rowHeight(i) for i in range(table.rowCount()))
+        table.setFixedHeight(height)
 
     def _show_flagged(self) -> None:
         table = self.consistency
