@@ -162,8 +162,8 @@ def test_resample_round_trip_matches_lr(scene: np.ndarray) -> None:
 
 
 # -- estimation --------------------------------------------------------------------------------
-@pytest.mark.parametrize("psnr_db", [None, 20.0])
-def test_estimate_similarity_with_flip(scene: np.ndarray, psnr_db: float | None) -> None:
+@pytest.mark.parametrize("psnr_db", [None, 30.0, 20.0])
+def test_estimate_similarity_with_flip(scene: np.ndarray, psnr_db: float | None, tmp_path) -> None:
     true = CameraTransform.from_params(1 / RATIO, 3.0, (12.3, 4.7), flip_x=True, hr_shape=HR_SHAPE)
     hr = warp_hr_view(scene[KEYS], true, HR_SHAPE)
     lr = _lr(scene, psnr_db)[KEYS]
@@ -176,6 +176,8 @@ def test_estimate_similarity_with_flip(scene: np.ndarray, psnr_db: float | None)
     assert reg.residual_lr_px < 0.2 and reg.per_key_residual_lr_px.shape == (3,)
     assert check_residual(reg) is reg
     assert "mirrored left-right" in reg.report()
+    path = reg.transform.save(tmp_path / "t.json", info=reg.info())  # JSON-ready
+    assert CameraTransform.load(path).allclose(reg.transform, atol=0)
 
 
 def test_refuses_unrelated_images(scene: np.ndarray) -> None:
@@ -233,12 +235,13 @@ def test_bad_inputs(scene: np.ndarray) -> None:
 def test_estimate_affine(scene: np.ndarray) -> None:
     true = CameraTransform.from_params(1 / RATIO, -2.5, (10.0, 6.0), flip_y=True,
                                        hr_shape=HR_SHAPE, shear=0.03, aspect=0.98)  # fmt: skip
-    hr = warp_hr_view(scene[KEYS], true, HR_SHAPE)
-    reg = estimate_transform(hr, _lr(scene, 25.0)[KEYS], model="affine", scale_hint=1 / RATIO)
+    keys = [0, 2, 4, 6, 8]  # six parameters: more keys for the same accuracy in the noise
+    hr = warp_hr_view(scene[keys], true, HR_SHAPE)
+    reg = estimate_transform(hr, _lr(scene, 25.0)[keys], model="affine", scale_hint=1 / RATIO)
     p = reg.transform.params()
     assert p["flip_y"] and not p["flip_x"] and reg.model == "affine"
-    assert p["shear"] == pytest.approx(0.03, abs=0.003)
-    assert p["aspect"] == pytest.approx(0.98, abs=0.003)
+    assert p["shear"] == pytest.approx(0.03, abs=0.005)
+    assert p["aspect"] == pytest.approx(0.98, abs=0.005)
     assert _corner_error(reg.transform, true, reg.overlap_lr) < 0.1
 
 
