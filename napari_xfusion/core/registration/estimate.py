@@ -40,6 +40,7 @@ from napari_xfusion.core.registration.grid import (
     _check_stack,
     antialias_sigma,
     common_lr_crop,
+    grid_to_lr_matrix,
     resample_keys,
 )
 from napari_xfusion.core.registration.residual import measure_residual
@@ -59,10 +60,10 @@ MODELS = ("similarity", "affine")
 # The coarse search works at a pyramid level where the LR image is at most this wide.
 _COARSE_MAX_SIDE = 128
 _MIN_LEVEL_SIDE = 12
-_GN_ITERATIONS = 40
+_GN_ITERATIONS = 25
 # Mirror candidates whose coarse evidence reaches this fraction of the best are refined.
 _KEEP = 0.5
-_GN_TOLERANCE_PX = 2e-4  # stop when the update moves no corner by more (level pixels)
+_GN_TOLERANCE_PX = 1e-3  # stop when the update moves no corner by more (level pixels)
 
 
 @dataclass(frozen=True, eq=False)
@@ -486,13 +487,22 @@ def _photometric(model: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.
     return predicted - target, np.interp(model, centres, slopes)
 
 
-def _geometry_jacobian(gx: np.ndarray, gy: np.ndarray, px: np.ndarray, py: np.ndarray,
-                       model: str, fsign: np.ndarray) -> np.ndarray:  # fmt: skip
-    """d(HR image at q(p)) / d(parameters) for normalised level coordinates (px, py)."""
-    if model == "similarity":
-        ux, uy = fsign[0] * gx, fsign[1] * gy
-        return np.column_stack([ux * px + uy * py, -ux * py + uy * px, ux, uy])
-    return np.column_stack([gx * px, gx * py, gx, gy * px, gy * py, gy])
+def _binned(image: np.ndarray, f: int, valid: np.ndarray) -> np.ndarray:
+    """Means of the ``f x f`` blocks of ``image`` at the ``valid`` level pixels, float64."""
+    if f == 1:
+        return image[valid].astype(np.float64)
+    h, w = valid.shape
+    # INTER_AREA at an integer factor is the exact block mean, and much faster than numpy's.
+    means = cv2.resize(
+        np.ascontiguousarray(image, dtype=np.float32), (w, h), interpolation=cv2.INTER_AREA
+    )
+    return means[valid].astype(np.float64)
+
+
+def _warp(image: np.ndarray, to_src: np.ndarray, size: tuple[int, int], interp: int) -> np.ndarray:
+    """``image`` sampled at ``to_src @ (x, y, 1)`` for every pixel of a ``size`` (w, h) grid."""
+    return cv2.warpAffine(image, to_src, size, flags=interp | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
 
 
 def _refine(
@@ -513,7 +523,6 @@ def _refine(
     hh, ww = hr.shape[1:]
     fsign = np.array([-1.0 if flips[0] else 1.0, -1.0 if flips[1] else 1.0])
     t = np.array(matrix, dtype=np.float64)
-    remap = cv2.remap
     for c in [*levels, None]:
         final = c is None
         c = 1 if final else c
@@ -521,13 +530,12 @@ def _refine(
         hc, wc = lr_c.shape[1:]
         d_c = _level_matrix(c)
         scale = math.sqrt(abs(np.linalg.det(t[:2, :2])))
-        if c == 1:
-            sub = (np.arange(SCALE) + 0.5) / SCALE - 0.5
-            subs = [(dx, dy) for dy in sub for dx in sub]
+        if c == 1:  # f x f samples per LR pixel, binned: exactly resample_keys + bin_frames
+            f = SCALE
             sigma = antialias_sigma(1.0 / (SCALE * scale))
             edge = 2.0 + 2.0 * sigma + 0.5 / scale
         else:
-            subs = [(0.0, 0.0)]
+            f = 1
             sigma = antialias_sigma(c / scale)
             edge = 1.0 + 2.0 * sigma  # the blur reflects at the HR border: keep clear of it
         hb = [_blur(np.asarray(k, dtype=np.float32), sigma) for k in hr]
@@ -536,6 +544,11 @@ def _refine(
         norm = np.array([[rho, 0, (wc - 1) / 2], [0, rho, (hc - 1) / 2], [0, 0, 1.0]])
         ys, xs = np.mgrid[0:hc, 0:wc].astype(np.float64)
         xn, yn = (xs - (wc - 1) / 2) / rho, (ys - (hc - 1) / 2) / rho
+        # Sample offsets inside each level pixel, normalised, tiled over the sample grid.
+        sub = ((np.arange(f) + 0.5) / f - 0.5) / rho
+        off_x = np.tile(sub, wc)[None, :].astype(np.float32)
+        off_y = np.tile(sub, hc)[:, None].astype(np.float32)
+        grid_to_norm = np.linalg.inv(norm) @ grid_to_lr_matrix(f)
         m = np.linalg.inv(d_c @ t) @ norm  # normalised level coords -> HR
         if model == "similarity":
             g = np.diag([*fsign, 1.0]) @ m
@@ -552,6 +565,7 @@ def _refine(
         iterations = 0 if final else _GN_ITERATIONS
         scores = np.zeros(len(hr))
         n_valid = 0
+        size = (wc * f, hc * f)
         for it in range(iterations + 1):
             m = build(theta)
             qx = m[0, 0] * xn + m[0, 1] * yn + m[0, 2]
@@ -561,35 +575,34 @@ def _refine(
                 raise RegistrationError("the HR view left the LR image during refinement")
             n_valid = int(valid.sum()) * c * c  # in LR pixels
             px, py = xn[valid], yn[valid]
-            maps = []
-            for dx, dy in subs:  # sub-sample positions, LR px -> normalised -> HR
-                ox, oy = dx / rho, dy / rho
-                mx = (qx[valid] + m[0, 0] * ox + m[0, 1] * oy).astype(np.float32)[None]
-                my = (qy[valid] + m[1, 0] * ox + m[1, 1] * oy).astype(np.float32)[None]
-                maps.append((mx, my, px + ox, py + oy))
+            to_hr = (m @ grid_to_norm)[:2]
             scoring = final or it == iterations
             n_par = theta.size
             big_h = np.zeros((n_par, n_par))
             big_g = np.zeros(n_par)
             for k in range(len(hr)):
-                hw = np.zeros(px.size)
-                jac = np.zeros((px.size, n_par))
-                for mx, my, sx, sy in maps:
-                    hw += remap(hb[k], mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)[0]
-                    if not scoring:
-                        gx = remap(
-                            grads[k][0], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-                        )[0]
-                        gy = remap(
-                            grads[k][1], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-                        )[0]
-                        jac += _geometry_jacobian(gx, gy, sx, sy, model, fsign)
-                hw /= len(maps)
+                hw = _binned(_warp(hb[k], to_hr, size, cv2.INTER_CUBIC), f, valid)
                 target = lr_c[k][valid]
                 if scoring:
                     scores[k] = _pearson(hw, target)
                     continue
-                jac /= len(maps)
+                ux = _warp(grads[k][0], to_hr, size, cv2.INTER_LINEAR)
+                uy = _warp(grads[k][1], to_hr, size, cv2.INTER_LINEAR)
+                if model == "similarity":
+                    ux *= fsign[0]
+                    uy *= fsign[1]
+                ax, bx = _binned(ux, f, valid), _binned(uy, f, valid)
+                if f == 1:
+                    adx = ady = bdx = bdy = 0.0
+                else:
+                    adx, ady = _binned(ux * off_x, f, valid), _binned(ux * off_y, f, valid)
+                    bdx, bdy = _binned(uy * off_x, f, valid), _binned(uy * off_y, f, valid)
+                if model == "similarity":
+                    jac = np.column_stack([ax * px + adx + bx * py + bdy,
+                                           -(ax * py + ady) + bx * px + bdx, ax, bx])  # fmt: skip
+                else:
+                    jac = np.column_stack([ax * px + adx, ax * py + ady, ax,
+                                           bx * px + bdx, bx * py + bdy, bx])  # fmt: skip
                 res, slope = _photometric(hw, target)
                 # Shot noise: variance grows with the signal, so weigh each pixel by the
                 # inverse of its predicted level (Poisson), then Huber on the whitened residual.
