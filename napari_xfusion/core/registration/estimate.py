@@ -14,11 +14,14 @@ Two well-known steps, for each mirror candidate (none, x, y, both):
    with the LR shot noise reduced by sqrt(K).
 2. **Refinement by direct intensity alignment.** Gauss-Newton (forward-additive Lucas-Kanade,
    as ``cv2.findTransformECC`` but with our own code) on the sum over keys of the squared
-   difference between each LR frame and its HR key, blurred to the LR pixel footprint and
-   sampled at the transformed position, with a gain and offset per key (the cameras' exposure
-   differ) and Huber weights (moving details at slightly different times), coarse-to-fine
-   over the LR pyramid. Gradients come from the clean HR side, so 20 dB LR noise averages out
-   over the pixels.
+   difference between each LR frame and its HR key seen through the transform, coarse-to-fine
+   over the LR pyramid. On binned levels an LR pixel is the HR key blurred to its footprint and
+   sampled at its centre; on the full-resolution level it is exactly what the fusion will get:
+   the mean of the pixel's 4 x 4 samples of the grid (``resample_keys`` then ``bin_frames``).
+   Per key, HR intensities map to LR ones by a binned, interpolated curve (the cameras'
+   gains, offsets and any smooth non-linearity); pixels are weighted for Poisson noise and by
+   Huber (moving details at slightly different times). Gradients come from the clean HR side,
+   so 20 dB LR noise averages out over the pixels.
 
 The mirror is chosen by the final correlation. The result's residual is then measured
 independently on the resampled keys (:func:`measure_residual`).
