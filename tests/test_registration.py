@@ -13,6 +13,7 @@ from napari_xfusion.core.metrics import psnr
 from napari_xfusion.core.registration import (
     CameraTransform,
     RegistrationError,
+    assess_transform,
     check_residual,
     common_lr_crop,
     coverage_mask,
@@ -154,6 +155,10 @@ def test_resample_round_trip_matches_lr(scene: np.ndarray) -> None:
     keys = resample_keys(hr, t, (64, 128))
     y0, y1, x0, x1 = keys.lr_crop
     assert psnr(bin_frames(keys.hr_on_grid), bin_frames(scene[KEYS])[:, y0:y1, x0:x1]) > 45
+    whole = resample_keys(hr, t, (64, 128), overlap=(0, 64, 0, 128))  # beyond the HR view
+    assert whole.hr_on_grid.shape == (3, 256, 512) and 0.4 < whole.valid_fraction < 0.9
+    with pytest.raises(ValueError, match="overlap"):
+        resample_keys(hr, t, (64, 128), overlap=(0, 65, 0, 128))
     # Coarser HR than the grid (ratio 6 > 4): low-passed, still consistent.
     t6 = CameraTransform.from_params(1 / 6, -2.0, (20.0, 8.0), hr_shape=(64, 128))
     hr6 = warp_hr_view(scene[KEYS], t6, (64, 128))
@@ -176,6 +181,12 @@ def test_estimate_similarity_with_flip(scene: np.ndarray, psnr_db: float | None,
     assert _corner_error(reg.transform, true, reg.overlap_lr) < 0.1
     assert reg.residual_lr_px < 0.2 and reg.per_key_residual_lr_px.shape == (3,)
     assert check_residual(reg) is reg
+    # A given transform (file, user adjustment) is assessed the same way.
+    again = assess_transform(hr, lr, reg.transform)
+    assert again.source == "file" and again.overlap_lr == reg.overlap_lr
+    assert again.score == pytest.approx(reg.score, abs=1e-6)
+    shifted = CameraTransform(np.array(reg.transform.matrix) + [[0, 0, 1.0], [0, 0, 0], [0, 0, 0]])
+    assert assess_transform(hr, lr, shifted).residual_lr_px > 0.7  # 1 LR px off
     assert "mirrored left-right" in reg.report()
     path = reg.transform.save(tmp_path / "t.json", info=reg.info())  # JSON-ready
     assert CameraTransform.load(path).allclose(reg.transform, atol=0)

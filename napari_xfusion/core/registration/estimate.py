@@ -53,7 +53,7 @@ from napari_xfusion.core.registration.transform import (
     _flip_matrix,
 )
 
-__all__ = ["FLIPS", "MODELS", "Registration", "estimate_transform"]
+__all__ = ["FLIPS", "MODELS", "Registration", "assess_transform", "estimate_transform"]
 
 FLIPS = ((False, False), (True, False), (False, True), (True, True))
 """Mirror candidates (flip_x, flip_y) tried when flips are allowed."""
@@ -692,7 +692,7 @@ def _finish(
     residual, per_key = measure_residual(keys.hr_on_grid, lr[:, y0:y1, x0:x1])
     info = tuple(
         {"flip_x": cand.flips[0], "flip_y": cand.flips[1],
-         "coarse_score": round(cand.coarse_score, 4),
+         "coarse_score": None if math.isnan(cand.coarse_score) else round(cand.coarse_score, 4),
          "score": None if cand.score is None else round(float(cand.score), 4),
          "evidence": None if cand.evidence is None else round(float(cand.evidence), 1)}
         for cand in candidates
@@ -828,3 +828,38 @@ def _refine_candidates(hr: np.ndarray, lr: np.ndarray, candidates: list[_Candida
         raise RegistrationError(
             "refinement failed for every candidate: the HR view leaves the LR image"
         )
+
+
+def assess_transform(
+    hr: np.ndarray, lr: np.ndarray, transform: CameraTransform, *, source: str = "file"
+) -> Registration:
+    """Measure how well a given transform (a transform file, a user's adjustment) fits.
+
+    Parameters
+    ----------
+    hr, lr : numpy.ndarray, shape (K, H, W) and (K, h, w)
+        HR keys and their LR frames, as for :func:`estimate_transform`.
+    transform : CameraTransform
+        HR pixel -> LR pixel map to assess (not changed).
+    source : str
+        Recorded in the result (e.g. "file", "user").
+
+    Returns
+    -------
+    Registration
+        Same fields as from :func:`estimate_transform` (``model`` "similarity" when the matrix
+        has no shear or aspect, else "affine"); pass it to :func:`check_residual`.
+    """
+    hr, lr = _check_pair(hr, lr)
+    if not isinstance(transform, CameraTransform):
+        raise TypeError(f"transform must be a CameraTransform, got {type(transform).__name__}")
+    transform = CameraTransform(transform.matrix, hr_shape=hr.shape[1:])
+    p = transform.params()
+    flips = (p["flip_x"], p["flip_y"])
+    similar = abs(p["shear"]) < 1e-9 and abs(p["aspect"] - 1) < 1e-9
+    model = "similarity" if similar else "affine"
+    matrix, scores, n = _refine(hr, lr, transform.matrix, flips, model, [])
+    cand = _Candidate(flips, transform.matrix, float("nan"), float("nan"), float(np.mean(scores)))
+    cand.evidence = float(np.mean(_evidence(np.asarray(scores), np.full(len(scores), n))))
+    cand.overlap = n
+    return _finish(hr, lr, [cand], model, source)
