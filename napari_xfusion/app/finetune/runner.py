@@ -1,0 +1,545 @@
+"""Fine-tune a network on the user's own keys for a bounded time, keep it only if it helps.
+
+Steps of :func:`iter_finetune` (:func:`finetune` drives it):
+
+1. split the keys (:func:`~.split.split_keys`): training targets and held-out keys;
+2. score the source weights by leave-one-key-out on the held-out keys
+   (:func:`napari_xfusion.app.validation.leave_one_key_out`, the same code as ``xfusion
+   validate``, through the method registry: the score is what a fusion run with those weights
+   gives);
+3. train from the source weights on the pairs of :mod:`.pairs` with the training loop's
+   pieces (:class:`napari_xfusion.train.loop.ModelTrainer`: Adam, Charbonnier loss, gradient
+   clipping, non-finite steps skipped; :func:`~napari_xfusion.train.loop.learning_rate`:
+   warm-up then cosine annealing spread over the wall-time budget), until ``minutes`` pass,
+   ``max_steps`` are done or ``cancel`` is set (checked between steps);
+4. score the fine-tuned weights the same way on the same held-out keys;
+5. keep the better (strictly higher mean PSNR by at least ``min_gain_db``; else the
+   source), and save it with :func:`napari_xfusion.nn.checkpoint.save_checkpoint`, its
+   provenance recording the source weights and hash, the data and hashes, the split, steps,
+   time and both scores. The file loads like any checkpoint: ``MethodChoice(name,
+   weights=path)``, ``xfusion fuse --weights edvr-stf=PATH``.
+
+Cancelling keeps the better of the source and the weights trained so far (both are scored).
+The wall time bounds training; the two validations add a forward pass per held-out key each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_xfusion.app.config import MethodChoice, RunConfig
+from napari_xfusion.app.finetune.split import FinetuneError, KeySplit, split_keys
+
+__all__ = [
+    "FinetuneProgress",
+    "FinetuneResult",
+    "FinetuneSettings",
+    "LooScore",
+    "finetune",
+    "iter_finetune",
+    "network_methods",
+    "source_weights",
+]
+
+KEPT = ("finetuned", "original")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How to fine-tune (defaults: a few CPU minutes from the shipped small weights).
+
+    Attributes
+    ----------
+    lr : float
+        Peak Adam learning rate (the shipped weights were trained at 4e-4; fine-tuning starts
+        lower so a few steps on a few keys do not undo the pre-training).
+    eta_min : float
+        Learning rate at the end of the cosine.
+    warmup : int
+        Steps of linear warm-up.
+    batch_size, crop, focus : int
+        Items per step; HR crop (multiple of 4); candidate crops per item (the most
+        structured is kept), as in :class:`napari_xfusion.train.config.DataConfig`.
+    augment : bool
+        Random flips and 90-degree rotations.
+    validation_fraction : float
+        Share of the interior keys held out (:func:`~.split.split_keys`).
+    max_key_offset : int
+        Neighbour keys up to this many places away (1: adjacent keys).
+    grad_clip : float or None
+        Global gradient-norm clip.
+    max_steps : int or None
+        Stop after this many steps even with time left (tests, reproducible runs).
+    threads : int or None
+        torch threads on the CPU during fine-tuning (restored after); None: leave as is.
+        1 by default: on a shared machine two spin-waiting OpenMP threads were measured ~5x
+        slower per step than one (train/configs/shipped-small.yaml).
+    min_gain_db : float
+        The fine-tuned weights are kept only when their held-out PSNR beats the source's by
+        more than this.
+    """
+
+    lr: float = 1e-4
+    eta_min: float = 1e-6
+    warmup: int = 10
+    batch_size: int = 4
+    crop: int = 64
+    focus: int = 3
+    augment: bool = True
+    validation_fraction: float = 1 / 3
+    max_key_offset: int = 1
+    grad_clip: float | None = 5.0
+    max_steps: int | None = None
+    threads: int | None = 1
+    min_gain_db: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0 or self.eta_min < 0 or self.eta_min > self.lr:
+            raise FinetuneError(f"need lr > 0 and 0 <= eta_min <= lr, got {self.lr}, "
+                                f"{self.eta_min}")  # fmt: skip
+        if self.batch_size < 1 or self.focus < 1 or self.warmup < 0 or self.max_key_offset < 1:
+            raise FinetuneError("batch_size, focus and max_key_offset must be >= 1, warmup >= 0")
+        if self.crop % 4 or self.crop < 16:
+            raise FinetuneError(f"crop must be a multiple of 4 and >= 16, got {self.crop}")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise FinetuneError(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.threads is not None and self.threads < 1:
+            raise FinetuneError(f"threads must be >= 1, got {self.threads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FinetuneProgress:
+    """One progress event: ``phase`` in ``validate-before``, ``prepare``, ``train``,
+    ``validate-after``, ``save``; ``step`` done, its ``loss`` (NaN outside training), training
+    ``seconds`` so far of ``budget_seconds``."""
+
+    phase: str
+    step: int = 0
+    loss: float = math.nan
+    seconds: float = 0.0
+    budget_seconds: float = 0.0
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        """Share of the training budget used, in [0, 1]."""
+        if self.budget_seconds <= 0:
+            return 1.0 if self.phase not in ("validate-before", "prepare") else 0.0
+        return min(self.seconds / self.budget_seconds, 1.0)
+
+
+@dataclass(frozen=True)
+class LooScore:
+    """Leave-one-key-out score of one set of weights on the held-out keys.
+
+    ``psnr``, ``aad``, ``ssim``: means over the keys; ``per_key``: LR index -> PSNR (dB).
+    """
+
+    psnr: float
+    aad: float
+    ssim: float
+    per_key: dict[int, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "psnr": self.psnr,
+            "aad": self.aad,
+            "ssim": self.ssim,
+            "per_key_psnr": {str(k): v for k, v in self.per_key.items()},
+        }
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What :func:`finetune` did: the checkpoint written and why it holds what it holds."""
+
+    checkpoint_path: Path
+    kept: str  # "finetuned" | "original"
+    loo_before: LooScore
+    loo_after: LooScore
+    steps: int
+    seconds: float
+    provenance: dict[str, Any]
+    split: KeySplit | None = None
+    stopped: str = ""  # "time", "steps", "cancelled"
+    sha256: str = ""
+
+    @property
+    def gain_db(self) -> float:
+        """Held-out PSNR after minus before (dB)."""
+        return self.loo_after.psnr - self.loo_before.psnr
+
+    def summary_text(self) -> str:
+        """A few lines for the user: before/after, what was kept, where."""
+        split = self.split
+        keys = (f" (held-out keys {list(split.validation)}; trained on {list(split.train)})"
+                if split else "")  # fmt: skip
+        lines = [
+            f"leave-one-key-out PSNR on the held-out keys{keys}:",
+            f"  before {self.loo_before.psnr:.2f} dB (SSIM {self.loo_before.ssim:.4f})",
+            f"  after  {self.loo_after.psnr:.2f} dB (SSIM {self.loo_after.ssim:.4f}) after "
+            f"{self.steps} steps in {self.seconds:.0f} s ({self.stopped or 'done'})",
+        ]
+        if self.kept == "finetuned":
+            lines.append(f"kept the fine-tuned weights ({self.gain_db:+.2f} dB): "
+                         f"{self.checkpoint_path}")  # fmt: skip
+        else:
+            why = "no training step was done" if self.steps == 0 else (
+                f"fine-tuning did not help ({self.gain_db:+.2f} dB)")  # fmt: skip
+            lines.append(f"kept the original weights, {why}: {self.checkpoint_path}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------------------------
+
+
+def network_methods() -> dict[str, str]:
+    """Registered methods that are networks this code can fine-tune: name -> arch."""
+    from napari_xfusion.methods.registry import available_methods
+    from napari_xfusion.nn.edvr import ALL_ARCHS
+
+    out = {}
+    for name, spec in available_methods().items():
+        if not spec.needs_weights:
+            continue
+        try:
+            arch = getattr(spec.load_class(), "arch", None)
+        except Exception:  # a broken plugin is not ours to fine-tune
+            continue
+        if arch in ALL_ARCHS:
+            out[name] = arch
+    return out
+
+
+def source_weights(
+    config: RunConfig, method: str, init: str | os.PathLike[str] | None = None
+) -> tuple[str, Path]:
+    """``(arch, path)`` of the weights to start from: ``init``, else the config's weights of
+    ``method``, else its shipped weights (checked against their recorded sha256)."""
+    from napari_xfusion.methods.registry import get_spec
+
+    try:
+        spec = get_spec(method)
+    except ValueError as exc:
+        raise FinetuneError(str(exc)) from None
+    nets = network_methods()
+    if method not in nets:
+        why = "uses no network weights" if not spec.needs_weights else "is not an EDVR network"
+        raise FinetuneError(
+            f"{method} {why}: nothing to fine-tune; choose one of {', '.join(nets) or '(none)'}"
+        )
+    if init is None and method in config.method_names:
+        init = config.method(method).weights
+    if init is not None:
+        path = Path(init)
+        if not path.is_file():
+            raise FinetuneError(f"weights {path}: no such file")
+        return nets[method], path
+    from napari_xfusion.methods.network import shipped_weights, verify_shipped_weights
+
+    path = shipped_weights(method)
+    if not path.is_file():
+        raise FinetuneError(
+            f"no shipped weights for {method} (looked for {path}); give the weights to start "
+            "from (--init WEIGHTS)"
+        )
+    verify_shipped_weights(path)
+    return nets[method], path
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+
+
+def _choice(config: RunConfig, method: str, weights: Path) -> MethodChoice:
+    from napari_xfusion.core.io import sha256_file
+
+    options = dict(config.method(method).options) if method in config.method_names else {}
+    return MethodChoice(method, options, weights=str(weights), weights_sha256=sha256_file(weights))
+
+
+def _score(
+    config: RunConfig,
+    prepared: Any,
+    method: str,
+    weights: Path,
+    held_out: tuple[int, ...],
+    device: str,
+) -> LooScore:
+    """Leave-one-key-out of ``method`` with ``weights`` on the ``held_out`` keys."""
+    from napari_xfusion.app.validation import leave_one_key_out
+
+    run = config.replace(methods=(_choice(config, method, weights),), device=device)
+    result = leave_one_key_out(run, prepared, withheld=list(held_out), device=device)
+    rows = [r for r in result.rows if r.method == method and int(r.key_index) in held_out]
+    if not rows:
+        raise FinetuneError(f"leave-one-key-out gave no score for the keys {list(held_out)}")
+    return LooScore(
+        psnr=float(np.nanmean([r.psnr for r in rows])),
+        aad=float(np.nanmean([r.aad for r in rows])),
+        ssim=float(np.nanmean([r.ssim for r in rows])),
+        per_key={int(r.key_index): float(r.psnr) for r in rows},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance
+# ---------------------------------------------------------------------------------------------
+
+
+def _data_record(prepared: Any, pairs_sha256: str) -> dict[str, Any]:
+    from napari_xfusion.core.io import sha256_file
+
+    out: dict[str, Any] = {"training_arrays_sha256": pairs_sha256}
+    for role in ("lr", "hr"):
+        source = (prepared.sources or {}).get(role)
+        entry: dict[str, Any] = {"source": None if source is None else str(source)}
+        if source is not None and Path(str(source)).is_file():
+            entry["sha256"] = sha256_file(source)
+        out[role] = entry
+    out["n_frames"] = prepared.n_frames
+    out["frame_shape"] = list(prepared.frame_shape)
+    out["separation"] = int(prepared.separation)
+    return out
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None, device: str) -> Iterator[None]:
+    import torch
+
+    previous = torch.get_num_threads()
+    if n is not None and device == "cpu":
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _is_cancelled(cancel: Any) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set
+    return lambda: bool(cancel())
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+def iter_finetune(
+    config: RunConfig,
+    prepared: Any,
+    *,
+    method: str = "edvr-stf",
+    minutes: float = 5.0,
+    out: str | os.PathLike[str],
+    cancel: Any = None,
+    device: str | None = None,
+    seed: int = 0,
+    init: str | os.PathLike[str] | None = None,
+    settings: FinetuneSettings | None = None,
+    validation: list[int] | tuple[int, ...] | None = None,
+) -> Generator[FinetuneProgress, None, FinetuneResult]:
+    """Fine-tune, yielding :class:`FinetuneProgress`; returns the :class:`FinetuneResult`.
+
+    See :func:`finetune` for the parameters. ``cancel`` (a ``threading.Event`` or a
+    zero-argument callable) is checked between steps; the generator then scores what it has
+    and returns normally (do not ``close()`` it to cancel: it would write nothing).
+    """
+    import torch
+
+    from napari_xfusion.app.devices import resolve_device
+    from napari_xfusion.app.export import check_writes
+    from napari_xfusion.app.finetune.pairs import KeyPairs
+    from napari_xfusion.nn.checkpoint import read_checkpoint, save_checkpoint
+    from napari_xfusion.train.config import ModelSpec, OptimConfig, TrainConfig, ValConfig
+    from napari_xfusion.train.loop import DistInfo, ModelTrainer, learning_rate, run_progress
+
+    settings = settings or FinetuneSettings()
+    if not minutes >= 0:
+        raise FinetuneError(f"minutes must be >= 0, got {minutes}")
+    out = Path(out)
+    check_writes([out], config)
+    cancelled = _is_cancelled(cancel)
+    split = split_keys(
+        prepared.keys.indices, fraction=settings.validation_fraction, validation=validation
+    )
+    arch, source = source_weights(config, method, init)
+    source_ckpt = read_checkpoint(source, expect={"arch": arch, "num_in_ch": 1, "num_frame": 3})
+    dev = resolve_device(device or config.device)
+    budget = 60.0 * float(minutes)
+    started = time.monotonic()
+    with _torch_threads(settings.threads, torch.device(dev).type):
+        yield FinetuneProgress("validate-before", budget_seconds=budget,
+                               message=f"scoring {source.name} on keys {list(split.validation)}")  # fmt: skip
+        before = _score(config, prepared, method, source, split.validation, dev)
+        yield FinetuneProgress("prepare", budget_seconds=budget, message="reading the pairs")
+        pairs = KeyPairs(prepared, split.train, arch, crop=settings.crop,
+                         max_key_offset=settings.max_key_offset, focus=settings.focus,
+                         augment=settings.augment)  # fmt: skip
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        max_steps = settings.max_steps if settings.max_steps is not None else 10**9
+        optim = OptimConfig(
+            iterations=max(max_steps, 1),
+            time_budget_minutes=float(minutes) if minutes > 0 else None,
+            lr=settings.lr,
+            eta_min=settings.eta_min,
+            warmup=settings.warmup,
+            grad_clip=settings.grad_clip,
+        )
+        train_config = TrainConfig(
+            run_dir=str(out.parent), seed=seed, device=dev,
+            models=[ModelSpec(arch=arch, init=str(source), name="finetune")],
+            optim=optim, val=ValConfig(every=0),
+        )  # fmt: skip
+        trainer = ModelTrainer(train_config.models[0], train_config, DistInfo(0, 1, torch.device(dev)))
+        original = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        step, losses, stopped = 0, [], ""
+        t0 = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - t0
+            if cancelled():
+                stopped = "cancelled"
+                break
+            if minutes <= 0 or step >= max_steps:
+                stopped = "steps" if minutes > 0 else "time"
+                break
+            progress = run_progress(optim, step, elapsed)
+            if progress >= 1.0:
+                stopped = "time"
+                break
+            lr = learning_rate(optim, step, progress)
+            loss = trainer.step(pairs.batch(settings.batch_size, rng, dev), step, lr)
+            losses.append(loss)
+            step += 1
+            yield FinetuneProgress("train", step, loss, time.monotonic() - t0, budget)
+        seconds = time.monotonic() - t0
+        after = before
+        if step > 0:
+            yield FinetuneProgress("validate-after", step, seconds=seconds, budget_seconds=budget,
+                                   message="scoring the fine-tuned weights")  # fmt: skip
+            candidate = out.with_name(f".{out.name}.candidate.pt")
+            try:
+                save_checkpoint(candidate, trainer.model, trainer.model.config, {"candidate": True})
+                after = _score(config, prepared, method, candidate, split.validation, dev)
+            finally:
+                candidate.unlink(missing_ok=True)
+        better = step > 0 and after.psnr > before.psnr + settings.min_gain_db
+        kept = "finetuned" if better else "original"
+        if not better:
+            trainer.model.load_state_dict(original)
+        yield FinetuneProgress("save", step, seconds=seconds, budget_seconds=budget,
+                               message=f"saving the {kept} weights")  # fmt: skip
+        from napari_xfusion import __version__
+
+        provenance = {
+            "kind": "finetune",
+            "software": f"napari-xfusion {__version__}",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "method": method,
+            "arch": arch,
+            "kept": kept,
+            "source_weights": {"path": str(source), "sha256": source_ckpt.sha256},
+            "source_provenance": source_ckpt.provenance,
+            "data": _data_record(prepared, pairs.sha256),
+            "keys": split.to_dict(),
+            "pairs": [{"target": p.target_index, "keys": list(p.keys)} for p in pairs.pairs],
+            "steps": step,
+            "seconds": round(seconds, 2),
+            "total_seconds": round(time.monotonic() - started, 2),
+            "minutes": float(minutes),
+            "stopped": stopped,
+            "mean_loss_last_10": float(np.nanmean(losses[-10:])) if losses else None,
+            "settings": settings.to_dict(),
+            "seed": int(seed),
+            "device": dev,
+            "threads": torch.get_num_threads(),
+            "git_commit": trainer.commit,
+            "skipped_steps": trainer.skipped,
+            "loo_before": before.to_dict(),
+            "loo_after": after.to_dict(),
+            "loo_rule": "mean over the held-out keys of app.validation.leave_one_key_out "
+            "(each key reconstructed with it withheld, framed by its neighbour keys)",
+        }
+        sha = save_checkpoint(out, trainer.model, trainer.model.config, provenance)
+    return FinetuneResult(out, kept, before, after, step, seconds, provenance, split, stopped, sha)
+
+
+def finetune(
+    config: RunConfig,
+    prepared: Any,
+    *,
+    method: str = "edvr-stf",
+    minutes: float = 5.0,
+    out: str | os.PathLike[str],
+    cancel: Any = None,
+    on_progress: Callable[[FinetuneProgress], Any] | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    init: str | os.PathLike[str] | None = None,
+    settings: FinetuneSettings | None = None,
+    validation: list[int] | tuple[int, ...] | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``method``'s network on the user's keys and keep it only if it helps.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The run (device, the method's options and weights when it lists ``method``).
+    prepared : PreparedInputs
+        The aligned LR stream and HR keys (:func:`napari_xfusion.app.inputs.prepare_inputs`).
+    method : str
+        A network method (``edvr-stf``, ``edvr-stf-flow``, ``edvr``).
+    minutes : float
+        Wall-time budget of the training (0: only score the source and save it).
+    out : path-like
+        Checkpoint written (always: the fine-tuned or the original weights, with provenance).
+    cancel : threading.Event or callable, optional
+        Checked between steps; cancelling keeps the better model so far.
+    on_progress : callable, optional
+        Called with each :class:`FinetuneProgress` (phase, step, loss, seconds).
+    device : str, optional
+        Overrides ``config.device``.
+    seed : int
+        Seeds the crops and torch.
+    init : path-like, optional
+        Weights to start from (default: the config's for ``method``, else the shipped ones).
+    settings : FinetuneSettings, optional
+    validation : sequence of int, optional
+        Held-out keys (LR indices) instead of the default split (:mod:`.split`).
+
+    Returns
+    -------
+    FinetuneResult
+    """
+    events = iter_finetune(
+        config, prepared, method=method, minutes=minutes, out=out, cancel=cancel,
+        device=device, seed=seed, init=init, settings=settings, validation=validation,
+    )  # fmt: skip
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if on_progress is not None:
+            on_progress(event)
