@@ -1,5 +1,5 @@
-"""Command-line interface ``xfusion``: sample, simulate, fuse, evaluate, methods, demo, study,
-finetune, train.
+"""Command-line interface ``xfusion``: sample, simulate, fuse, evaluate, validate, methods, demo,
+study, finetune, train.
 
 Every command runs the same code as the napari plugin: inputs, configuration, runs and exports
 through :mod:`napari_xfusion.app`. One module per command (``sample``, ``fusion`` +
@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from napari_xfusion.cli import demo, evaluation, fusion, methods, sample, study
+from napari_xfusion.cli import demo, evaluation, fusion, methods, sample, study, validate
 from napari_xfusion.cli import finetune as finetuning
 from napari_xfusion.cli._common import SOFTWARE, CommandError, epilog, formatter, say
 from napari_xfusion.cli.config import config_example, fuse_config
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
             xfusion fuse --lr data/lr.tif --hr data/hr_keys.tif --method bicubic -o fused.tif
             xfusion fuse --config fused.config.json -o again.tif   # the same run again
             xfusion evaluate fused.tif --truth data/truth.tif
+            xfusion validate --lr data/lr.tif --hr data/hr_keys.tif --method flow -o val/
             xfusion methods                    # the methods and their options
             """,
             EXIT_STATUS,
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_parsers(sub)
     fusion.add_parser(sub)
     evaluation.add_parser(sub)
+    validate.add_parser(sub)
     methods.add_parser(sub)
     demo.add_parser(sub)
     study.add_parser(sub)
