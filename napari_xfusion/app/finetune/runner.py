@@ -145,12 +145,15 @@ class FinetuneProgress:
 class LooScore:
     """Leave-one-key-out score of one set of weights on the held-out keys.
 
-    ``psnr``, ``aad``, ``ssim``: means over the keys; ``per_key``: LR index -> PSNR (dB).
+    ``psnr``, ``aad``, ``ssim``: means over the keys against the real keys; ``lr_psnr``: mean
+    LR consistency (the reconstruction binned 4x4 against the LR frame, dB; NaN when not
+    checked); ``per_key``: LR index -> PSNR (dB).
     """
 
     psnr: float
     aad: float
     ssim: float
+    lr_psnr: float = math.nan
     per_key: dict[int, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +161,7 @@ class LooScore:
             "psnr": self.psnr,
             "aad": self.aad,
             "ssim": self.ssim,
+            "lr_psnr": None if math.isnan(self.lr_psnr) else self.lr_psnr,
             "per_key_psnr": {str(k): v for k, v in self.per_key.items()},
         }
 
@@ -267,6 +271,11 @@ def source_weights(
 # ---------------------------------------------------------------------------------------------
 
 
+def _nanmean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def _choice(config: RunConfig, method: str, weights: Path) -> MethodChoice:
     from napari_xfusion.core.io import sha256_file
 
@@ -294,6 +303,7 @@ def _score(
         psnr=float(np.nanmean([r.psnr for r in rows])),
         aad=float(np.nanmean([r.aad for r in rows])),
         ssim=float(np.nanmean([r.ssim for r in rows])),
+        lr_psnr=_nanmean([r.lr_psnr for r in rows]),
         per_key={int(r.key_index): float(r.psnr) for r in rows},
     )
 
