@@ -16,8 +16,9 @@ from napari_xfusion.nn.edvr import build_model, named_config
 def data(tmp_path_factory):
     """A 25-frame 64x128 sample with keys every 4 frames (7 keys) and a tiny loud network."""
     out = tmp_path_factory.mktemp("sample")
-    rc = cli.main(["sample", "-o", str(out), "--frames", "25", "--size", "64x128",
-                   "--key-step", "4"])  # fmt: skip
+    rc = cli.main(
+        ["sample", "-o", str(out), "--frames", "25", "--size", "64x128", "--key-step", "4"]
+    )
     assert rc == 0
     torch.manual_seed(0)
     model = build_model(named_config("tiny", "edvr-stf"))
@@ -28,9 +29,25 @@ def data(tmp_path_factory):
 
 
 def _args(data, out, *extra):
-    return ["finetune", "--lr", str(data / "lr.tif"), "--hr", str(data / "hr_keys.tif"),
-            "--init", str(data / "tiny.pt"), "--device", "cpu", "--crop", "32",
-            "--batch-size", "1", "--no-progress", "-o", str(out), *extra]  # fmt: skip
+    return [
+        "finetune",
+        "--lr",
+        str(data / "lr.tif"),
+        "--hr",
+        str(data / "hr_keys.tif"),
+        "--init",
+        str(data / "tiny.pt"),
+        "--device",
+        "cpu",
+        "--crop",
+        "32",
+        "--batch-size",
+        "1",
+        "--no-progress",
+        "-o",
+        str(out),
+        *extra,
+    ]
 
 
 def test_finetune_reports_and_writes_a_checkpoint_fuse_loads(data, tmp_path, capsys):
@@ -44,9 +61,26 @@ def test_finetune_reports_and_writes_a_checkpoint_fuse_loads(data, tmp_path, cap
     assert info["kind"] == "finetune" and info["steps"] == 3
     assert info["data"]["lr"]["sha256"] and info["data"]["hr"]["sha256"]
     fused = tmp_path / "fused.tif"
-    rc = cli.main(["fuse", "--lr", str(data / "lr.tif"), "--hr", str(data / "hr_keys.tif"),
-                   "--method", "edvr-stf", "--option", f"edvr-stf.weights={out}",
-                   "--frames", "5:7", "--device", "cpu", "--no-progress", "-o", str(fused)])  # fmt: skip
+    rc = cli.main(
+        [
+            "fuse",
+            "--lr",
+            str(data / "lr.tif"),
+            "--hr",
+            str(data / "hr_keys.tif"),
+            "--method",
+            "edvr-stf",
+            "--option",
+            f"edvr-stf.weights={out}",
+            "--frames",
+            "5:7",
+            "--device",
+            "cpu",
+            "--no-progress",
+            "-o",
+            str(fused),
+        ]
+    )
     assert rc == 0 and fused.is_file()
 
 
@@ -118,7 +152,16 @@ def test_missing_init_and_method_without_weights(data, tmp_path, capsys):
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     assert "--init" in err and "nope.pt: no such file" in err
-    base = ["finetune", "--lr", str(data / "lr.tif"), "--hr", str(data / "hr_keys.tif"),
-            "--method", "flow", "-o", str(out)]  # fmt: skip
+    base = [
+        "finetune",
+        "--lr",
+        str(data / "lr.tif"),
+        "--hr",
+        str(data / "hr_keys.tif"),
+        "--method",
+        "flow",
+        "-o",
+        str(out),
+    ]
     assert cli.main(base) == 2
     assert "flow uses no network weights" in capsys.readouterr().err

@@ -79,7 +79,9 @@ def test_split_never_holds_out_a_training_target(n_keys):
 
 
 def test_split_errors_name_the_keys():
-    with pytest.raises(FinetuneError, match=r"too few HR keys.*3 key\(s\).*\[0, 4, 8\].*at least 4"):
+    with pytest.raises(
+        FinetuneError, match=r"too few HR keys.*3 key\(s\).*\[0, 4, 8\].*at least 4"
+    ):
         split_keys([0, 4, 8])
     with pytest.raises(FinetuneError, match=r"\[0\] are not interior"):
         split_keys([0, 4, 8, 12], validation=[0])
@@ -99,8 +101,14 @@ def test_training_pairs_never_target_a_held_out_key(prepared, weights, tmp_path,
         return real_score(config, prepared_, method, path, held_out, device)
 
     monkeypatch.setattr(runner, "_score", spy)
-    result = finetune(CONFIG, prepared, minutes=1, out=tmp_path / "m.pt", init=weights["harmful"],
-                      settings=FinetuneSettings(batch_size=1, crop=32, max_steps=2))  # fmt: skip
+    result = finetune(
+        CONFIG,
+        prepared,
+        minutes=1,
+        out=tmp_path / "m.pt",
+        init=weights["harmful"],
+        settings=FinetuneSettings(batch_size=1, crop=32, max_steps=2),
+    )
     split = result.split
     assert split.validation == (8, 16) and split.train == (4, 12, 20)
     targets = {p["target"] for p in result.provenance["pairs"]}
@@ -131,9 +139,14 @@ def test_pairs_hold_the_real_lr_window_and_the_neighbour_keys(prepared):
 
 def test_helpful_finetuning_is_kept(prepared, weights, tmp_path):
     out = tmp_path / "better.pt"
-    result = finetune(CONFIG, prepared, minutes=5, out=out, init=weights["harmful"],
-                      settings=FinetuneSettings(lr=1e-3, batch_size=2, crop=32, warmup=2,
-                                                max_steps=25))  # fmt: skip
+    result = finetune(
+        CONFIG,
+        prepared,
+        minutes=5,
+        out=out,
+        init=weights["harmful"],
+        settings=FinetuneSettings(lr=1e-3, batch_size=2, crop=32, warmup=2, max_steps=25),
+    )
     assert result.steps == 25 and result.stopped == "steps"
     assert result.loo_after.psnr > result.loo_before.psnr + 1.0
     assert result.kept == "finetuned" and result.gain_db > 1.0
@@ -152,10 +165,10 @@ def test_helpful_finetuning_is_kept(prepared, weights, tmp_path):
 def test_harmful_finetuning_keeps_the_original(prepared, weights, tmp_path):
     out = tmp_path / "worse.pt"
     # lr 1.0 without clipping: every Adam step moves each weight by ~1, wrecking the network.
-    bad = FinetuneSettings(lr=1.0, eta_min=1.0, warmup=0, grad_clip=None, batch_size=1,
-                           crop=32, max_steps=3)  # fmt: skip
-    result = finetune(CONFIG, prepared, minutes=5, out=out, init=weights["bilinear"],
-                      settings=bad)  # fmt: skip
+    bad = FinetuneSettings(
+        lr=1.0, eta_min=1.0, warmup=0, grad_clip=None, batch_size=1, crop=32, max_steps=3
+    )
+    result = finetune(CONFIG, prepared, minutes=5, out=out, init=weights["bilinear"], settings=bad)
     assert result.steps == 3
     assert result.loo_after.psnr < result.loo_before.psnr
     assert result.kept == "original"
@@ -166,8 +179,9 @@ def test_harmful_finetuning_keeps_the_original(prepared, weights, tmp_path):
 
 
 def test_no_time_scores_and_keeps_the_original(prepared, weights, tmp_path):
-    result = finetune(CONFIG, prepared, minutes=0, out=tmp_path / "same.pt",
-                      init=weights["bilinear"])  # fmt: skip
+    result = finetune(
+        CONFIG, prepared, minutes=0, out=tmp_path / "same.pt", init=weights["bilinear"]
+    )
     assert result.steps == 0 and result.kept == "original"
     assert result.loo_after == result.loo_before
     assert "no training step" in result.summary_text()
@@ -183,21 +197,37 @@ def test_cancel_returns_the_best_so_far(prepared, weights, tmp_path):
             cancel.set()
 
     out = tmp_path / "cancelled.pt"
-    result = finetune(CONFIG, prepared, minutes=5, out=out, init=weights["harmful"],
-                      cancel=cancel, on_progress=progress, settings=FAST)  # fmt: skip
+    result = finetune(
+        CONFIG,
+        prepared,
+        minutes=5,
+        out=out,
+        init=weights["harmful"],
+        cancel=cancel,
+        on_progress=progress,
+        settings=FAST,
+    )
     assert result.stopped == "cancelled" and result.steps == 5
     assert seen[:2] == ["validate-before", "prepare"] and seen[-2:] == ["validate-after", "save"]
-    assert result.kept == ("finetuned" if result.loo_after.psnr > result.loo_before.psnr
-                           else "original")  # fmt: skip
+    assert result.kept == (
+        "finetuned" if result.loo_after.psnr > result.loo_before.psnr else "original"
+    )
     assert result.kept == "finetuned"  # 5 steps at 1e-3 already beat the loud residual
-    assert load_model(out, expect="edvr-stf").checkpoint_info["provenance"]["stopped"] == "cancelled"
+    assert (
+        load_model(out, expect="edvr-stf").checkpoint_info["provenance"]["stopped"] == "cancelled"
+    )
     assert not list(tmp_path.glob(".*candidate*"))  # the scored candidate is removed
 
 
 def test_iter_finetune_yields_progress_and_returns_the_result(prepared, weights, tmp_path):
-    events = iter_finetune(CONFIG, prepared, minutes=5, out=tmp_path / "m.pt",
-                           init=weights["harmful"],
-                           settings=FinetuneSettings(batch_size=1, crop=32, max_steps=2))  # fmt: skip
+    events = iter_finetune(
+        CONFIG,
+        prepared,
+        minutes=5,
+        out=tmp_path / "m.pt",
+        init=weights["harmful"],
+        settings=FinetuneSettings(batch_size=1, crop=32, max_steps=2),
+    )
     got = []
     with pytest.raises(StopIteration) as stop:
         while True:
@@ -214,8 +244,14 @@ def test_checkpoint_runs_through_fusion(prepared, weights, tmp_path):
     from napari_xfusion.app.job import FrameEvent, run_job
 
     out = tmp_path / "tuned.pt"
-    finetune(CONFIG, prepared, minutes=5, out=out, init=weights["harmful"],
-             settings=FinetuneSettings(batch_size=1, crop=32, max_steps=2))  # fmt: skip
+    finetune(
+        CONFIG,
+        prepared,
+        minutes=5,
+        out=out,
+        init=weights["harmful"],
+        settings=FinetuneSettings(batch_size=1, crop=32, max_steps=2),
+    )
     config = CONFIG.replace(methods=(MethodChoice("edvr-stf", weights=str(out)),))
     events = run_job(config, prepared, targets=[5, 6, 7])
     frames = [e.result.frame for e in events if isinstance(e, FrameEvent)]
@@ -225,8 +261,15 @@ def test_checkpoint_runs_through_fusion(prepared, weights, tmp_path):
 @pytest.mark.parametrize("arch", ["edvr", "edvr-stf-flow"])
 def test_other_networks_finetune(prepared, weights, tmp_path, arch):
     out = tmp_path / f"{arch}.pt"
-    result = finetune(CONFIG, prepared, method=arch, minutes=5, out=out, init=weights[arch],
-                      settings=FinetuneSettings(batch_size=1, crop=32, max_steps=1))  # fmt: skip
+    result = finetune(
+        CONFIG,
+        prepared,
+        method=arch,
+        minutes=5,
+        out=out,
+        init=weights[arch],
+        settings=FinetuneSettings(batch_size=1, crop=32, max_steps=1),
+    )
     assert result.steps == 1 and np.isfinite(result.loo_before.psnr)
     assert load_model(out, expect=arch).config.arch == arch
     if arch == "edvr-stf-flow":
@@ -236,8 +279,14 @@ def test_other_networks_finetune(prepared, weights, tmp_path, arch):
 
 def test_torch_threads_are_restored(prepared, weights, tmp_path):
     before = torch.get_num_threads()
-    finetune(CONFIG, prepared, minutes=0, out=tmp_path / "t.pt", init=weights["bilinear"],
-             settings=FinetuneSettings(threads=1))  # fmt: skip
+    finetune(
+        CONFIG,
+        prepared,
+        minutes=0,
+        out=tmp_path / "t.pt",
+        init=weights["bilinear"],
+        settings=FinetuneSettings(threads=1),
+    )
     assert torch.get_num_threads() == before
 
 

@@ -80,9 +80,15 @@ def finetune_job(
         )
         return (
             yield from iter_finetune(
-                config, prepared, method=method, minutes=minutes, out=out, cancel=cancel,
-                init=init, settings=settings,
-            )  # fmt: skip
+                config,
+                prepared,
+                method=method,
+                minutes=minutes,
+                out=out,
+                cancel=cancel,
+                init=init,
+                settings=settings,
+            )
         )
     except Exception as exc:  # reported on the GUI thread
         return FinetuneFailed(str(exc) or type(exc).__name__)
@@ -129,8 +135,10 @@ class FinetuneWidget(QWidget):
         self.minutes.setToolTip("Training wall time; scoring before and after comes on top")
         form.addRow("Train for", self.minutes)
         self.out = QLineEdit(str(Path.cwd() / "finetuned.pt"))
-        self.out.setToolTip("Checkpoint written (the fine-tuned or, if that did not help, "
-                            "the original weights, with their provenance)")  # fmt: skip
+        self.out.setToolTip(
+            "Checkpoint written (the fine-tuned or, if that did not help, "
+            "the original weights, with their provenance)"
+        )
         browse = QPushButton("...")
         browse.setToolTip("Choose the checkpoint file")
         browse.clicked.connect(self._browse)
@@ -173,8 +181,9 @@ class FinetuneWidget(QWidget):
         return self.worker is not None
 
     def _browse(self) -> None:
-        name, _ = QFileDialog.getSaveFileName(self, "Fine-tuned checkpoint", self.out.text(),
-                                              "PyTorch checkpoints (*.pt)")  # fmt: skip
+        name, _ = QFileDialog.getSaveFileName(
+            self, "Fine-tuned checkpoint", self.out.text(), "PyTorch checkpoints (*.pt)"
+        )
         if name:
             self.out.setText(name)
 
@@ -208,10 +217,16 @@ class FinetuneWidget(QWidget):
         self.use_button.setEnabled(False)
         cancel = self.cancel_event = threading.Event()
         worker = create_worker(
-            finetune_job, request, method=self.method.currentText(),
-            minutes=self.minutes.value(), out=Path(text).expanduser(), init=init,
-            cancel=cancel, settings=self.settings, _start_thread=False,
-        )  # fmt: skip
+            finetune_job,
+            request,
+            method=self.method.currentText(),
+            minutes=self.minutes.value(),
+            out=Path(text).expanduser(),
+            init=init,
+            cancel=cancel,
+            settings=self.settings,
+            _start_thread=False,
+        )
         worker.yielded.connect(self._on_progress)
         worker.returned.connect(self._on_returned)
         worker.errored.connect(self._on_error)
@@ -237,8 +252,9 @@ class FinetuneWidget(QWidget):
         self.progress.setValue(round(event.fraction * _STEPS))
         if event.phase == "train":
             loss = f"{event.loss:.4f}" if math.isfinite(event.loss) else "skipped"
-            self.progress.setFormat(f"step {event.step}, loss {loss}, "
-                                    f"{event.seconds:.0f}/{event.budget_seconds:.0f} s")  # fmt: skip
+            self.progress.setFormat(
+                f"step {event.step}, loss {loss}, {event.seconds:.0f}/{event.budget_seconds:.0f} s"
+            )
         else:
             self.progress.setFormat(event.message or event.phase)
 

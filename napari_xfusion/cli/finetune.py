@@ -28,12 +28,18 @@ def _config(args: argparse.Namespace) -> Any:
     if args.init is not None and not args.init.is_file():
         raise CommandError(f"--init {args.init}: no such file")
     if args.init is not None and args.method not in network_methods():
-        raise CommandError(f"--method {args.method} is no network: nothing to fine-tune; "
-                           f"choose one of {', '.join(network_methods())}")  # fmt: skip
+        raise CommandError(
+            f"--method {args.method} is no network: nothing to fine-tune; "
+            f"choose one of {', '.join(network_methods())}"
+        )
     fuse_args = argparse.Namespace(
-        **vars(args), truth=None, frames=None, units=None, first_last=None,
+        **vars(args),
+        truth=None,
+        frames=None,
+        units=None,
+        first_last=None,
         weights=[f"{args.method}={args.init}"] if args.init is not None else None,
-    )  # fmt: skip
+    )
     return config_from_args(fuse_args)
 
 
@@ -43,10 +49,14 @@ class _Bar:
     def __init__(self, minutes: float, enabled: bool) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=max(round(60 * minutes), 1), unit="s", disable=not enabled,
-                        desc="finetune", dynamic_ncols=True,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
-                                   "{postfix}")  # fmt: skip
+        self.bar = tqdm(
+            total=max(round(60 * minutes), 1),
+            unit="s",
+            disable=not enabled,
+            desc="finetune",
+            dynamic_ncols=True,
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s {postfix}",
+        )
 
     def __call__(self, event: Any) -> None:
         if event.phase == "train":
@@ -104,10 +114,17 @@ def run_finetune(args: argparse.Namespace) -> int:
         # model so far is scored and saved; a second one interrupts at once.
         with DeferredInterrupt() as held:
             result = finetune(
-                config, prepared, method=args.method, minutes=args.minutes, out=out,
-                cancel=lambda: held.hit is not None, on_progress=bar, seed=args.seed,
-                settings=settings, validation=validation,
-            )  # fmt: skip
+                config,
+                prepared,
+                method=args.method,
+                minutes=args.minutes,
+                out=out,
+                cancel=lambda: held.hit is not None,
+                on_progress=bar,
+                seed=args.seed,
+                settings=settings,
+                validation=validation,
+            )
     except KeyboardInterrupt as exc:
         stopped = exc
     finally:
@@ -143,29 +160,59 @@ def add_parser(sub: Any) -> None:
             """
         ),
     )
-    p.add_argument("--config", type=Path, metavar="FILE",
-                   help="run configuration (JSON, e.g. an export's <stem>.config.json)")  # fmt: skip
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="run configuration (JSON, e.g. an export's <stem>.config.json)",
+    )
     p.add_argument("--lr", type=Path, help="LR stream (T, h, w)")
-    p.add_argument("--hr", type=Path, help="HR key frames (key indices from metadata or "
-                   "--key-indices), or a full-rate HR stack with --key-step")  # fmt: skip
+    p.add_argument(
+        "--hr",
+        type=Path,
+        help="HR key frames (key indices from metadata or "
+        "--key-indices), or a full-rate HR stack with --key-step",
+    )
     rule = p.add_mutually_exclusive_group()
     rule.add_argument("--key-step", type=int, metavar="K", help="keys every K-th frame")
     rule.add_argument("--key-indices", metavar="I,J,...", help="LR time index of each HR frame")
     p.add_argument("--separation", type=int, metavar="S", help="LR separation s")
-    p.add_argument("--normalise", choices=("auto", "percentile", "none"), default=None,
-                   help="input normalisation (as fuse)")  # fmt: skip
+    p.add_argument(
+        "--normalise",
+        choices=("auto", "percentile", "none"),
+        default=None,
+        help="input normalisation (as fuse)",
+    )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--method", default="edvr-stf",
-                   help="network to fine-tune: edvr-stf (default), edvr-stf-flow, edvr")  # fmt: skip
-    p.add_argument("--init", type=Path, metavar="WEIGHTS",
-                   help="weights to start from (default: the config's, else the shipped ones)")  # fmt: skip
-    p.add_argument("--option", action="append", metavar="METHOD.key=value",
-                   help="a method option used when scoring (e.g. edvr-stf.tile=64)")  # fmt: skip
-    p.add_argument("--minutes", type=float, default=5.0,
-                   help="training wall time (default 5); the two validations come on top")  # fmt: skip
-    p.add_argument("--validation-keys", metavar="I,J,...",
-                   help="LR indices of the keys to hold out (default: a third of the interior "
-                   "keys, evenly spaced)")  # fmt: skip
+    p.add_argument(
+        "--method",
+        default="edvr-stf",
+        help="network to fine-tune: edvr-stf (default), edvr-stf-flow, edvr",
+    )
+    p.add_argument(
+        "--init",
+        type=Path,
+        metavar="WEIGHTS",
+        help="weights to start from (default: the config's, else the shipped ones)",
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="METHOD.key=value",
+        help="a method option used when scoring (e.g. edvr-stf.tile=64)",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=5.0,
+        help="training wall time (default 5); the two validations come on top",
+    )
+    p.add_argument(
+        "--validation-keys",
+        metavar="I,J,...",
+        help="LR indices of the keys to hold out (default: a third of the interior "
+        "keys, evenly spaced)",
+    )
     p.add_argument("--learning-rate", type=float, default=1e-4, help="peak Adam rate (1e-4)")
     p.add_argument("--batch-size", type=int, default=4, help="crops per step (4)")
     p.add_argument("--crop", type=int, default=64, help="HR crop size, a multiple of 4 (64)")

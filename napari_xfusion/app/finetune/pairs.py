@@ -142,9 +142,14 @@ class KeyPairs:
 
         kb, ka = pair.keys
         inputs = flow_key_inputs(
-            fuser, pair.target_index, (kb, ka), lr(pair.target_index), pair.hr,
-            np.stack([lr(kb), lr(ka)]), read_lr=lr,
-        )  # fmt: skip
+            fuser,
+            pair.target_index,
+            (kb, ka),
+            lr(pair.target_index),
+            pair.hr,
+            np.stack([lr(kb), lr(ka)]),
+            read_lr=lr,
+        )
         return np.asarray(inputs.packed(), dtype=np.float32)
 
     def item(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -162,11 +167,16 @@ class KeyPairs:
             )
             for _ in range(self.focus)
         ]
-        y0, x0 = max(boxes, key=lambda b: float(pair.target[b[0] : b[0] + c, b[1] : b[1] + c].std()))
+        y0, x0 = max(
+            boxes, key=lambda b: float(pair.target[b[0] : b[0] + c, b[1] : b[1] + c].std())
+        )
         hr_sl = (slice(y0, y0 + c), slice(x0, x0 + c))
         lr_sl = (slice(y0 // SCALE, (y0 + c) // SCALE), slice(x0 // SCALE, (x0 + c) // SCALE))
-        arrays = [pair.lr[(slice(None), *lr_sl)], pair.hr[(slice(None), *hr_sl)],
-                  pair.target[hr_sl][None]]  # fmt: skip
+        arrays = [
+            pair.lr[(slice(None), *lr_sl)],
+            pair.hr[(slice(None), *hr_sl)],
+            pair.target[hr_sl][None],
+        ]
         if pair.hr_flow is not None:
             arrays.append(pair.hr_flow[(slice(None), slice(None), *hr_sl)])
         if self.augment:
@@ -183,6 +193,4 @@ class KeyPairs:
         import torch
 
         items = [self.item(rng) for _ in range(size)]
-        return {
-            k: torch.from_numpy(np.stack([it[k] for it in items])).to(device) for k in items[0]
-        }
+        return {k: torch.from_numpy(np.stack([it[k] for it in items])).to(device) for k in items[0]}

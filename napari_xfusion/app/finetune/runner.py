@@ -105,8 +105,9 @@ class FinetuneSettings:
 
     def __post_init__(self) -> None:
         if not self.lr > 0 or self.eta_min < 0 or self.eta_min > self.lr:
-            raise FinetuneError(f"need lr > 0 and 0 <= eta_min <= lr, got {self.lr}, "
-                                f"{self.eta_min}")  # fmt: skip
+            raise FinetuneError(
+                f"need lr > 0 and 0 <= eta_min <= lr, got {self.lr}, {self.eta_min}"
+            )
         if self.batch_size < 1 or self.focus < 1 or self.warmup < 0 or self.max_key_offset < 1:
             raise FinetuneError("batch_size, focus and max_key_offset must be >= 1, warmup >= 0")
         if self.crop % 4 or self.crop < 16:
@@ -189,8 +190,11 @@ class FinetuneResult:
     def summary_text(self) -> str:
         """A few lines for the user: before/after, what was kept, where."""
         split = self.split
-        keys = (f" (held-out keys {list(split.validation)}; trained on {list(split.train)})"
-                if split else "")  # fmt: skip
+        keys = (
+            f" (held-out keys {list(split.validation)}; trained on {list(split.train)})"
+            if split
+            else ""
+        )
         lines = [
             f"leave-one-key-out PSNR on the held-out keys{keys}:",
             f"  before {self.loo_before.psnr:.2f} dB (SSIM {self.loo_before.ssim:.4f})",
@@ -198,11 +202,15 @@ class FinetuneResult:
             f"{self.steps} steps in {self.seconds:.0f} s ({self.stopped or 'done'})",
         ]
         if self.kept == "finetuned":
-            lines.append(f"kept the fine-tuned weights ({self.gain_db:+.2f} dB): "
-                         f"{self.checkpoint_path}")  # fmt: skip
+            lines.append(
+                f"kept the fine-tuned weights ({self.gain_db:+.2f} dB): {self.checkpoint_path}"
+            )
         else:
-            why = "no training step was done" if self.steps == 0 else (
-                f"fine-tuning did not help ({self.gain_db:+.2f} dB)")  # fmt: skip
+            why = (
+                "no training step was done"
+                if self.steps == 0
+                else (f"fine-tuning did not help ({self.gain_db:+.2f} dB)")
+            )
             lines.append(f"kept the original weights, {why}: {self.checkpoint_path}")
         return "\n".join(lines)
 
@@ -399,13 +407,22 @@ def iter_finetune(
     budget = 60.0 * float(minutes)
     started = time.monotonic()
     with _torch_threads(settings.threads, torch.device(dev).type):
-        yield FinetuneProgress("validate-before", budget_seconds=budget,
-                               message=f"scoring {source.name} on keys {list(split.validation)}")  # fmt: skip
+        yield FinetuneProgress(
+            "validate-before",
+            budget_seconds=budget,
+            message=f"scoring {source.name} on keys {list(split.validation)}",
+        )
         before = _score(config, prepared, method, source, split.validation, dev)
         yield FinetuneProgress("prepare", budget_seconds=budget, message="reading the pairs")
-        pairs = KeyPairs(prepared, split.train, arch, crop=settings.crop,
-                         max_key_offset=settings.max_key_offset, focus=settings.focus,
-                         augment=settings.augment)  # fmt: skip
+        pairs = KeyPairs(
+            prepared,
+            split.train,
+            arch,
+            crop=settings.crop,
+            max_key_offset=settings.max_key_offset,
+            focus=settings.focus,
+            augment=settings.augment,
+        )
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         max_steps = settings.max_steps if settings.max_steps is not None else 10**9
@@ -418,11 +435,16 @@ def iter_finetune(
             grad_clip=settings.grad_clip,
         )
         train_config = TrainConfig(
-            run_dir=str(out.parent), seed=seed, device=dev,
+            run_dir=str(out.parent),
+            seed=seed,
+            device=dev,
             models=[ModelSpec(arch=arch, init=str(source), name="finetune")],
-            optim=optim, val=ValConfig(every=0),
-        )  # fmt: skip
-        trainer = ModelTrainer(train_config.models[0], train_config, DistInfo(0, 1, torch.device(dev)))
+            optim=optim,
+            val=ValConfig(every=0),
+        )
+        trainer = ModelTrainer(
+            train_config.models[0], train_config, DistInfo(0, 1, torch.device(dev))
+        )
         original = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
         step, losses, stopped = 0, [], ""
         t0 = time.monotonic()
@@ -446,8 +468,13 @@ def iter_finetune(
         seconds = time.monotonic() - t0
         after = before
         if step > 0:
-            yield FinetuneProgress("validate-after", step, seconds=seconds, budget_seconds=budget,
-                                   message="scoring the fine-tuned weights")  # fmt: skip
+            yield FinetuneProgress(
+                "validate-after",
+                step,
+                seconds=seconds,
+                budget_seconds=budget,
+                message="scoring the fine-tuned weights",
+            )
             candidate = out.with_name(f".{out.name}.candidate.pt")
             try:
                 save_checkpoint(candidate, trainer.model, trainer.model.config, {"candidate": True})
@@ -458,8 +485,13 @@ def iter_finetune(
         kept = "finetuned" if better else "original"
         if not better:
             trainer.model.load_state_dict(original)
-        yield FinetuneProgress("save", step, seconds=seconds, budget_seconds=budget,
-                               message=f"saving the {kept} weights")  # fmt: skip
+        yield FinetuneProgress(
+            "save",
+            step,
+            seconds=seconds,
+            budget_seconds=budget,
+            message=f"saving the {kept} weights",
+        )
         from napari_xfusion import __version__
 
         provenance = {
@@ -543,9 +575,18 @@ def finetune(
     FinetuneResult
     """
     events = iter_finetune(
-        config, prepared, method=method, minutes=minutes, out=out, cancel=cancel,
-        device=device, seed=seed, init=init, settings=settings, validation=validation,
-    )  # fmt: skip
+        config,
+        prepared,
+        method=method,
+        minutes=minutes,
+        out=out,
+        cancel=cancel,
+        device=device,
+        seed=seed,
+        init=init,
+        settings=settings,
+        validation=validation,
+    )
     while True:
         try:
             event = next(events)
