@@ -3,22 +3,25 @@
 The HR keys and their LR frames are real training pairs. :func:`finetune` trains for a
 bounded time on some keys, scores by leave-one-key-out on the others before and after, keeps
 the better weights and saves them with their provenance. Modules: :mod:`.split` (which keys
-train, which validate: the leakage rule), :mod:`.pairs` (the training items), :mod:`.runner`
-(the run, its settings, progress and result). Every name below is importable from here.
+train, which validate: the leakage rule), :mod:`.pairs` (the training items), :mod:`.types`
+(settings, progress, scores, result), :mod:`.runner` (the run). Every name below is
+importable from here.
 """
 
 from napari_xfusion.app.finetune.pairs import KeyPairs, Pair
 from napari_xfusion.app.finetune.runner import (
-    FinetuneProgress,
-    FinetuneResult,
-    FinetuneSettings,
-    LooScore,
     finetune,
     iter_finetune,
     network_methods,
     source_weights,
 )
 from napari_xfusion.app.finetune.split import FinetuneError, KeySplit, split_keys
+from napari_xfusion.app.finetune.types import (
+    FinetuneProgress,
+    FinetuneResult,
+    FinetuneSettings,
+    LooScore,
+)
 
 __all__ = [
     "FinetuneError",

@@ -30,7 +30,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,182 +38,20 @@ from typing import Any
 import numpy as np
 
 from napari_xfusion.app.config import MethodChoice, RunConfig
-from napari_xfusion.app.finetune.split import FinetuneError, KeySplit, split_keys
+from napari_xfusion.app.finetune.split import FinetuneError, split_keys
+from napari_xfusion.app.finetune.types import (
+    FinetuneProgress,
+    FinetuneResult,
+    FinetuneSettings,
+    LooScore,
+)
 
 __all__ = [
-    "FinetuneProgress",
-    "FinetuneResult",
-    "FinetuneSettings",
-    "LooScore",
     "finetune",
     "iter_finetune",
     "network_methods",
     "source_weights",
 ]
-
-KEPT = ("finetuned", "original")
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    """How to fine-tune (defaults: a few CPU minutes from the shipped small weights).
-
-    Attributes
-    ----------
-    lr : float
-        Peak Adam learning rate (the shipped weights were trained at 4e-4; fine-tuning starts
-        lower so a few steps on a few keys do not undo the pre-training).
-    eta_min : float
-        Learning rate at the end of the cosine.
-    warmup : int
-        Steps of linear warm-up.
-    batch_size, crop, focus : int
-        Items per step; HR crop (multiple of 4); candidate crops per item (the most
-        structured is kept), as in :class:`napari_xfusion.train.config.DataConfig`.
-    augment : bool
-        Random flips and 90-degree rotations.
-    validation_fraction : float
-        Share of the interior keys held out (:func:`~.split.split_keys`).
-    max_key_offset : int
-        Neighbour keys up to this many places away (1: adjacent keys).
-    grad_clip : float or None
-        Global gradient-norm clip.
-    max_steps : int or None
-        Stop after this many steps even with time left (tests, reproducible runs).
-    threads : int or None
-        torch threads on the CPU during fine-tuning (restored after); None: leave as is.
-        1 by default: on a shared machine two spin-waiting OpenMP threads were measured ~5x
-        slower per step than one (train/configs/shipped-small.yaml).
-    min_gain_db : float
-        The fine-tuned weights are kept only when their held-out PSNR beats the source's by
-        more than this.
-    """
-
-    lr: float = 1e-4
-    eta_min: float = 1e-6
-    warmup: int = 10
-    batch_size: int = 4
-    crop: int = 64
-    focus: int = 3
-    augment: bool = True
-    validation_fraction: float = 1 / 3
-    max_key_offset: int = 1
-    grad_clip: float | None = 5.0
-    max_steps: int | None = None
-    threads: int | None = 1
-    min_gain_db: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0 or self.eta_min < 0 or self.eta_min > self.lr:
-            raise FinetuneError(
-                f"need lr > 0 and 0 <= eta_min <= lr, got {self.lr}, {self.eta_min}"
-            )
-        if self.batch_size < 1 or self.focus < 1 or self.warmup < 0 or self.max_key_offset < 1:
-            raise FinetuneError("batch_size, focus and max_key_offset must be >= 1, warmup >= 0")
-        if self.crop % 4 or self.crop < 16:
-            raise FinetuneError(f"crop must be a multiple of 4 and >= 16, got {self.crop}")
-        if self.max_steps is not None and self.max_steps < 0:
-            raise FinetuneError(f"max_steps must be >= 0, got {self.max_steps}")
-        if self.threads is not None and self.threads < 1:
-            raise FinetuneError(f"threads must be >= 1, got {self.threads}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class FinetuneProgress:
-    """One progress event: ``phase`` in ``validate-before``, ``prepare``, ``train``,
-    ``validate-after``, ``save``; ``step`` done, its ``loss`` (NaN outside training), training
-    ``seconds`` so far of ``budget_seconds``."""
-
-    phase: str
-    step: int = 0
-    loss: float = math.nan
-    seconds: float = 0.0
-    budget_seconds: float = 0.0
-    message: str = ""
-
-    @property
-    def fraction(self) -> float:
-        """Share of the training budget used, in [0, 1]."""
-        if self.budget_seconds <= 0:
-            return 1.0 if self.phase not in ("validate-before", "prepare") else 0.0
-        return min(self.seconds / self.budget_seconds, 1.0)
-
-
-@dataclass(frozen=True)
-class LooScore:
-    """Leave-one-key-out score of one set of weights on the held-out keys.
-
-    ``psnr``, ``aad``, ``ssim``: means over the keys against the real keys; ``lr_psnr``: mean
-    LR consistency (the reconstruction binned 4x4 against the LR frame, dB; NaN when not
-    checked); ``per_key``: LR index -> PSNR (dB).
-    """
-
-    psnr: float
-    aad: float
-    ssim: float
-    lr_psnr: float = math.nan
-    per_key: dict[int, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "psnr": self.psnr,
-            "aad": self.aad,
-            "ssim": self.ssim,
-            "lr_psnr": None if math.isnan(self.lr_psnr) else self.lr_psnr,
-            "per_key_psnr": {str(k): v for k, v in self.per_key.items()},
-        }
-
-
-@dataclass(frozen=True)
-class FinetuneResult:
-    """What :func:`finetune` did: the checkpoint written and why it holds what it holds."""
-
-    checkpoint_path: Path
-    kept: str  # "finetuned" | "original"
-    loo_before: LooScore
-    loo_after: LooScore
-    steps: int
-    seconds: float
-    provenance: dict[str, Any]
-    split: KeySplit | None = None
-    stopped: str = ""  # "time", "steps", "cancelled"
-    sha256: str = ""
-
-    @property
-    def gain_db(self) -> float:
-        """Held-out PSNR after minus before (dB)."""
-        return self.loo_after.psnr - self.loo_before.psnr
-
-    def summary_text(self) -> str:
-        """A few lines for the user: before/after, what was kept, where."""
-        split = self.split
-        keys = (
-            f" (held-out keys {list(split.validation)}; trained on {list(split.train)})"
-            if split
-            else ""
-        )
-        lines = [
-            f"leave-one-key-out PSNR on the held-out keys{keys}:",
-            f"  before {self.loo_before.psnr:.2f} dB (SSIM {self.loo_before.ssim:.4f})",
-            f"  after  {self.loo_after.psnr:.2f} dB (SSIM {self.loo_after.ssim:.4f}) after "
-            f"{self.steps} steps in {self.seconds:.0f} s ({self.stopped or 'done'})",
-        ]
-        if self.kept == "finetuned":
-            lines.append(
-                f"kept the fine-tuned weights ({self.gain_db:+.2f} dB): {self.checkpoint_path}"
-            )
-        else:
-            why = (
-                "no training step was done"
-                if self.steps == 0
-                else (f"fine-tuning did not help ({self.gain_db:+.2f} dB)")
-            )
-            lines.append(f"kept the original weights, {why}: {self.checkpoint_path}")
-        return "\n".join(lines)
-
 
 # ---------------------------------------------------------------------------------------------
 # Weights
@@ -363,6 +201,145 @@ def _is_cancelled(cancel: Any) -> Callable[[], bool]:
 # ---------------------------------------------------------------------------------------------
 
 
+def _trainer(
+    arch: str,
+    source: Path,
+    out: Path,
+    settings: FinetuneSettings,
+    minutes: float,
+    seed: int,
+    dev: str,
+) -> tuple[Any, Any, int]:
+    """The training loop's :class:`ModelTrainer` on ``source``, its optimiser settings (the
+    cosine spread over ``minutes``) and the step limit."""
+    import torch
+
+    from napari_xfusion.train.config import ModelSpec, OptimConfig, TrainConfig, ValConfig
+    from napari_xfusion.train.loop import DistInfo, ModelTrainer
+
+    max_steps = settings.max_steps if settings.max_steps is not None else 10**9
+    optim = OptimConfig(
+        iterations=max(max_steps, 1),
+        time_budget_minutes=float(minutes) if minutes > 0 else None,
+        lr=settings.lr,
+        eta_min=settings.eta_min,
+        warmup=settings.warmup,
+        grad_clip=settings.grad_clip,
+    )
+    spec = ModelSpec(arch=arch, init=str(source), name="finetune")
+    config = TrainConfig(
+        run_dir=str(out.parent),
+        seed=seed,
+        device=dev,
+        models=[spec],
+        optim=optim,
+        val=ValConfig(every=0),
+    )
+    return ModelTrainer(spec, config, DistInfo(0, 1, torch.device(dev))), optim, max_steps
+
+
+@dataclass
+class _Trained:
+    steps: int = 0
+    seconds: float = 0.0
+    stopped: str = ""
+    losses: list[float] = field(default_factory=list)
+
+
+def _train(
+    trainer: Any,
+    optim: Any,
+    max_steps: int,
+    pairs: Any,
+    settings: FinetuneSettings,
+    minutes: float,
+    cancelled: Callable[[], bool],
+    rng: np.random.Generator,
+    dev: str,
+) -> Generator[FinetuneProgress, None, _Trained]:
+    """Optimiser steps until the budget, ``max_steps`` or a cancel; one event per step."""
+    from napari_xfusion.train.loop import learning_rate, run_progress
+
+    done = _Trained()
+    budget = 60.0 * minutes
+    t0 = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - t0
+        if cancelled():
+            done.stopped = "cancelled"
+            break
+        if minutes <= 0 or done.steps >= max_steps:
+            done.stopped = "steps" if minutes > 0 else "time"
+            break
+        progress = run_progress(optim, done.steps, elapsed)
+        if progress >= 1.0:
+            done.stopped = "time"
+            break
+        lr = learning_rate(optim, done.steps, progress)
+        loss = trainer.step(pairs.batch(settings.batch_size, rng, dev), done.steps, lr)
+        done.losses.append(loss)
+        done.steps += 1
+        yield FinetuneProgress("train", done.steps, loss, time.monotonic() - t0, budget)
+    done.seconds = time.monotonic() - t0
+    return done
+
+
+def _provenance(
+    *,
+    method: str,
+    arch: str,
+    kept: str,
+    source: Any,
+    prepared: Any,
+    pairs: Any,
+    split: Any,
+    trained: _Trained,
+    trainer: Any,
+    before: LooScore,
+    after: LooScore,
+    minutes: float,
+    settings: FinetuneSettings,
+    seed: int,
+    dev: str,
+    started: float,
+) -> dict[str, Any]:
+    """What the checkpoint records about how it was made (JSON types)."""
+    import torch
+
+    from napari_xfusion import __version__
+
+    losses = trained.losses[-10:]
+    return {
+        "kind": "finetune",
+        "software": f"napari-xfusion {__version__}",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "method": method,
+        "arch": arch,
+        "kept": kept,
+        "source_weights": {"path": str(source.path), "sha256": source.sha256},
+        "source_provenance": source.provenance,
+        "data": _data_record(prepared, pairs.sha256),
+        "keys": split.to_dict(),
+        "pairs": [{"target": p.target_index, "keys": list(p.keys)} for p in pairs.pairs],
+        "steps": trained.steps,
+        "seconds": round(trained.seconds, 2),
+        "total_seconds": round(time.monotonic() - started, 2),
+        "minutes": float(minutes),
+        "stopped": trained.stopped,
+        "mean_loss_last_10": float(np.nanmean(losses)) if losses else None,
+        "settings": settings.to_dict(),
+        "seed": int(seed),
+        "device": dev,
+        "threads": torch.get_num_threads(),
+        "git_commit": trainer.commit,
+        "skipped_steps": trainer.skipped,
+        "loo_before": before.to_dict(),
+        "loo_after": after.to_dict(),
+        "loo_rule": "mean over the held-out keys of app.validation.leave_one_key_out (each key "
+        "reconstructed with it withheld, framed by its neighbour keys)",
+    }
+
+
 def iter_finetune(
     config: RunConfig,
     prepared: Any,
@@ -389,20 +366,17 @@ def iter_finetune(
     from napari_xfusion.app.export import check_writes
     from napari_xfusion.app.finetune.pairs import KeyPairs
     from napari_xfusion.nn.checkpoint import read_checkpoint, save_checkpoint
-    from napari_xfusion.train.config import ModelSpec, OptimConfig, TrainConfig, ValConfig
-    from napari_xfusion.train.loop import DistInfo, ModelTrainer, learning_rate, run_progress
 
     settings = settings or FinetuneSettings()
     if not minutes >= 0:
         raise FinetuneError(f"minutes must be >= 0, got {minutes}")
     out = Path(out)
     check_writes([out], config)
-    cancelled = _is_cancelled(cancel)
     split = split_keys(
         prepared.keys.indices, fraction=settings.validation_fraction, validation=validation
     )
-    arch, source = source_weights(config, method, init)
-    source_ckpt = read_checkpoint(source, expect={"arch": arch, "num_in_ch": 1, "num_frame": 3})
+    arch, path = source_weights(config, method, init)
+    source = read_checkpoint(path, expect={"arch": arch, "num_in_ch": 1, "num_frame": 3})
     dev = resolve_device(device or config.device)
     budget = 60.0 * float(minutes)
     started = time.monotonic()
@@ -410,9 +384,9 @@ def iter_finetune(
         yield FinetuneProgress(
             "validate-before",
             budget_seconds=budget,
-            message=f"scoring {source.name} on keys {list(split.validation)}",
+            message=f"scoring {path.name} on keys {list(split.validation)}",
         )
-        before = _score(config, prepared, method, source, split.validation, dev)
+        before = _score(config, prepared, method, path, split.validation, dev)
         yield FinetuneProgress("prepare", budget_seconds=budget, message="reading the pairs")
         pairs = KeyPairs(
             prepared,
@@ -424,54 +398,25 @@ def iter_finetune(
             augment=settings.augment,
         )
         torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        max_steps = settings.max_steps if settings.max_steps is not None else 10**9
-        optim = OptimConfig(
-            iterations=max(max_steps, 1),
-            time_budget_minutes=float(minutes) if minutes > 0 else None,
-            lr=settings.lr,
-            eta_min=settings.eta_min,
-            warmup=settings.warmup,
-            grad_clip=settings.grad_clip,
-        )
-        train_config = TrainConfig(
-            run_dir=str(out.parent),
-            seed=seed,
-            device=dev,
-            models=[ModelSpec(arch=arch, init=str(source), name="finetune")],
-            optim=optim,
-            val=ValConfig(every=0),
-        )
-        trainer = ModelTrainer(
-            train_config.models[0], train_config, DistInfo(0, 1, torch.device(dev))
-        )
+        trainer, optim, max_steps = _trainer(arch, path, out, settings, minutes, seed, dev)
         original = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-        step, losses, stopped = 0, [], ""
-        t0 = time.monotonic()
-        while True:
-            elapsed = time.monotonic() - t0
-            if cancelled():
-                stopped = "cancelled"
-                break
-            if minutes <= 0 or step >= max_steps:
-                stopped = "steps" if minutes > 0 else "time"
-                break
-            progress = run_progress(optim, step, elapsed)
-            if progress >= 1.0:
-                stopped = "time"
-                break
-            lr = learning_rate(optim, step, progress)
-            loss = trainer.step(pairs.batch(settings.batch_size, rng, dev), step, lr)
-            losses.append(loss)
-            step += 1
-            yield FinetuneProgress("train", step, loss, time.monotonic() - t0, budget)
-        seconds = time.monotonic() - t0
+        trained = yield from _train(
+            trainer,
+            optim,
+            max_steps,
+            pairs,
+            settings,
+            float(minutes),
+            _is_cancelled(cancel),
+            np.random.default_rng(seed),
+            dev,
+        )
         after = before
-        if step > 0:
+        if trained.steps > 0:
             yield FinetuneProgress(
                 "validate-after",
-                step,
-                seconds=seconds,
+                trained.steps,
+                seconds=trained.seconds,
                 budget_seconds=budget,
                 message="scoring the fine-tuned weights",
             )
@@ -481,50 +426,48 @@ def iter_finetune(
                 after = _score(config, prepared, method, candidate, split.validation, dev)
             finally:
                 candidate.unlink(missing_ok=True)
-        better = step > 0 and after.psnr > before.psnr + settings.min_gain_db
+        better = trained.steps > 0 and after.psnr > before.psnr + settings.min_gain_db
         kept = "finetuned" if better else "original"
         if not better:
             trainer.model.load_state_dict(original)
         yield FinetuneProgress(
             "save",
-            step,
-            seconds=seconds,
+            trained.steps,
+            seconds=trained.seconds,
             budget_seconds=budget,
             message=f"saving the {kept} weights",
         )
-        from napari_xfusion import __version__
-
-        provenance = {
-            "kind": "finetune",
-            "software": f"napari-xfusion {__version__}",
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "method": method,
-            "arch": arch,
-            "kept": kept,
-            "source_weights": {"path": str(source), "sha256": source_ckpt.sha256},
-            "source_provenance": source_ckpt.provenance,
-            "data": _data_record(prepared, pairs.sha256),
-            "keys": split.to_dict(),
-            "pairs": [{"target": p.target_index, "keys": list(p.keys)} for p in pairs.pairs],
-            "steps": step,
-            "seconds": round(seconds, 2),
-            "total_seconds": round(time.monotonic() - started, 2),
-            "minutes": float(minutes),
-            "stopped": stopped,
-            "mean_loss_last_10": float(np.nanmean(losses[-10:])) if losses else None,
-            "settings": settings.to_dict(),
-            "seed": int(seed),
-            "device": dev,
-            "threads": torch.get_num_threads(),
-            "git_commit": trainer.commit,
-            "skipped_steps": trainer.skipped,
-            "loo_before": before.to_dict(),
-            "loo_after": after.to_dict(),
-            "loo_rule": "mean over the held-out keys of app.validation.leave_one_key_out "
-            "(each key reconstructed with it withheld, framed by its neighbour keys)",
-        }
+        provenance = _provenance(
+            method=method,
+            arch=arch,
+            kept=kept,
+            source=source,
+            prepared=prepared,
+            pairs=pairs,
+            split=split,
+            trained=trained,
+            trainer=trainer,
+            before=before,
+            after=after,
+            minutes=minutes,
+            settings=settings,
+            seed=seed,
+            dev=dev,
+            started=started,
+        )
         sha = save_checkpoint(out, trainer.model, trainer.model.config, provenance)
-    return FinetuneResult(out, kept, before, after, step, seconds, provenance, split, stopped, sha)
+    return FinetuneResult(
+        out,
+        kept,
+        before,
+        after,
+        trained.steps,
+        trained.seconds,
+        provenance,
+        split,
+        trained.stopped,
+        sha,
+    )
 
 
 def finetune(
