@@ -165,3 +165,11 @@ def test_missing_init_and_method_without_weights(data, tmp_path, capsys):
     ]
     assert cli.main(base) == 2
     assert "flow uses no network weights" in capsys.readouterr().err
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["finetune", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:\n  xfusion finetune" in text and "--weights edvr-stf=model.pt" in text

@@ -99,3 +99,15 @@ def test_errors_are_shown_not_raised(docks, qtbot, make_napari_viewer):
     assert not dock.run() and "output checkpoint" in dock.status.text()
     alone = FinetuneWidget(make_napari_viewer())
     assert not alone.run() and "open the Fusion dock" in alone.status.text()
+
+
+def test_the_dock_opens_from_the_plugin_menu(make_napari_viewer, isolated_settings):
+    from napari_xfusion._napari._finetune import FinetuneWidget
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-xfusion", "Fine-tune")
+    assert isinstance(widget, FinetuneWidget)
+    assert widget.method.currentText() == "edvr-stf"
+    assert {"edvr", "edvr-stf", "edvr-stf-flow"} <= {
+        widget.method.itemText(i) for i in range(widget.method.count())
+    }
