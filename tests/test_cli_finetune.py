@@ -173,3 +173,13 @@ def test_help_has_examples(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "examples:\n  xfusion finetune" in text and "--weights edvr-stf=model.pt" in text
+
+
+def test_validation_keys_choose_the_held_out_keys(data, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    assert cli.main(_args(data, out, "--max-steps", "1", "--validation-keys", "12")) == 0
+    keys = load_model(out).checkpoint_info["provenance"]["keys"]
+    assert keys["validation"] == [12] and keys["train_targets"] == [4, 8, 16, 20]
+    assert "held-out keys [12]" in capsys.readouterr().out
+    assert cli.main(_args(data, out, "--validation-keys", "0")) == 2
+    assert "validation keys [0] are not interior HR keys" in capsys.readouterr().err
