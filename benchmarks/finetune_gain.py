@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.seed < 20260:
         p.error("--seed must be >= 20260 (lower seeds were used to train or select weights)")
-    import torch
+    from napari_xfusion.engine import configure_torch_threads
 
-    torch.set_num_threads(1)
+    configure_torch_threads(1)  # the engine's once-per-process setting: 1 thread everywhere
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, truth in cases(args):

@@ -277,17 +277,34 @@ def test_other_networks_finetune(prepared, weights, tmp_path, arch):
         assert item["hr_flow"].shape == (2, 3, 32, 32)
 
 
-def test_torch_threads_are_restored(prepared, weights, tmp_path):
+def test_training_runs_on_one_thread_and_restores_the_count(
+    prepared, weights, tmp_path, monkeypatch
+):
+    from napari_xfusion import engine
+
+    # The engine sets its own count on its first run in a process (the scoring runs it): the
+    # training steps must still get settings.threads.
+    monkeypatch.setattr(engine, "_threads_configured", False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
     before = torch.get_num_threads()
-    finetune(
+    seen = []
+
+    def progress(event):
+        if event.phase == "train":
+            seen.append(torch.get_num_threads())
+
+    result = finetune(
         CONFIG,
         prepared,
-        minutes=0,
+        minutes=5,
         out=tmp_path / "t.pt",
-        init=weights["bilinear"],
-        settings=FinetuneSettings(threads=1),
+        init=weights["harmful"],
+        on_progress=progress,
+        settings=FinetuneSettings(batch_size=1, crop=32, max_steps=2, threads=1),
     )
-    assert torch.get_num_threads() == before
+    assert seen == [1, 1] and result.provenance["threads"] == 1
+    assert torch.get_num_threads() == 2  # the engine's choice, kept for the rest of the process
+    torch.set_num_threads(before)
 
 
 # --- errors ---------------------------------------------------------------------------------

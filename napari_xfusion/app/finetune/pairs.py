@@ -68,7 +68,8 @@ class KeyPairs:
     arch : str
         ``edvr``, ``edvr-stf`` or ``edvr-stf-flow`` (what the HR input is).
     crop : int
-        HR crop size (a multiple of 4); smaller frames are cropped to their own size.
+        HR crop size (a multiple of 4); frames smaller than it are cropped to their largest
+        multiple of 16.
     max_key_offset : int
         Neighbour keys up to this many places away on each side (1: the adjacent keys only,
         the geometry of leave-one-key-out).
@@ -91,7 +92,13 @@ class KeyPairs:
     ) -> None:
         keys = [int(k) for k in prepared.keys.indices]
         height, width = prepared.frame_shape
-        self.crop = min(int(crop), height - height % SCALE, width - width % SCALE)
+        # Frames smaller than the crop: the largest crop whose LR side is a multiple of 4 (the
+        # PCD pyramid halves it twice).
+        self.crop = min(int(crop), height // 16 * 16, width // 16 * 16)
+        if self.crop < 16:
+            raise ValueError(
+                f"HR frames of {height}x{width} px are too small to train on (at least 16x16)"
+            )
         self.focus = max(int(focus), 1)
         self.augment = augment
         self.arch = arch

@@ -243,6 +243,7 @@ class _Trained:
     steps: int = 0
     seconds: float = 0.0
     stopped: str = ""
+    threads: int = 0
     losses: list[float] = field(default_factory=list)
 
 
@@ -258,29 +259,36 @@ def _train(
     dev: str,
 ) -> Generator[FinetuneProgress, None, _Trained]:
     """Optimiser steps until the budget, ``max_steps`` or a cancel; one event per step."""
+    import torch
+
     from napari_xfusion.train.loop import learning_rate, run_progress
 
     done = _Trained()
     budget = 60.0 * minutes
-    t0 = time.monotonic()
-    while True:
-        elapsed = time.monotonic() - t0
-        if cancelled():
-            done.stopped = "cancelled"
-            break
-        if minutes <= 0 or done.steps >= max_steps:
-            done.stopped = "steps" if minutes > 0 else "time"
-            break
-        progress = run_progress(optim, done.steps, elapsed)
-        if progress >= 1.0:
-            done.stopped = "time"
-            break
-        lr = learning_rate(optim, done.steps, progress)
-        loss = trainer.step(pairs.batch(settings.batch_size, rng, dev), done.steps, lr)
-        done.losses.append(loss)
-        done.steps += 1
-        yield FinetuneProgress("train", done.steps, loss, time.monotonic() - t0, budget)
-    done.seconds = time.monotonic() - t0
+    # Set here, not around the whole run: the engine sets its own thread count on its first
+    # run in a process (leave-one-key-out runs it), which once left training on 2 spin-waiting
+    # threads at ~3 s/step where 1 thread takes ~0.3 s (benchmarks/finetune_gain.py).
+    with _torch_threads(settings.threads, torch.device(dev).type):
+        done.threads = torch.get_num_threads()
+        t0 = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - t0
+            if cancelled():
+                done.stopped = "cancelled"
+                break
+            if minutes <= 0 or done.steps >= max_steps:
+                done.stopped = "steps" if minutes > 0 else "time"
+                break
+            progress = run_progress(optim, done.steps, elapsed)
+            if progress >= 1.0:
+                done.stopped = "time"
+                break
+            lr = learning_rate(optim, done.steps, progress)
+            loss = trainer.step(pairs.batch(settings.batch_size, rng, dev), done.steps, lr)
+            done.losses.append(loss)
+            done.steps += 1
+            yield FinetuneProgress("train", done.steps, loss, time.monotonic() - t0, budget)
+        done.seconds = time.monotonic() - t0
     return done
 
 
@@ -304,7 +312,6 @@ def _provenance(
     started: float,
 ) -> dict[str, Any]:
     """What the checkpoint records about how it was made (JSON types)."""
-    import torch
 
     from napari_xfusion import __version__
 
@@ -330,7 +337,7 @@ def _provenance(
         "settings": settings.to_dict(),
         "seed": int(seed),
         "device": dev,
-        "threads": torch.get_num_threads(),
+        "threads": trained.threads,
         "git_commit": trainer.commit,
         "skipped_steps": trainer.skipped,
         "loo_before": before.to_dict(),
@@ -380,82 +387,81 @@ def iter_finetune(
     dev = resolve_device(device or config.device)
     budget = 60.0 * float(minutes)
     started = time.monotonic()
-    with _torch_threads(settings.threads, torch.device(dev).type):
+    yield FinetuneProgress(
+        "validate-before",
+        budget_seconds=budget,
+        message=f"scoring {path.name} on keys {list(split.validation)}",
+    )
+    before = _score(config, prepared, method, path, split.validation, dev)
+    yield FinetuneProgress("prepare", budget_seconds=budget, message="reading the pairs")
+    pairs = KeyPairs(
+        prepared,
+        split.train,
+        arch,
+        crop=settings.crop,
+        max_key_offset=settings.max_key_offset,
+        focus=settings.focus,
+        augment=settings.augment,
+    )
+    torch.manual_seed(seed)
+    trainer, optim, max_steps = _trainer(arch, path, out, settings, minutes, seed, dev)
+    original = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    trained = yield from _train(
+        trainer,
+        optim,
+        max_steps,
+        pairs,
+        settings,
+        float(minutes),
+        _is_cancelled(cancel),
+        np.random.default_rng(seed),
+        dev,
+    )
+    after = before
+    if trained.steps > 0:
         yield FinetuneProgress(
-            "validate-before",
-            budget_seconds=budget,
-            message=f"scoring {path.name} on keys {list(split.validation)}",
-        )
-        before = _score(config, prepared, method, path, split.validation, dev)
-        yield FinetuneProgress("prepare", budget_seconds=budget, message="reading the pairs")
-        pairs = KeyPairs(
-            prepared,
-            split.train,
-            arch,
-            crop=settings.crop,
-            max_key_offset=settings.max_key_offset,
-            focus=settings.focus,
-            augment=settings.augment,
-        )
-        torch.manual_seed(seed)
-        trainer, optim, max_steps = _trainer(arch, path, out, settings, minutes, seed, dev)
-        original = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-        trained = yield from _train(
-            trainer,
-            optim,
-            max_steps,
-            pairs,
-            settings,
-            float(minutes),
-            _is_cancelled(cancel),
-            np.random.default_rng(seed),
-            dev,
-        )
-        after = before
-        if trained.steps > 0:
-            yield FinetuneProgress(
-                "validate-after",
-                trained.steps,
-                seconds=trained.seconds,
-                budget_seconds=budget,
-                message="scoring the fine-tuned weights",
-            )
-            candidate = out.with_name(f".{out.name}.candidate.pt")
-            try:
-                save_checkpoint(candidate, trainer.model, trainer.model.config, {"candidate": True})
-                after = _score(config, prepared, method, candidate, split.validation, dev)
-            finally:
-                candidate.unlink(missing_ok=True)
-        better = trained.steps > 0 and after.psnr > before.psnr + settings.min_gain_db
-        kept = "finetuned" if better else "original"
-        if not better:
-            trainer.model.load_state_dict(original)
-        yield FinetuneProgress(
-            "save",
+            "validate-after",
             trained.steps,
             seconds=trained.seconds,
             budget_seconds=budget,
-            message=f"saving the {kept} weights",
+            message="scoring the fine-tuned weights",
         )
-        provenance = _provenance(
-            method=method,
-            arch=arch,
-            kept=kept,
-            source=source,
-            prepared=prepared,
-            pairs=pairs,
-            split=split,
-            trained=trained,
-            trainer=trainer,
-            before=before,
-            after=after,
-            minutes=minutes,
-            settings=settings,
-            seed=seed,
-            dev=dev,
-            started=started,
-        )
-        sha = save_checkpoint(out, trainer.model, trainer.model.config, provenance)
+        candidate = out.with_name(f".{out.name}.candidate.pt")
+        try:
+            save_checkpoint(candidate, trainer.model, trainer.model.config, {"candidate": True})
+            after = _score(config, prepared, method, candidate, split.validation, dev)
+        finally:
+            candidate.unlink(missing_ok=True)
+    better = trained.steps > 0 and after.psnr > before.psnr + settings.min_gain_db
+    kept = "finetuned" if better else "original"
+    if not better:
+        trainer.model.load_state_dict(original)
+    yield FinetuneProgress(
+        "save",
+        trained.steps,
+        seconds=trained.seconds,
+        budget_seconds=budget,
+        message=f"saving the {kept} weights",
+    )
+    provenance = _provenance(
+        method=method,
+        arch=arch,
+        kept=kept,
+        source=source,
+        prepared=prepared,
+        pairs=pairs,
+        split=split,
+        trained=trained,
+        trainer=trainer,
+        before=before,
+        after=after,
+        minutes=minutes,
+        settings=settings,
+        seed=seed,
+        dev=dev,
+        started=started,
+    )
+    sha = save_checkpoint(out, trainer.model, trainer.model.config, provenance)
     return FinetuneResult(
         out,
         kept,

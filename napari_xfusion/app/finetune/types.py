@@ -41,7 +41,8 @@ class FinetuneSettings:
     max_steps : int or None
         Stop after this many steps even with time left (tests, reproducible runs).
     threads : int or None
-        torch threads on the CPU during fine-tuning (restored after); None: leave as is.
+        torch threads on the CPU during the training steps (restored after; the scoring runs
+        with the engine's own setting); None: leave as is.
         1 by default: on a shared machine two spin-waiting OpenMP threads were measured ~5x
         slower per step than one (train/configs/shipped-small.yaml).
     min_gain_db : float
