@@ -4,7 +4,8 @@ It renders the session's :class:`~napari_xfusion.app.results.ResultTable` - the 
 summary the CLI prints and ``xfusion evaluate`` computes from an export: mean and median over
 the frames between keys, key frames apart, an identical frame (PSNR undefined) blank, never
 ``inf``. Both tables copy to the clipboard as tab-separated text and save as CSV (the app
-layer's CSV).
+layer's CSV). Below them, :class:`~napari_xfusion._napari._validation.ValidationPanel`
+measures accuracy without a ground truth (leave-one-key-out, LR consistency).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from qtpy.QtWidgets import (
 
 from napari_xfusion._napari._dock import SessionDock
 from napari_xfusion._napari._session import FrameRecord
+from napari_xfusion._napari._validation import ValidationPanel
 from napari_xfusion.app.results import METRICS, ResultTable
 
 if TYPE_CHECKING:
@@ -102,7 +104,10 @@ class MetricsWidget(SessionDock):
         self.frames.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self._rows: dict[tuple[str, int], QTableWidgetItem] = {}  # (method, frame) -> cell 0
 
-        self.note = QLabel("Metrics need a ground truth: run on the sample or in simulate mode.")
+        self.note = QLabel(
+            "Metrics need a ground truth: run on the sample or in simulate mode. Without one, "
+            "'Validate (leave-one-key-out)' below scores each method on the HR keys."
+        )
         self.note.setWordWrap(True)
         copy = QPushButton("Copy")
         copy.setToolTip("Copy the per-frame metrics as tab-separated text")
@@ -123,6 +128,8 @@ class MetricsWidget(SessionDock):
         layout.addWidget(QLabel("Per frame (double-click a row to go to the frame)"))
         layout.addWidget(self.frames)
         layout.addLayout(buttons)
+        self.validation = ValidationPanel(napari_viewer)
+        layout.addWidget(self.validation)
 
         self.connect_session()
         self.refresh()

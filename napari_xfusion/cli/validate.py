@@ -143,6 +143,24 @@ def _check_keys(args: argparse.Namespace, config: RunConfig, prepared: PreparedI
         raise CommandError(f"{where}: {exc}") from None
 
 
+def _check_export(path: Path, prepared: PreparedInputs) -> None:
+    """Refuse a ``--fused`` file that is not an export of these inputs (before any work)."""
+    from napari_xfusion.app.export import read_export
+
+    stack, info = read_export(path, role="--fused")
+    if tuple(stack.shape[1:]) != tuple(prepared.frame_shape):
+        raise CommandError(
+            f"--fused {path}: frames are {stack.shape[1]}x{stack.shape[2]} but the HR keys "
+            f"are {prepared.frame_shape[0]}x{prepared.frame_shape[1]}"
+        )
+    pages = info.pages[info.computed_pages]
+    if pages.size and int(pages.max()) >= prepared.n_frames:
+        raise CommandError(
+            f"--fused {path}: holds frame {int(pages.max())} but the LR stream has "
+            f"{prepared.n_frames} frames"
+        )
+
+
 def _consistency(
     args: argparse.Namespace,
     config: RunConfig,
@@ -157,7 +175,7 @@ def _consistency(
     table = ConsistencyTable(checker=checker)
     if args.fused:
         for path in args.fused:
-            export_consistency(path, checker, table=table)
+            export_consistency(path, checker, table=table, role="--fused")
         return table
     if args.no_consistency:
         return None
@@ -189,6 +207,8 @@ def validate(args: argparse.Namespace) -> tuple[ValidationResult, ConsistencyTab
     check_writes(paths, inputs)
     prepared = prepare_inputs(config, roles=ROLES)
     _check_keys(args, config, prepared)
+    for path in args.fused or ():
+        _check_export(path, prepared)
     for note in prepared.notes:
         if "detector units" in note:
             say(f"xfusion validate: {note}")

@@ -540,19 +540,24 @@ def consistency_table(
 
 
 def export_consistency(
-    path: Any, checker: LrChecker, *, table: ConsistencyTable | None = None
+    path: Any,
+    checker: LrChecker,
+    *,
+    table: ConsistencyTable | None = None,
+    role: str = "fused stack",
 ) -> ConsistencyTable:
     """LR consistency of every computed page of a fused export (either face,
-    :func:`napari_xfusion.app.export.read_export`), mapped back to [0, 1]."""
+    :func:`napari_xfusion.app.export.read_export`; ``role`` prefixes its errors), mapped back
+    to [0, 1]."""
     from napari_xfusion.app.export import read_export
     from napari_xfusion.app.inputs import InputError
 
-    stack, info = read_export(path, role="fused stack")
+    stack, info = read_export(path, role=role)
     pages = info.computed_pages
     indices = [int(t) for t in info.pages[pages]]
     if indices and max(indices) >= checker.n_frames:
         raise InputError(
-            f"fused stack {path}: holds frame {max(indices)} but the LR stream has "
+            f"{role} {path}: holds frame {max(indices)} but the LR stream has "
             f"{checker.n_frames} frames"
         )
     frames = (info.to_unit(stack[p]) for p in pages)
