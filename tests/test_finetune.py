@@ -134,6 +134,19 @@ def test_pairs_hold_the_real_lr_window_and_the_neighbour_keys(prepared):
     assert sorted(p.keys for p in wide.pairs) == [(4, 16), (4, 20), (8, 16), (8, 20)]
 
 
+def test_pairs_of_detector_counts_are_normalised_as_the_engine_reads_them(prepared):
+    truth = np.asarray(prepared.truth)
+    counts = (200 + 3000 * truth).astype(np.uint16)
+    raw = prepare_inputs(
+        CONFIG, lr=bin_frames(counts.astype(np.float32)).astype(np.uint16), hr=counts
+    )
+    assert raw.lr_normalisation is not None and raw.hr_normalisation is not None
+    (pair,) = KeyPairs(raw, [12], "edvr-stf", crop=32).pairs
+    np.testing.assert_allclose(pair.lr[1], raw.lr_normalisation.apply(raw.lr[12]))
+    np.testing.assert_allclose(pair.target, raw.keys[12])
+    assert 0 <= pair.lr.min() and pair.lr.max() <= 1 and pair.target.max() <= 1
+
+
 # --- keep the better ------------------------------------------------------------------------
 
 

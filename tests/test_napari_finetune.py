@@ -95,6 +95,10 @@ def test_errors_are_shown_not_raised(docks, qtbot, make_napari_viewer):
     qtbot.waitUntil(lambda: not dock.running, timeout=60000)
     assert dock.result is None and not dock.use_button.isEnabled()
     assert dock.status.text().startswith("Fine-tuning failed: too few HR keys")
+    for box in fusion.methods_panel.method_boxes.values():
+        box.setChecked(False)
+    assert not dock.run()
+    assert dock.status.text() == "Not started: Fusion dock: tick at least one method"
     dock.out.setText("")
     assert not dock.run() and "output checkpoint" in dock.status.text()
     alone = FinetuneWidget(make_napari_viewer())

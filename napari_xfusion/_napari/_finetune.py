@@ -192,7 +192,10 @@ class FinetuneWidget(QWidget):
         fusion = fusion_dock(self.viewer)
         if fusion is None:
             raise ValueError("open the Fusion dock and choose the LR and HR layers there")
-        job = fusion.build_request()
+        try:
+            job = fusion.build_request()
+        except ValueError as exc:  # the fusion dock's own wording, said to be about that dock
+            raise ValueError(f"Fusion dock: {exc}") from None
         field = fusion.methods_panel.weights.get(self.method.currentText())
         init = field.text().strip() if field is not None else ""
         return job.request, init or None
