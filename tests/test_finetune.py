@@ -91,16 +91,16 @@ def test_split_errors_name_the_keys():
 
 
 def test_training_pairs_never_target_a_held_out_key(prepared, weights, tmp_path, monkeypatch):
-    from napari_xfusion.app.finetune import runner
+    from napari_xfusion.app.finetune import scoring
 
     scored = []
-    real_score = runner._score
+    real_score = scoring.score_weights
 
     def spy(config, prepared_, method, path, held_out, device):
         scored.append(tuple(held_out))
         return real_score(config, prepared_, method, path, held_out, device)
 
-    monkeypatch.setattr(runner, "_score", spy)
+    monkeypatch.setattr(scoring, "score_weights", spy)
     result = finetune(
         CONFIG,
         prepared,

@@ -26,7 +26,6 @@ The wall time bounds training; the two validations add a forward pass per held-o
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -37,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_xfusion.app.config import MethodChoice, RunConfig
+from napari_xfusion.app.config import RunConfig
+from napari_xfusion.app.finetune import scoring
 from napari_xfusion.app.finetune.split import FinetuneError, split_keys
 from napari_xfusion.app.finetune.types import (
     FinetuneProgress,
@@ -45,114 +45,12 @@ from napari_xfusion.app.finetune.types import (
     FinetuneSettings,
     LooScore,
 )
+from napari_xfusion.app.finetune.weights import source_weights
 
 __all__ = [
     "finetune",
     "iter_finetune",
-    "network_methods",
-    "source_weights",
 ]
-
-# ---------------------------------------------------------------------------------------------
-# Weights
-# ---------------------------------------------------------------------------------------------
-
-
-def network_methods() -> dict[str, str]:
-    """Registered methods that are networks this code can fine-tune: name -> arch."""
-    from napari_xfusion.methods.registry import available_methods
-    from napari_xfusion.nn.edvr import ALL_ARCHS
-
-    out = {}
-    for name, spec in available_methods().items():
-        if not spec.needs_weights:
-            continue
-        try:
-            arch = getattr(spec.load_class(), "arch", None)
-        except Exception:  # a broken plugin is not ours to fine-tune
-            continue
-        if arch in ALL_ARCHS:
-            out[name] = arch
-    return out
-
-
-def source_weights(
-    config: RunConfig, method: str, init: str | os.PathLike[str] | None = None
-) -> tuple[str, Path]:
-    """``(arch, path)`` of the weights to start from: ``init``, else the config's weights of
-    ``method``, else its shipped weights (checked against their recorded sha256)."""
-    from napari_xfusion.methods.registry import get_spec
-
-    try:
-        spec = get_spec(method)
-    except ValueError as exc:
-        raise FinetuneError(str(exc)) from None
-    nets = network_methods()
-    if method not in nets:
-        why = "uses no network weights" if not spec.needs_weights else "is not an EDVR network"
-        raise FinetuneError(
-            f"{method} {why}: nothing to fine-tune; choose one of {', '.join(nets) or '(none)'}"
-        )
-    if init is None and method in config.method_names:
-        init = config.method(method).weights
-    if init is not None:
-        path = Path(init)
-        if not path.is_file():
-            raise FinetuneError(f"weights {path}: no such file")
-        return nets[method], path
-    from napari_xfusion.methods.network import shipped_weights, verify_shipped_weights
-
-    path = shipped_weights(method)
-    if not path.is_file():
-        raise FinetuneError(
-            f"no shipped weights for {method} (looked for {path}); give the weights to start "
-            "from (--init WEIGHTS)"
-        )
-    verify_shipped_weights(path)
-    return nets[method], path
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring
-# ---------------------------------------------------------------------------------------------
-
-
-def _nanmean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
-def _choice(config: RunConfig, method: str, weights: Path) -> MethodChoice:
-    from napari_xfusion.core.io import sha256_file
-
-    options = dict(config.method(method).options) if method in config.method_names else {}
-    return MethodChoice(method, options, weights=str(weights), weights_sha256=sha256_file(weights))
-
-
-def _score(
-    config: RunConfig,
-    prepared: Any,
-    method: str,
-    weights: Path,
-    held_out: tuple[int, ...],
-    device: str,
-) -> LooScore:
-    """Leave-one-key-out of ``method`` with ``weights`` on the ``held_out`` keys."""
-    from napari_xfusion.app.validation import leave_one_key_out
-
-    run = config.replace(methods=(_choice(config, method, weights),), device=device)
-    result = leave_one_key_out(run, prepared, withheld=list(held_out), device=device)
-    rows = [r for r in result.rows if r.method == method and int(r.key_index) in held_out]
-    if not rows:
-        raise FinetuneError(f"leave-one-key-out gave no score for the keys {list(held_out)}")
-    return LooScore(
-        psnr=float(np.nanmean([r.psnr for r in rows])),
-        aad=float(np.nanmean([r.aad for r in rows])),
-        ssim=float(np.nanmean([r.ssim for r in rows])),
-        lr_psnr=_nanmean([r.lr_psnr for r in rows]),
-        per_key={int(r.key_index): float(r.psnr) for r in rows},
-    )
-
 
 # ---------------------------------------------------------------------------------------------
 # Provenance
@@ -392,7 +290,7 @@ def iter_finetune(
         budget_seconds=budget,
         message=f"scoring {path.name} on keys {list(split.validation)}",
     )
-    before = _score(config, prepared, method, path, split.validation, dev)
+    before = scoring.score_weights(config, prepared, method, path, split.validation, dev)
     yield FinetuneProgress("prepare", budget_seconds=budget, message="reading the pairs")
     pairs = KeyPairs(
         prepared,
@@ -429,7 +327,9 @@ def iter_finetune(
         candidate = out.with_name(f".{out.name}.candidate.pt")
         try:
             save_checkpoint(candidate, trainer.model, trainer.model.config, {"candidate": True})
-            after = _score(config, prepared, method, candidate, split.validation, dev)
+            after = scoring.score_weights(
+                config, prepared, method, candidate, split.validation, dev
+            )
         finally:
             candidate.unlink(missing_ok=True)
     better = trained.steps > 0 and after.psnr > before.psnr + settings.min_gain_db
