@@ -1,5 +1,5 @@
 """Command-line interface ``xfusion``: sample, simulate, fuse, evaluate, validate, methods, demo,
-study, train.
+study, finetune, train.
 
 Every command runs the same code as the napari plugin: inputs, configuration, runs and exports
 through :mod:`napari_xfusion.app`. One module per command (``sample``, ``fusion`` +
@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from napari_xfusion.cli import demo, evaluation, fusion, methods, sample, study, validate
+from napari_xfusion.cli import finetune as finetuning
 from napari_xfusion.cli._common import SOFTWARE, CommandError, epilog, formatter, say
 from napari_xfusion.cli.config import config_example, fuse_config
 from napari_xfusion.cli.demo import DEMO_SIZE, run_demo
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_parser(sub)
     demo.add_parser(sub)
     study.add_parser(sub)
+    finetuning.add_parser(sub)
     sub.add_parser(
         "train",
         formatter_class=formatter,

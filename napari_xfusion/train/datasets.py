@@ -74,6 +74,7 @@ __all__ = [
     "Sample",
     "TrainingWindows",
     "bundled_textures",
+    "flip_rotate",
 ]
 
 TRAINING_SEED_MIN = 1_000_000
@@ -798,17 +799,7 @@ class WindowSampler:
 
     def _augment(self, arrays: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
         """The same random flips and 90-degree rotation of the last two axes of every array."""
-        if not self.augment:
-            return arrays
-        flip_x, flip_y, turns = rng.random() < 0.5, rng.random() < 0.5, int(rng.integers(4))
-        out = []
-        for a in arrays:
-            if flip_x:
-                a = a[..., :, ::-1]
-            if flip_y:
-                a = a[..., ::-1, :]
-            out.append(np.ascontiguousarray(np.rot90(a, turns, axes=(-2, -1)), dtype=np.float32))
-        return out
+        return flip_rotate(arrays, rng) if self.augment else arrays
 
     def _draw_flow(
         self, source: FrameSource, win: Window, box: Box, rng: np.random.Generator
@@ -856,6 +847,24 @@ class WindowSampler:
         return Sample(
             lr=lr[:, None], hr=keys[:, None], target=target, window=win, b0=b0, hr_flow=hr_flow
         )
+
+
+def flip_rotate(arrays: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """The same random flips and 90-degree rotation of the last two axes of every array.
+
+    Returns C-contiguous float32 copies (views of flipped arrays cannot become tensors).
+    Used by :class:`WindowSampler` and by fine-tuning on a user's own key pairs
+    (:mod:`napari_xfusion.app.finetune`).
+    """
+    flip_x, flip_y, turns = rng.random() < 0.5, rng.random() < 0.5, int(rng.integers(4))
+    out = []
+    for a in arrays:
+        if flip_x:
+            a = a[..., :, ::-1]
+        if flip_y:
+            a = a[..., ::-1, :]
+        out.append(np.ascontiguousarray(np.rot90(a, turns, axes=(-2, -1)), dtype=np.float32))
+    return out
 
 
 def _stream_rng(seed: int, rank: int, worker: int, stream: int) -> np.random.Generator:
