@@ -560,7 +560,7 @@ def combine(out: Path, folders: Sequence[Path]) -> str:
         for _, info, _ in runs
     )
     budget["summary"] = (
-        budget["summary"].split("; wall time")[0]
+        budget["summary"].split(" frame results; wall time")[0].rsplit("; ", 1)[0]
         + f"; {len(rows)} frame results; wall time {wall / 60:.1f} min in {len(runs)} runs "
         f"({parts}; {budget['threads']} torch thread(s))"
     )
@@ -571,8 +571,8 @@ def combine(out: Path, folders: Sequence[Path]) -> str:
     )
     describe: dict[str, Any] = {}
     for _, info, _ in runs:
-        for d in info.get("methods", []):
-            describe.setdefault(d.get("method", str(len(describe))), d)
+        for d in info.get("methods", []):  # describe() dicts; a hand-merged run has names
+            describe.setdefault(d.get("method", "") if isinstance(d, dict) else str(d), d)
     commands = [f"{info['command']} (out: {folder})" for folder, info, _ in runs]
     extra = {
         "command": " + ".join(commands),

@@ -147,6 +147,7 @@ def test_runs_with_one_budget_combine_and_a_changed_method_is_refused(bench, tmp
     merged = json.loads((both / "summary.json").read_text())
     assert merged["budget"]["methods"] == ["bicubic", "flow", "bayesian"]
     assert len(merged["commands"]) == 2 and "in 2 runs" in merged["budget"]["summary"]
+    assert merged["budget"]["summary"].count("frame results") == 1
     rows = bench.read_frames(both / "frames.csv")
     assert sorted({r["method"] for r in rows}) == ["bayesian", "bicubic", "flow"]
     assert sum(r["method"] == "bicubic" for r in rows) == 2  # once, not once per run
