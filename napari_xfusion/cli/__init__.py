@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from napari_xfusion.cli import demo, evaluation, fusion, methods, sample, study
+from napari_xfusion.cli import demo, evaluation, fusion, methods, register, sample, study
 from napari_xfusion.cli._common import SOFTWARE, CommandError, epilog, formatter, say
 from napari_xfusion.cli.config import config_example, fuse_config
 from napari_xfusion.cli.demo import DEMO_SIZE, run_demo
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
             xfusion fuse --config fused.config.json -o again.tif   # the same run again
             xfusion evaluate fused.tif --truth data/truth.tif
             xfusion methods                    # the methods and their options
+            xfusion register --lr lr.tif --hr hr.tif -o aligned/   # a real camera pair
             """,
             EXIT_STATUS,
         ),
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     methods.add_parser(sub)
     demo.add_parser(sub)
     study.add_parser(sub)
+    register.add_parser(sub)
     sub.add_parser(
         "train",
         formatter_class=formatter,
