@@ -82,15 +82,18 @@ def camera_times(
     else:
         found = find_metadata(stack) if stack is not None else None
         if found is None:
-            where = f"{stack}: no camera metadata beside it" if stack else f"{role}: no file"
-            looked = (
-                f" (looked for {', '.join(stack.stem + s for s in METADATA_SUFFIXES)})"
-                if stack is not None and not stack.is_dir()
-                else ""
-            )
+            if stack is None:
+                where = f"{role}: no frame times (an array has no metadata file beside it)"
+            else:
+                looked = (
+                    f" (looked for {', '.join(stack.stem + s for s in METADATA_SUFFIXES)})"
+                    if not stack.is_dir()
+                    else ""
+                )
+                where = f"{role} {stack}: no camera metadata beside it{looked}"
             raise DualCameraError(
-                f"{role} {where}{looked} and no frame rate given: give {times_option} FILE "
-                f"(Phantom .xml/.cine, Shimadzu .ini) or {rate_option} HZ"
+                f"{where} and no frame rate given: give {times_option} FILE (Phantom "
+                f".xml/.cine, Shimadzu .ini) or {rate_option} HZ"
             )
         times, source = read_frame_times(found), found
     if len(times) != n_frames:
