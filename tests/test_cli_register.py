@@ -50,8 +50,10 @@ def test_register_prints_the_match_and_transform_and_fuse_runs(pair, tmp_path, c
 def _error(argv, capsys) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    return err
+    # Progress lines ("register: ...") may come first; the error is one line, the last.
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and err.splitlines()[-1] == errors[0], err
+    return errors[0]
 
 
 def test_missing_metadata_without_rate_is_one_line(pair, tmp_path, capsys):

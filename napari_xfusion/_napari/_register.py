@@ -157,6 +157,7 @@ class RegisterWidget(QWidget):
         self.pair: Any = None  # the last estimate or accepted alignment
         self.accepted: Any = None
         self.last_error: str = ""
+        self.edited = False  # an adjust control was changed since the estimate
         self.lr_box, self.hr_box = _Camera("LR camera", "lr"), _Camera("HR camera", "hr")
         layout = QVBoxLayout(self)
         layout.addWidget(self.lr_box)
@@ -225,22 +226,22 @@ class RegisterWidget(QWidget):
         spin.setDecimals(decimals)
         spin.setSingleStep(step)
         spin.setToolTip(tip)
-        spin.valueChanged.connect(self._schedule)
+        spin.valueChanged.connect(self._edit)
         return spin
 
     def _adjust_box(self) -> QGroupBox:
         box = QGroupBox("Adjust and check")
         form = QFormLayout(box)
-        self.rotation = self._spin(-180, 180, 3, 0.05, "Rotation of the HR camera, degrees")
-        self.scale = self._spin(0.01, 10.0, 5, 0.001, "LR pixels per HR pixel (4x grid: 0.25)")
-        self.shift_x = self._spin(-1e4, 1e4, 3, 0.05, "Shift x of the transform, LR pixels")
-        self.shift_y = self._spin(-1e4, 1e4, 3, 0.05, "Shift y of the transform, LR pixels")
+        self.rotation = self._spin(-180, 180, 4, 0.05, "Rotation of the HR camera, degrees")
+        self.scale = self._spin(0.01, 10.0, 6, 0.001, "LR pixels per HR pixel (4x grid: 0.25)")
+        self.shift_x = self._spin(-1e4, 1e4, 4, 0.05, "Shift x of the transform, LR pixels")
+        self.shift_y = self._spin(-1e4, 1e4, 4, 0.05, "Shift y of the transform, LR pixels")
         self.flip_x = QCheckBox("flip x")
         self.flip_x.setToolTip("Mirror the HR camera's x axis")
         self.flip_y = QCheckBox("flip y")
         self.flip_y.setToolTip("Mirror the HR camera's y axis")
         for box_ in (self.flip_x, self.flip_y):
-            box_.toggled.connect(self._schedule)
+            box_.toggled.connect(self._edit)
         flips = QHBoxLayout()
         flips.addWidget(self.flip_x)
         flips.addWidget(self.flip_y)
@@ -351,9 +352,12 @@ class RegisterWidget(QWidget):
         }
 
     def transform(self) -> Any:
-        """The transform of the adjust controls."""
+        """The transform of the adjust controls: the estimate itself until one is edited (the
+        spin boxes round it)."""
         from napari_xfusion.app.dualcam import adjusted_transform
 
+        if not self.edited and self.pair is not None:
+            return self.pair.transform
         shape = tuple(int(v) for v in self.prepared.hr.shape[1:])
         return adjusted_transform(**self.params(), hr_shape=shape)
 
@@ -428,6 +432,7 @@ class RegisterWidget(QWidget):
         if self._report_problem(kind, result, caught, "Estimate"):
             return
         self.prepared, self.pair = result
+        self.edited = False
         report = self.pair.report
         self.result.setText(report.time_text() + "\n" + report.space_text())
         self._show_params(report.transform)
@@ -463,6 +468,10 @@ class RegisterWidget(QWidget):
         self._set_adjust_enabled(self.prepared is not None)
 
     # ------------------------------------------------------------------ layers
+    def _edit(self, *_: Any) -> None:
+        self.edited = True
+        self._schedule()
+
     def _schedule(self, *_: Any) -> None:
         if self.prepared is not None:
             self._timer.start()
