@@ -41,6 +41,9 @@ def aligned(pair_dir):
     return align_pair(DualCameraConfig(lr=pair_dir / "lr.tif", hr=pair_dir / "hr.tif"))
 
 
+HINT = {"lr_pixel_um": 3.82, "hr_pixel_um": 3.82 / 2.9}  # the simulated cameras' pixel sizes
+
+
 def _points(hr_shape) -> np.ndarray:
     h, w = hr_shape
     return np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1], [(w - 1) / 2, (h - 1) / 2]])
@@ -53,7 +56,6 @@ def _apply(matrix, points) -> np.ndarray:
 
 def test_simulated_pair_is_written_in_the_cameras_formats(pair_dir, truth):
     from napari_xfusion.core.cameras import read_frame_times
-
     from napari_xfusion.core.io import read_stack
 
     lr, hr = read_stack(pair_dir / "lr.tif"), read_stack(pair_dir / "hr.tif")
@@ -186,6 +188,7 @@ def test_rates_and_trigger_delay_instead_of_metadata(pair_dir, truth, tmp_path):
         lr_rate_hz=rate,
         hr_rate_hz=truth["hr_rate_hz"],
         trigger_delay_s=delay,
+        **HINT,
     )
     pair = align_pair(config)
     assert abs(pair.report.time_offset_frames - truth["time_offset_frames"]) < 0.1
@@ -250,7 +253,7 @@ def test_config_is_checked():
 def test_cine_hr_camera(tmp_path, truth):
     paths = simulate_dual_camera(tmp_path, seed=3, hr_format="cine")
     assert paths["hr"].suffix == ".cine" and not (tmp_path / "hr.tif").exists()
-    pair = align_pair(DualCameraConfig(lr=paths["lr"], hr=paths["hr"]))
+    pair = align_pair(DualCameraConfig(lr=paths["lr"], hr=paths["hr"], **HINT))
     assert abs(pair.report.time_offset_frames - truth["time_offset_frames"]) < 0.1
     assert pair.report.residual_lr_px < 0.1
 
@@ -258,7 +261,7 @@ def test_cine_hr_camera(tmp_path, truth):
 def test_refinement_moves_keys_to_other_lr_frames(tmp_path):
     # The metadata puts the keys 0.9 frames early: nearest LR frame is the wrong one.
     simulate_dual_camera(tmp_path, seed=4, time_offset_frames=2.3, clock_error_frames=0.9)
-    pair = align_pair(DualCameraConfig(lr=tmp_path / "lr.tif", hr=tmp_path / "hr.tif"))
+    pair = align_pair(DualCameraConfig(lr=tmp_path / "lr.tif", hr=tmp_path / "hr.tif", **HINT))
     record = json.loads((tmp_path / "truth.json").read_text())
     assert pair.report.rematched
     assert pair.key_indices.tolist() == np.rint(record["hr_frame_lr_times"]).astype(int).tolist()

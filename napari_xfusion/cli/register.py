@@ -139,6 +139,12 @@ def add_parser(sub: Any) -> None:
         "--lr-pixel", type=float, metavar="UM", help="LR pixel size in um (recorded in the outputs)"
     )
     p.add_argument(
+        "--hr-pixel",
+        type=float,
+        metavar="UM",
+        help="HR pixel size in um: with --lr-pixel it gives the estimate its scale (much faster)",
+    )
+    p.add_argument(
         "--truth",
         type=Path,
         metavar="FILE",
@@ -171,6 +177,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         tolerance_frames=args.tolerance,
         refine_time=not args.no_refine_time,
         lr_pixel_um=args.lr_pixel,
+        hr_pixel_um=args.hr_pixel,
     )
 
 

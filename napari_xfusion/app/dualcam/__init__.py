@@ -18,6 +18,7 @@ from napari_xfusion.app.dualcam.align import (
     align_pair,
     align_prepared,
     fit_intensity,
+    lr_at_times,
     prepare_pair,
 )
 from napari_xfusion.app.dualcam.config import MODELS, DualCameraConfig, DualCameraError
@@ -43,6 +44,7 @@ __all__ = [
     "crop_truth",
     "find_metadata",
     "fit_intensity",
+    "lr_at_times",
     "format_transform",
     "overlay_preview",
     "prepare_pair",

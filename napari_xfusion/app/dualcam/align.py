@@ -32,6 +32,7 @@ __all__ = [
     "align_pair",
     "align_prepared",
     "fit_intensity",
+    "lr_at_times",
     "prepare_pair",
 ]
 
@@ -205,40 +206,114 @@ def fit_intensity(hr_binned: np.ndarray, lr_frames: np.ndarray) -> tuple[float, 
     return gain, float(y.mean() - gain * x.mean())
 
 
-def _transform(prepared: PreparedPair, lr_index: np.ndarray, progress: Progress) -> Any:
-    """(transform, registration or None, source) by the config: a given transform, a file,
-    a calibration target pair, or an estimate from the keys and their LR frames."""
+def lr_at_times(lr: np.ndarray, times_frames: np.ndarray) -> np.ndarray:
+    """LR frames at fractional LR times (in frames), linear in time, clamped to the stack:
+    what the LR camera would have shown at each key's real time."""
+    t = np.clip(np.asarray(times_frames, dtype=np.float64), 0.0, lr.shape[0] - 1.0)
+    i = np.minimum(np.floor(t).astype(np.int64), lr.shape[0] - 2) if lr.shape[0] > 1 else t * 0
+    i = i.astype(np.int64)
+    a = (t - i).astype(np.float32)[:, None, None]
+    upper = np.minimum(i + 1, lr.shape[0] - 1)
+    return ((1.0 - a) * lr[i] + a * lr[upper]).astype(np.float32)
+
+
+@dataclass
+class _Chosen:
+    """The transform in use and where it came from (``registration``: an estimate's)."""
+
+    transform: Any
+    source: str
+    registration: Any = None
+
+    @property
+    def from_keys(self) -> bool:
+        return self.registration is not None and self.source == ESTIMATED
+
+
+ESTIMATED = "estimated from the keys"
+
+
+def _estimate(
+    prepared: PreparedPair, lr_frames: np.ndarray, scale_hint: float | None, progress: Progress
+) -> _Chosen:
+    from napari_xfusion.core.registration import estimate_transform
+
+    config = prepared.config
+    _say(progress, f"estimating the transform from {lr_frames.shape[0]} keys")
+    found = estimate_transform(
+        prepared.hr, lr_frames, model=config.model, allow_flip=config.allow_flip,
+        scale_hint=scale_hint,
+    )  # fmt: skip
+    return _Chosen(found.transform, ESTIMATED, found)
+
+
+def _initial(prepared: PreparedPair, progress: Progress) -> _Chosen:
+    """The transform by the config: a given transform, a file, a calibration target pair, or
+    an estimate from the keys and their (time-matched) LR frames."""
     from napari_xfusion.core import registration as reg
 
     config = prepared.config
     if config.transform is not None:
         if isinstance(config.transform, Path):
-            return reg.CameraTransform.load(config.transform), None, f"file {config.transform}"
-        return config.transform, None, "given"
+            return _Chosen(reg.CameraTransform.load(config.transform), f"file {config.transform}")
+        return _Chosen(config.transform, "given")
     if config.target_lr is not None:
         from napari_xfusion.core.io import read_stack
 
         _say(progress, "estimating the transform from the calibration target")
         notes: list[str] = []
-        lr_t, _ = _unit(
-            read_stack(config.target_lr, role="--target-lr")[:1],
-            str(config.target_lr),
-            "LR target",
-            notes,
-        )
-        hr_t, _ = _unit(
-            read_stack(config.target_hr, role="--target-hr")[:1],
-            str(config.target_hr),
-            "HR target",
-            notes,
-        )
+        lr_t, _ = _unit(read_stack(config.target_lr, role="--target-lr")[:1],
+                        str(config.target_lr), "LR target", notes)  # fmt: skip
+        hr_t, _ = _unit(read_stack(config.target_hr, role="--target-hr")[:1],
+                        str(config.target_hr), "HR target", notes)  # fmt: skip
         found = reg.estimate_from_target(hr_t[0], lr_t[0])
-        return found.transform, found, f"calibration target {config.target_hr.name}"
-    _say(progress, f"estimating the transform from {lr_index.size} keys")
-    found = reg.estimate_transform(
-        prepared.hr, prepared.lr[lr_index], model=config.model, allow_flip=config.allow_flip
+        return _Chosen(found.transform, f"calibration target {config.target_hr}", found)
+    return _estimate(prepared, prepared.lr[prepared.lr_index], config.scale_hint, progress)
+
+
+@dataclass
+class _Timing:
+    """The time state: match, LR index and real LR time (frames) of each key."""
+
+    match: Any
+    lr_index: np.ndarray
+    refinement: Any = None
+    correction: float = 0.0
+    rematched: bool = False
+
+    @property
+    def key_times(self) -> np.ndarray:
+        # match_frames' residual is LR time - HR time.
+        return self.lr_index - np.asarray(self.match.residual_frames, dtype=np.float64)
+
+
+def _refine(
+    prepared: PreparedPair, timing: _Timing, lr_crop: np.ndarray, binned: np.ndarray
+) -> bool:
+    """Refine the keys' times from the images and re-match; True when a key moved."""
+    from napari_xfusion.core.cameras import match_frames, refine_time_offset
+
+    config = prepared.config
+    refinement = refine_time_offset(
+        lr_crop, binned, timing.lr_index, search_frames=config.search_frames
     )
-    return found.transform, found, "estimated from the keys"
+    # The matched metadata put the keys at key_times, the images at lr_index + offset: the HR
+    # clock is off by the (mean) difference. Re-match with it corrected.
+    shift = timing.lr_index + float(refinement.offset_frames) - timing.key_times
+    timing.correction += float(np.mean(shift))
+    timing.refinement = refinement
+    timing.match = match_frames(
+        prepared.hr_times,
+        prepared.lr_times,
+        tolerance_frames=config.tolerance_frames,
+        offset_s=config.trigger_delay_s + timing.correction * float(timing.match.lr_interval_s),
+    )
+    new_index = np.asarray(timing.match.lr_index, dtype=np.int64)
+    if np.array_equal(new_index, timing.lr_index):
+        return False
+    _check_keys(new_index, prepared.hr_times, prepared.hr_source)
+    timing.lr_index, timing.rematched = new_index, True
+    return True
 
 
 def _resample(prepared: PreparedPair, transform: Any, overlap: Any) -> Any:
@@ -256,6 +331,10 @@ def align_prepared(
     """Register and resample a :class:`PreparedPair` (see the module docstring).
 
     ``transform`` (e.g. adjusted by hand in the GUI) replaces the config's estimate or file.
+    An estimate from the keys is made twice: first against the LR frames the times matched,
+    then (after the time refinement) against the LR interpolated to the keys' real times with
+    the first scale as a hint: a key 0.3 frames off its LR frame shows the motion of 0.3 frames
+    as a false shift (measured on the simulated pair: 0.136 -> 0.059 LR px at the HR corners).
 
     Raises
     ------
@@ -265,59 +344,44 @@ def align_prepared(
     TimingError
         The refined offset moves a key past the tolerance of every LR frame.
     """
-    from napari_xfusion.core.cameras import match_frames, refine_time_offset
     from napari_xfusion.core.degrade import bin_frames
     from napari_xfusion.core.registration import RegistrationError, measure_residual
 
     config = prepared.config
-    match, lr_index = prepared.match, prepared.lr_index
-    interval = float(match.lr_interval_s)
-    notes = list(prepared.notes)
-    if transform is not None:
-        chosen: Any = (transform, None, "adjusted")
-    else:
-        chosen = _transform(prepared, lr_index, progress)
-    refinement, correction, rematched = None, 0.0, False
-    for attempt in range(3):
-        tf, registration, source = chosen
+    timing = _Timing(prepared.match, prepared.lr_index)
+    chosen = (
+        _Chosen(transform, "adjusted") if transform is not None else _initial(prepared, progress)
+    )
+    for attempt in range(4):
+        registration = chosen.registration
         overlap = None if registration is None else registration.overlap_lr
-        keys = _resample(prepared, tf, overlap)
+        keys = _resample(prepared, chosen.transform, overlap)
         y0, y1, x0, x1 = (int(v) for v in keys.lr_crop)
         lr_crop = prepared.lr[:, y0:y1, x0:x1]
         hr_grid = np.asarray(keys.hr_on_grid, dtype=np.float32)
         binned = bin_frames(hr_grid)
-        gain, offset = fit_intensity(binned, lr_crop[lr_index])
-        if not config.refine_time or attempt == 2:
+        gain, offset = fit_intensity(binned, lr_at_times(lr_crop, timing.key_times))
+        if not config.refine_time or attempt == 3:
             break
         _say(progress, "refining the time offset from the images")
-        refinement = refine_time_offset(
-            lr_crop,
-            np.clip(gain * binned + offset, 0.0, 1.0),
-            lr_index,
-            search_frames=config.search_frames,
-        )
-        residual_frames = np.asarray(match.residual_frames, dtype=np.float64)
-        # The keys' true LR times are lr_index + offset; the metadata said lr_index + residual:
-        # the HR clock is off by the mean difference. Re-match with it corrected.
-        correction += float(refinement.offset_frames - residual_frames.mean())
-        match = match_frames(
-            prepared.hr_times,
-            prepared.lr_times,
-            tolerance_frames=config.tolerance_frames,
-            offset_s=config.trigger_delay_s + correction * interval,
-        )
-        new_index = np.asarray(match.lr_index, dtype=np.int64)
-        if np.array_equal(new_index, lr_index):
+        moved = _refine(prepared, timing, lr_crop, np.clip(gain * binned + offset, 0.0, 1.0))
+        if moved:
+            _say(progress, "the keys moved to other LR frames")
+        if chosen.from_keys and attempt == 0:
+            lr_real = lr_at_times(prepared.lr, timing.key_times)
+            chosen = _estimate(prepared, lr_real, float(chosen.transform.scale), progress)
+            continue
+        if not moved:
             break
-        _check_keys(new_index, prepared.hr_times, prepared.hr_source)
-        rematched, lr_index = True, new_index
-        _say(progress, "keys moved to other LR frames: registering again")
-        if registration is not None and config.target_lr is None:
-            chosen = _transform(prepared, lr_index, progress)
+    at_keys = lr_at_times(lr_crop, timing.key_times)
+    gain, offset = fit_intensity(binned, at_keys)
     hr_keys = np.clip(gain * hr_grid + offset, 0.0, 1.0).astype(np.float32)
-    # Measured the same way whatever the transform's source (estimate, file, hand-adjusted).
-    median, per_key = measure_residual(hr_keys, lr_crop[lr_index])
-    report = _report(prepared, match, lr_index, refinement, correction, rematched)
+    # Measured the same way whatever the transform's source (estimate, file, hand-adjusted),
+    # against the LR at each key's real time.
+    median, per_key = measure_residual(hr_keys, at_keys)
+    tf, source = chosen.transform, chosen.source
+    lr_index = timing.lr_index
+    report = _report(prepared, timing)
     report.transform_source, report.model = source, config.model
     report.transform = dict(tf.params())
     report.matrix = np.asarray(tf.matrix, dtype=float).tolist()
@@ -327,7 +391,7 @@ def align_prepared(
     report.lr_crop = (y0, y1, x0, x1)
     report.valid_fraction = float(np.mean(keys.valid_fraction))
     report.hr_gain, report.hr_offset = gain, offset
-    report.notes = notes
+    report.notes = list(prepared.notes)
     if not np.isfinite(median) or median > config.max_residual_lr_px:
         raise RegistrationError(
             f"{prepared.hr_source}: residual misregistration {median:.3f} LR px (per key "
@@ -345,52 +409,41 @@ def align_prepared(
     )
 
 
-def _report(
-    prepared: PreparedPair,
-    match: FrameMatch,
-    lr_index: np.ndarray,
-    refinement: Any,
-    correction: float,
-    rematched: bool,
-) -> AlignmentReport:
-    interval = float(match.lr_interval_s)
-    residual = np.asarray(prepared.match.residual_frames, dtype=np.float64)
-    final = np.asarray(match.residual_frames, dtype=np.float64)
+def _report(prepared: PreparedPair, timing: _Timing) -> AlignmentReport:
+    match, refinement = timing.match, timing.refinement
+    norms = {
+        name: None if norm is None else norm.to_dict()
+        for name, norm in (("lr", prepared.lr_normalisation), ("hr", prepared.hr_normalisation))
+    }
     report = AlignmentReport(
         lr_source=prepared.lr_source,
         hr_source=prepared.hr_source,
         lr_times_source=str(prepared.lr_times.source),
         hr_times_source=str(prepared.hr_times.source),
-        lr_interval_s=interval,
+        lr_interval_s=float(match.lr_interval_s),
         hr_interval_s=float(prepared.hr_times.interval_s),
         n_lr_frames=int(prepared.lr.shape[0]),
         n_hr_frames=int(prepared.hr.shape[0]),
         lr_shape=(int(prepared.lr.shape[1]), int(prepared.lr.shape[2])),
         hr_frame_numbers=[int(v) for v in prepared.hr_times.frame_numbers],
-        key_indices=[int(v) for v in lr_index],
+        key_indices=[int(v) for v in timing.lr_index],
         metadata_residual_ns=[float(v) * 1e9 for v in prepared.match.residual_s],
-        metadata_residual_frames=[float(v) for v in residual],
+        metadata_residual_frames=[float(v) for v in prepared.match.residual_frames],
         trigger_delay_s=prepared.config.trigger_delay_s,
         lr_pixel_um=prepared.config.lr_pixel_um,
-        lr_normalisation=None
-        if prepared.lr_normalisation is None
-        else prepared.lr_normalisation.to_dict(),
-        hr_normalisation=None
-        if prepared.hr_normalisation is None
-        else prepared.hr_normalisation.to_dict(),
+        lr_normalisation=norms["lr"],
+        hr_normalisation=norms["hr"],
+        key_times_frames=[float(v) for v in timing.key_times],
     )
     if refinement is None:
-        report.key_times_frames = [float(i + r) for i, r in zip(lr_index, final, strict=True)]
         return report
     report.refined = True
-    # After the last re-match, the corrected metadata puts key j at lr_index + final[j].
-    report.key_times_frames = [float(i + r) for i, r in zip(lr_index, final, strict=True)]
-    report.subframe_offset_frames = float(np.mean(final))
+    report.subframe_offset_frames = float(np.mean(timing.key_times - timing.lr_index))
     report.per_key_offset_frames = [float(v) for v in refinement.per_key_offset_frames]
     conf = getattr(refinement, "confidence", None)
     report.refinement_confidence = None if conf is None else float(conf)
-    report.clock_correction_frames = float(correction)
-    report.rematched = rematched
+    report.clock_correction_frames = float(timing.correction)
+    report.rematched = timing.rematched
     return report
 
 

@@ -43,9 +43,10 @@ def format_transform(params: dict[str, Any]) -> str:
 class AlignmentReport:
     """The time match, time refinement, transform and residual of one alignment.
 
-    Times: ``metadata_residual_ns`` / ``_frames`` are each key's HR time (from the metadata or
-    rates) minus its LR frame's time; ``subframe_offset_frames`` is where the images put the
-    keys after the LR frame they were assigned (from :func:`core.cameras.refine_time_offset`),
+    Times: ``metadata_residual_ns`` / ``_frames`` are each key's LR frame time minus its HR
+    time (from the metadata or rates; :func:`core.cameras.match_frames`' sign);
+    ``subframe_offset_frames`` is where the images put the keys after the LR frame they were
+    assigned (from :func:`core.cameras.refine_time_offset`),
     ``clock_correction_frames`` what the refinement changed relative to the metadata;
     ``key_times_frames`` the LR time (in LR frames) each key really belongs to.
     Space: ``transform`` (HR px -> LR px params), ``residual_lr_px`` (median over keys),

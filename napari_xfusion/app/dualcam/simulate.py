@@ -165,7 +165,7 @@ def simulate_dual_camera(
         flip_x=flip_x,
         shift_lr_px=shift_lr_px,
     )
-    transform = CameraTransform(matrix)
+    transform = CameraTransform(matrix, hr_shape)
     hr = np.empty((key_times.size, *hr_shape), dtype=np.float32)
     for j, t in enumerate(key_times):
         i = int(math.floor(t))
