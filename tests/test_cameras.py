@@ -420,3 +420,111 @@ def test_read_write_pair_matches_end_to_end(tmp_path):
     match = match_frames(hr, lr, drop_outside=True)
     assert match.lr_index.tolist() == [0, 7, 14, 21, 28, 35, 42, 49, 56]
     assert np.all(np.abs(match.residual_s) < 5e-9)
+
+
+def test_hand_built_older_cine_with_tag_1001_and_top_down_rows(tmp_path):
+    """A cine assembled byte by byte (not by write_cine): a short older SETUP (Length 1600),
+    time + exposure records in tagged block 1001, an unknown block before it, 8-bit top-down
+    rows (negative biHeight), an annotation of 12 bytes."""
+    n, h, w = 3, 2, 4
+    trigger_s, trigger_frac = 1_700_000_000, 1 << 31  # .5 s
+    frames = np.arange(n * h * w, dtype=np.uint8).reshape(n, h, w)
+    setup_len = 1600
+    setup = bytearray(setup_len)
+    struct.pack_into("<H", setup, 0, 1000)  # FrameRate16
+    setup[140:142] = b"ST"
+    struct.pack_into("<H", setup, 142, setup_len)
+    struct.pack_into("<I", setup, 768, 100_000)  # FrameRate
+    unknown = struct.pack("<IHH", 12, 1005, 0) + b"\0" * 4
+    records = b"".join(
+        struct.pack("<QI", (trigger_s << 32) | (trigger_frac + k * 42950), 4295)  # +10 us each
+        for k in range(n)
+    )
+    tag = struct.pack("<IHH", 8 + len(records), 1001, 0) + records
+    off_setup = 44 + 40
+    off_offsets = off_setup + setup_len + len(unknown) + len(tag)
+    annotation = 12
+    first = off_offsets + 8 * n
+    pointers = [first + k * (annotation + h * w) for k in range(n)]
+    header = struct.pack("<2sHHHiIiIIIIQ", b"CI", 44, 0, 1, 0, n, 0, n, 44, off_setup,
+                         off_offsets, (trigger_s << 32) | trigger_frac)  # fmt: skip
+    bitmap = struct.pack("<IiiHHIIiiII", 40, w, -h, 1, 8, 0, h * w, 0, 0, 0, 0)
+    body = b"".join(struct.pack("<I4sI", annotation, b"note", h * w) + f.tobytes() for f in frames)
+    path = tmp_path / "old.cine"
+    path.write_bytes(header + bitmap + setup + unknown + tag
+                     + struct.pack(f"<{n}q", *pointers) + body)  # fmt: skip
+    got, t = read_cine(path)
+    assert np.array_equal(got, frames)
+    assert np.round(t.times_s * 1e9).astype(int).tolist() == [0, 10_000, 20_000]
+    assert t.exposure_s == pytest.approx(1e-6, rel=1e-4)
+    assert t.trigger_frame == 0
+    assert t.origin_unix_ns == trigger_s * 10**9 + 500_000_000
+
+
+def test_cine_with_a_bad_image_size_names_the_image(tmp_path):
+    path = _good_cine(tmp_path, "size.cine")
+    raw = bytearray(path.read_bytes())
+    pointer = struct.unpack_from("<q", raw, struct.unpack_from("<I", raw, 32)[0] + 8)[0]
+    struct.pack_into("<I", raw, pointer + 4, 7)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CameraMetadataError, match=r"size\.cine: image 1 \(frame 1\): ImageSize"):
+        read_cine(path)
+
+
+def test_shifted_and_select_keep_times_and_origin_consistent():
+    t = FrameTimes(np.array([0.0, 1e-6, 2e-6]), np.array([-1, 0, 1]), "x", trigger_frame=1,
+                   origin_unix_ns=10**18)  # fmt: skip
+    s = t.shifted(5e-6)
+    assert np.allclose(s.times_s, t.times_s + 5e-6)
+    assert s.origin_unix_ns == 10**18 - 5000  # the same instants on the clock
+    sub = t.select([1, 2])
+    assert sub.trigger_frame == 0 and sub.frame_numbers.tolist() == [0, 1]
+    assert t.select([0, 2]).trigger_frame is None
+    assert "3 frames" in t.describe()
+
+
+def test_phantom_xml_in_utf16_cannot_hide_a_doctype(tmp_path):
+    path = tmp_path / "wide.xml"
+    text = '<?xml version="1.0" encoding="utf-16"?><!DOCTYPE c [<!ENTITY a "x">]><c>&a;</c>'
+    path.write_bytes(text.encode("utf-16"))
+    with pytest.raises(CameraMetadataError, match=r"wide\.xml: declares a DOCTYPE"):
+        read_frame_times(path)
+
+
+def test_cine_too_large_for_memory_is_refused_before_allocating(tmp_path, monkeypatch):
+    from napari_xfusion.core.io import checks
+
+    path = _good_cine(tmp_path, "big.cine")
+    monkeypatch.setattr(checks, "memory_limit_bytes", lambda: 10)
+    with pytest.raises(CameraMetadataError, match=r"big\.cine: 3 images of 4 x 4 x 8 bit"):
+        read_cine(path)
+    assert len(read_frame_times(path)) == 3  # times need no image memory
+
+
+def test_match_frames_when_no_hr_frame_lies_inside_the_lr_recording():
+    lr = frame_times_from_rate(10, 1e6, source="lr")
+    hr = frame_times_from_rate(3, 1e4, trigger_delay_s=1e-3, source="hr")
+    with pytest.raises(TimingError, match="no HR frame of hr lies within the LR recording"):
+        match_frames(hr, lr, drop_outside=True)
+    with pytest.raises(TimingError, match="at least 2 LR frames"):
+        match_frames(hr, lr.select([0]))
+
+
+def test_shimadzu_without_per_frame_times(tmp_path):
+    times = frame_times_from_rate(5, 1e6)
+    path = write_shimadzu_ini(tmp_path / "lr.ini", times, per_frame=False)
+    assert "IMAGE_INFO" not in path.read_text()
+    assert np.allclose(read_frame_times(path).times_s, times.times_s, atol=1e-15)
+
+
+def test_refined_match_moves_keys_to_their_true_lr_frames():
+    lr = frame_times_from_rate(40, 1e6, source="lr")
+    hr = FrameTimes(np.array([5e-6, 15e-6, 25e-6]), np.array([0, 1, 2]), "hr")
+    match = match_frames(hr, lr)
+    moved = match.refined(0.7, len(lr))  # the images say: 0.7 frames later
+    assert moved.lr_index.tolist() == [6, 16, 26]
+    assert np.allclose(moved.residual_frames, 0.3)
+    assert np.allclose(moved.residual_s, 0.3e-6)
+    assert moved.offset_s == pytest.approx(0.7e-6)
+    with pytest.raises(TimingError, match="outside the 40 LR frames"):
+        match.refined(15.2, len(lr))

@@ -38,6 +38,7 @@ import numpy as np
 
 from napari_xfusion.core.cameras.errors import CameraMetadataError
 from napari_xfusion.core.cameras.times import FrameTimes
+from napari_xfusion.core.io import checks as io_checks
 
 HEADER = struct.Struct("<2sHHHiIiIIIIQ")  # 44 bytes
 BITMAPINFO = struct.Struct("<IiiHHIIiiII")  # 40 bytes
@@ -341,6 +342,18 @@ def _read_images(reader: _Reader, header: dict) -> np.ndarray:
     pointers = np.frombuffer(
         reader.read(header["off_offsets"], 8 * count, "pImage (image offsets)"), "<i8"
     )
+    nbytes = count * height * row_bytes
+    # Looked up at call time so tests can patch core.io.checks.memory_limit_bytes.
+    limit = io_checks.memory_limit_bytes()
+    if nbytes > limit:
+        raise CameraMetadataError(
+            path,
+            f"{count} images of {width} x {height} x {bits} bit would need "
+            f"{nbytes / 2**30:.3g} GiB of memory, more than the {limit / 2**30:.3g} GiB allowed: "
+            "refused before allocating (check ImageCount / biWidth / biHeight, or read fewer "
+            "frames)",
+            field="ImageCount",
+        )
     frames = np.empty((count, height, width), dtype=dtype.newbyteorder("="))
     for i, pointer in enumerate(pointers.tolist()):
         field = f"image {i} (frame {header['first_no'] + i})"

@@ -52,6 +52,44 @@ class FrameMatch:
         """Largest |residual| in LR frames (0 when empty)."""
         return float(np.abs(self.residual_frames).max()) if len(self) else 0.0
 
+    def refined(self, offset_frames: float, n_lr_frames: int) -> FrameMatch:
+        """The match after an image-based refinement (``TimeRefinement.offset_frames``): each
+        key belongs at LR time ``lr_index + offset_frames`` (frames), so it moves to the
+        nearest LR frame of that time and its residual becomes what is left over.
+
+        Raises
+        ------
+        TimingError
+            When a key would leave the LR stack or two keys would share an LR frame.
+        """
+        offset = float(offset_frames)
+        true_index = self.lr_index + offset
+        new_index = np.round(true_index).astype(np.int64)
+        outside = (new_index < 0) | (new_index >= int(n_lr_frames))
+        if outside.any():
+            k = int(np.flatnonzero(outside)[0])
+            raise TimingError(
+                f"HR frame {self.hr_frame_numbers[k]} moved by {offset:+.3f} frames lands on LR "
+                f"frame {new_index[k]}, outside the {int(n_lr_frames)} LR frames"
+            )
+        same = np.flatnonzero(np.diff(np.sort(new_index)) == 0)
+        if same.size:
+            raise TimingError(f"two HR frames land on LR frame {np.sort(new_index)[same[0]]} "
+                              f"after moving by {offset:+.3f} frames")  # fmt: skip
+        residual_frames = new_index - true_index
+        return FrameMatch(
+            lr_index=new_index,
+            residual_s=residual_frames * self.lr_interval_s,
+            residual_frames=residual_frames,
+            lr_interval_s=self.lr_interval_s,
+            hr_index=self.hr_index,
+            hr_frame_numbers=self.hr_frame_numbers,
+            offset_s=self.offset_s
+            + float(np.median(self.residual_s))
+            + offset * self.lr_interval_s,
+            dropped=self.dropped,
+        )
+
     def report(self, max_lines: int = 20) -> str:
         """Human summary: one line per HR frame (at most ``max_lines``), residuals in ns and
         LR frames, then the extremes."""

@@ -88,8 +88,9 @@ def parse_xml_safely(path: Path) -> ET.Element:
         raise CameraMetadataError(path, "no such file") from None
     except OSError as exc:
         raise CameraMetadataError(path, f"cannot be read: {exc.strerror or exc}") from None
-    head = data.lower()
-    if b"<!doctype" in head or b"<!entity" in head:
+    # NULs dropped so that a UTF-16/32 file cannot hide its declarations from the check.
+    probe = data.replace(b"\x00", b"").lower()
+    if b"<!doctype" in probe or b"<!entity" in probe:
         raise CameraMetadataError(
             path,
             "declares a DOCTYPE or ENTITY: refused (entity expansion is a security risk and "

@@ -22,8 +22,8 @@ from napari_xfusion.core.cameras.errors import CameraMetadataError
 
 
 def format_seconds(t_s: float) -> str:
-    """``t_s`` as a short human string with ns resolution: ``+12.345 678 us``-like, e.g.
-    ``+1.234567890 ms``; keeps the sign so residuals read as early/late."""
+    """``t_s`` seconds as a short signed string at ns resolution: ``+250 ns``,
+    ``-12.345 us``, ``+1.234567 ms``, ``+2.000000001 s``."""
     if not math.isfinite(t_s):
         return str(t_s)
     ns = round(t_s * 1e9)
