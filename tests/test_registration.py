@@ -15,7 +15,9 @@ from napari_xfusion.core.registration import (
     check_residual,
     common_lr_crop,
     coverage_mask,
+    estimate_from_target,
     estimate_transform,
+    grid_period,
     measure_residual,
     overlay,
     resample_keys,
@@ -226,3 +228,67 @@ def test_bad_inputs(scene: np.ndarray) -> None:
     hr[1, 3, 4] = np.nan
     with pytest.raises(ValueError, match="HR keys: frame 1 holds non-finite"):
         estimate_transform(hr[:2], lr[:2])
+
+
+def test_estimate_affine(scene: np.ndarray) -> None:
+    true = CameraTransform.from_params(1 / RATIO, -2.5, (10.0, 6.0), flip_y=True,
+                                       hr_shape=HR_SHAPE, shear=0.03, aspect=0.98)  # fmt: skip
+    hr = warp_hr_view(scene[KEYS], true, HR_SHAPE)
+    reg = estimate_transform(hr, _lr(scene, 25.0)[KEYS], model="affine", scale_hint=1 / RATIO)
+    p = reg.transform.params()
+    assert p["flip_y"] and not p["flip_x"] and reg.model == "affine"
+    assert p["shear"] == pytest.approx(0.03, abs=0.003)
+    assert p["aspect"] == pytest.approx(0.98, abs=0.003)
+    assert _corner_error(reg.transform, true, reg.overlap_lr) < 0.1
+
+
+def test_estimate_hr_view_larger_than_lr(scene: np.ndarray) -> None:
+    """The paper's cameras: the HR field (1677 x 1048 um) overhangs the LR one (1528 x 955)."""
+    hr_shape = (200, 420)
+    true = CameraTransform.from_params(1 / RATIO, 1.5, (-8.0, -5.0), flip_x=True, hr_shape=hr_shape)
+    hr = warp_hr_view(scene[KEYS], true, hr_shape)
+    reg = estimate_transform(hr, _lr(scene, 20.0)[KEYS], scale_hint=1 / RATIO)
+    assert reg.overlap_lr == (0, 64, 0, 128)  # the HR view covers the whole LR view
+    assert reg.transform.params()["flip_x"]
+    assert _corner_error(reg.transform, true, reg.overlap_lr) < 0.1
+
+
+def test_estimate_without_scale_hint(scene: np.ndarray) -> None:
+    true = CameraTransform.from_params(1 / RATIO, 3.0, (12.3, 4.7), flip_x=True, hr_shape=HR_SHAPE)
+    hr = warp_hr_view(scene[KEYS], true, HR_SHAPE)
+    reg = estimate_transform(hr, _lr(scene, 30.0)[KEYS], scale_range=(0.3, 0.42))
+    assert reg.transform.params()["flip_x"]
+    assert _corner_error(reg.transform, true, reg.overlap_lr) < 0.1
+
+
+# -- calibration target ------------------------------------------------------------------------
+def _grid_scene(rim: bool) -> np.ndarray:
+    """A copper-grid-like target on the 4x grid: 12 LR px pitch, 3.5 px bars (+ the rim)."""
+    y, x = np.mgrid[0:256, 0:512].astype(np.float64)
+    holes = ((x + 7) % 48 >= 14) & ((y + 5) % 48 >= 14)
+    scene = np.where(holes, 0.85, 0.2)
+    if rim:  # the grid's rim: an arc of solid copper across the top right
+        scene[np.hypot(x - 380, y + 260) < 420] = 0.2
+    return scene.astype(np.float32)
+
+
+@pytest.mark.parametrize("rim", [True, False])
+def test_estimate_from_target(rim: bool) -> None:
+    scene = _grid_scene(rim)
+    lr = _lr(scene, 30.0)
+    assert grid_period(lr) == pytest.approx(12.0)
+    true = CameraTransform.from_params(1 / RATIO, -2.0, (14.3, 6.2), flip_y=True, hr_shape=HR_SHAPE)
+    hr = warp_hr_view(scene, true, HR_SHAPE)
+    if rim:  # the rim breaks the periodicity: no coarse estimate needed
+        reg = estimate_from_target(hr, lr, scale_hint=1 / RATIO)
+        assert reg.source == "target" and reg.transform.params()["flip_y"]
+        assert _corner_error(reg.transform, true, reg.overlap_lr) < 0.1
+    else:  # perfectly periodic: refused, then resolved by a coarse estimate 3 px and 1 deg off
+        with pytest.raises(RegistrationError, match="ambiguous.*coarse="):
+            estimate_from_target(hr, lr, scale_hint=1 / RATIO)
+    coarse = CameraTransform.from_params(
+        1 / 2.85, -1.0, (17.0, 4.0), flip_y=True, hr_shape=HR_SHAPE
+    )
+    reg = estimate_from_target(hr, lr, coarse=coarse)
+    assert _corner_error(reg.transform, true, reg.overlap_lr) < 0.1
+    assert reg.transform.params()["rotation_deg"] == pytest.approx(-2.0, abs=0.05)

@@ -27,7 +27,11 @@ from napari_xfusion.core.registration.grid import (
     warp_hr_view,
 )
 from napari_xfusion.core.registration.residual import check_residual, measure_residual, overlay
-from napari_xfusion.core.registration.target import estimate_from_target, grid_period
+from napari_xfusion.core.registration.target import (
+    estimate_from_target,
+    grid_period,
+    lattice_vectors,
+)
 from napari_xfusion.core.registration.transform import (
     TRANSFORM_FORMAT,
     TRANSFORM_VERSION,
@@ -51,6 +55,7 @@ __all__ = [
     "estimate_transform",
     "grid_period",
     "grid_to_lr_matrix",
+    "lattice_vectors",
     "measure_residual",
     "overlay",
     "resample_keys",

@@ -27,6 +27,7 @@ independently on the resampled keys (:func:`measure_residual`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,8 @@ MODELS = ("similarity", "affine")
 _COARSE_MAX_SIDE = 128
 _MIN_LEVEL_SIDE = 12
 _GN_ITERATIONS = 40
+# Mirror candidates whose coarse evidence reaches this fraction of the best are refined.
+_KEEP = 0.5
 _GN_TOLERANCE_PX = 2e-4  # stop when the update moves no corner by more (level pixels)
 
 
@@ -151,14 +154,11 @@ def _bin_level(frames: np.ndarray, c: int) -> np.ndarray:
     return bin_frames(frames[..., : h - h % c, : w - w % c], c)
 
 
-def _coarse_level(lr_shape: tuple[int, int]) -> int:
+def _coarse_level(lr_shape: tuple[int, int], max_side: int = _COARSE_MAX_SIDE) -> int:
+    """Smallest power-of-two binning that makes the LR image at most ``max_side`` wide (while
+    its short side stays >= ``_MIN_LEVEL_SIDE``)."""
     c = 1
-    while (
-        max(lr_shape) / (2 * c) >= _COARSE_MAX_SIDE
-        and min(lr_shape) / (2 * c) >= 2 * _MIN_LEVEL_SIDE
-    ):
-        c *= 2
-    while max(lr_shape) / c > _COARSE_MAX_SIDE and min(lr_shape) / (2 * c) >= _MIN_LEVEL_SIDE:
+    while max(lr_shape) / c > max_side and min(lr_shape) / (2 * c) >= _MIN_LEVEL_SIDE:
         c *= 2
     return c
 
@@ -262,6 +262,7 @@ class _Candidate:
     coarse_evidence: float
     score: float | None = None
     evidence: float | None = None
+    overlap: int = 0
 
 
 def _render_linear(
@@ -296,8 +297,8 @@ def _search(
     min_overlap: float,
     centre_lr: np.ndarray | None = None,
     radius_lr: float | None = None,
-) -> list[tuple[float, np.ndarray, float]]:
-    """Best (evidence, HR -> LR matrix, ncc) for each (scale, rotation) at pyramid level ``c``.
+) -> list[tuple[float, np.ndarray, float, float, float]]:
+    """Best (evidence, HR -> LR matrix, ncc, scale, rotation) per (scale, rotation), level ``c``.
 
     With ``centre_lr``/``radius_lr`` only translations that put the HR image's centre within
     ``radius_lr`` LR px of ``centre_lr`` count.
@@ -334,9 +335,8 @@ def _search(
             dy, dx = ncc.offset((iy, ix))
             sy, sx = _subpixel(surface, iy, ix)
             to_level = np.array([[1, 0, dx + sx], [0, 1, dy + sy], [0, 0, 1.0]]) @ to_canvas
-            results.append(
-                (float(evidence[iy, ix]), np.linalg.inv(d_c) @ to_level, float(surface[iy, ix]))
-            )
+            results.append((float(evidence[iy, ix]), np.linalg.inv(d_c) @ to_level,
+                            float(surface[iy, ix]), float(scale), float(rot)))  # fmt: skip
     return results
 
 
@@ -374,55 +374,72 @@ def _coarse(
     scale_range: tuple[float, float],
     max_rotation_deg: float,
     min_overlap: float,
-) -> tuple[float, np.ndarray, float] | None:
-    """Best coarse (evidence, matrix, ncc) for one mirror candidate."""
-    c = _coarse_level(lr_mean.shape)
-    hh, ww = hr_mean.shape
+) -> tuple[float, Callable[[], list[tuple[float, np.ndarray, float]]]] | None:
+    """Coarse search for one mirror candidate: (stage-1 evidence, stage 2).
 
-    def radius(scale: float) -> float:  # HR image's half-diagonal at level c, in level px
-        return max(0.5 * math.hypot(hh, ww) * scale / c, 4.0)
+    Stage 1 searches the whole scale and rotation range on a small image (<= 64 LR px wide);
+    stage 2 (called when the candidate is worth it) re-searches around its three best on the
+    <= 128 px level with steps to match and returns the best (evidence, matrix, ncc) (one,
+    or one per distinct scale without a scale hint).
+    """
+    hh, ww = hr_mean.shape
+    c1 = _coarse_level(lr_mean.shape, _COARSE_MAX_SIDE // 2)
+    c2 = _coarse_level(lr_mean.shape, _COARSE_MAX_SIDE)
+
+    def steps(scale: float, c: int) -> tuple[float, float]:
+        """Relative scale and rotation (deg) steps that move the HR view's corner ~1 level px."""
+        radius = max(0.5 * math.hypot(hh, ww) * scale / c, 4.0)
+        return 1.0 / radius, min(max(math.degrees(1.0 / radius), 0.2), 3.0)
+
+    def search(c: int, scales: np.ndarray, rotations: np.ndarray) -> list:
+        return _search(hr_mean, lr_mean, c, flips, scales, rotations, min_overlap)
 
     if scale_hint is not None:
-        step = 1.0 / radius(scale_hint)
-        scales = _scale_grid(
-            scale_hint * (1 - scale_tolerance), scale_hint * (1 + scale_tolerance), step
-        )
-        rot_step = min(max(math.degrees(1.0 / radius(scale_hint)), 0.25), 3.0)
-        found = _search(
-            hr_mean,
-            lr_mean,
-            c,
-            flips,
-            scales,
-            _rotation_grid(max_rotation_deg, rot_step),
-            min_overlap,
-        )
+        s_step, r_step = steps(scale_hint, c1)
+        lo, hi = scale_hint * (1 - scale_tolerance), scale_hint * (1 + scale_tolerance)
+        found = search(c1, _scale_grid(lo, hi, s_step), _rotation_grid(max_rotation_deg, r_step))
+        groups = [sorted(found, key=lambda r: -r[0])] if found else []
     else:
-        # Scale first (no rotation, coarse steps), then rotation around the best scales.
+        # Scale first (fine scale steps, coarse rotations), then rotation around the best. The
+        # three best *distinct* scales go on: a smooth scene correlates well at a wrong scale
+        # with a larger overlap, which the refinement's correlation then tells apart.
         lo, hi = scale_range
-        scales = _scale_grid(lo, hi, 0.04)
-        first = _search(hr_mean, lr_mean, c, flips, scales, np.array([0.0]), min_overlap)
-        if not first:
-            return None
-        first.sort(key=lambda r: -r[0])
-        found = []
-        for m in first[:3]:
-            s0 = math.sqrt(abs(np.linalg.det(m[1][:2, :2])))
-            step = 1.0 / radius(s0)
-            near = _scale_grid(s0 * 0.96, s0 * 1.04, step)
-            rot_step = min(max(math.degrees(1.0 / radius(s0)), 0.25), 3.0)
-            found += _search(
-                hr_mean,
-                lr_mean,
-                c,
-                flips,
-                near,
-                _rotation_grid(max_rotation_deg, rot_step),
-                min_overlap,
-            )
-    if not found:
+        scales = [lo]
+        while scales[-1] < hi:  # the correlation peak is ~1 px wide at the HR view's corner
+            scales.append(scales[-1] * (1 + 0.7 * steps(scales[-1], c1)[0]))
+        rotations = _rotation_grid(max_rotation_deg, max(max_rotation_deg / 2, 0.5))
+        first = sorted(search(c1, np.array(scales), rotations), key=lambda r: -r[0])
+        chosen: list[float] = []
+        for _, _, _, s0, _ in first:
+            if all(abs(math.log(s0 / other)) > 0.1 for other in chosen):
+                chosen.append(s0)
+            if len(chosen) == 3:
+                break
+        groups = []
+        for s0 in chosen:
+            s_step, r_step = steps(s0, c1)
+            scales = s0 * np.exp(np.array([-1.0, 0.0, 1.0]) * s_step)
+            group = search(c1, scales, _rotation_grid(max_rotation_deg, r_step))
+            if group:
+                groups.append(sorted(group, key=lambda r: -r[0]))
+    if not groups:
         return None
-    return max(found, key=lambda r: r[0])
+
+    def finish() -> list[tuple[float, np.ndarray, float]]:
+        out = []
+        for group in groups:
+            best = group
+            if c2 < c1:
+                finer = []
+                for _, _, _, s0, r0 in group[:3]:
+                    s_step, r_step = steps(s0, c2)
+                    scales = s0 * np.exp(np.array([-1.0, 0.0, 1.0]) * s_step)
+                    finer += search(c2, scales, r0 + np.array([-1.0, 0.0, 1.0]) * r_step)
+                best = sorted(finer, key=lambda r: -r[0]) or group
+            out.append(best[0][:3])
+        return out
+
+    return max(group[0][0] for group in groups), finish
 
 
 # -- refinement: Gauss-Newton on the sum over keys ------------------------------------------------
@@ -486,7 +503,8 @@ def _refine(
             m = build(theta)
             qx = m[0, 0] * xn + m[0, 1] * yn + m[0, 2]
             qy = m[1, 0] * xn + m[1, 1] * yn + m[1, 2]
-            valid = (qx >= 1) & (qx <= ww - 2) & (qy >= 1) & (qy <= hh - 2)
+            edge = 1.0 + 2.0 * sigma  # the blur reflects at the HR border: keep clear of it
+            valid = (qx >= edge) & (qx <= ww - 1 - edge) & (qy >= edge) & (qy <= hh - 1 - edge)
             if valid.sum() < 32:
                 raise RegistrationError("the HR view left the LR image during refinement")
             mx, my = qx.astype(np.float32), qy.astype(np.float32)
@@ -576,6 +594,14 @@ def _levels_below(c: int) -> list[int]:
     return out
 
 
+def _best(candidates: list[_Candidate]) -> _Candidate:
+    """The refined candidate with the highest correlation among those overlapping at least
+    half as much as the largest overlap (a tiny overlap correlates well by chance)."""
+    refined = [cand for cand in candidates if cand.score is not None]
+    largest = max(cand.overlap for cand in refined)
+    return max((c for c in refined if c.overlap >= 0.5 * largest), key=lambda c: c.score)  # type: ignore[arg-type, return-value]
+
+
 def _finish(
     hr: np.ndarray,
     lr: np.ndarray,
@@ -583,8 +609,7 @@ def _finish(
     model: str,
     source: str,
 ) -> Registration:
-    refined = [cand for cand in candidates if cand.evidence is not None]
-    best = max(refined, key=lambda cand: cand.evidence)  # type: ignore[arg-type, return-value]
+    best = _best(candidates)
     transform = CameraTransform(best.matrix, hr_shape=hr.shape[1:])
     lr_shape = lr.shape[1:]
     crop = common_lr_crop(transform, hr.shape[1:], lr_shape)
@@ -641,7 +666,7 @@ def estimate_transform(
     allow_flip: bool = True,
     scale_hint: float | None = None,
     scale_tolerance: float = 0.05,
-    scale_range: tuple[float, float] = (0.15, 1.0),
+    scale_range: tuple[float, float] = (0.15, 0.7),
     max_rotation_deg: float = 10.0,
     min_overlap: float = 0.25,
 ) -> Registration:
@@ -660,7 +685,9 @@ def estimate_transform(
     scale_hint : float, optional
         Expected scale, LR pixels per HR pixel = HR pixel size / LR pixel size (1.31 / 3.82 =
         0.343 for the paper's cameras); searched within ``scale_tolerance`` (relative). Without
-        it, ``scale_range`` is searched (slower, and less safe on repetitive scenes).
+        it, ``scale_range`` is searched (pixel ratios 1.4 to 6.7 by default; several times
+        slower, and less safe on smooth or repetitive scenes: give the hint when you know the
+        pixel sizes).
     max_rotation_deg : float
         Rotations searched: +-this many degrees.
     min_overlap : float
@@ -682,12 +709,19 @@ def estimate_transform(
     _check_options(model, scale_hint, scale_tolerance, scale_range, max_rotation_deg, min_overlap)
     hr, lr = _check_pair(hr, lr)
     hr_mean, lr_mean = hr.mean(axis=0), lr.mean(axis=0)
-    candidates: list[_Candidate] = []
+    stage1 = {}
     for flips in FLIPS if allow_flip else FLIPS[:1]:
         found = _coarse(hr_mean, lr_mean, flips, scale_hint, scale_tolerance, scale_range,
                         max_rotation_deg, min_overlap)  # fmt: skip
         if found is not None:
-            candidates.append(_Candidate(flips, found[1], found[2], found[0]))
+            stage1[flips] = found
+    candidates: list[_Candidate] = []
+    if stage1:
+        top = max(evidence for evidence, _ in stage1.values())
+        for flips, (evidence, finish) in stage1.items():
+            if evidence >= _KEEP * top:
+                for best in finish():
+                    candidates.append(_Candidate(flips, best[1], best[2], best[0]))
     if not candidates:
         raise RegistrationError(
             f"no placement of the HR view ({hr.shape[1]}x{hr.shape[2]} px) overlaps the LR view "
@@ -699,7 +733,7 @@ def estimate_transform(
 
 
 def _refine_candidates(hr: np.ndarray, lr: np.ndarray, candidates: list[_Candidate], model: str,
-                       keep: float = 0.5) -> None:  # fmt: skip
+                       keep: float = _KEEP) -> None:  # fmt: skip
     """Refine (in place) the candidates whose coarse evidence is at least ``keep`` of the best."""
     top = max(cand.coarse_evidence for cand in candidates)
     levels = _levels_below(_coarse_level(lr.shape[1:]))
@@ -715,6 +749,7 @@ def _refine_candidates(hr: np.ndarray, lr: np.ndarray, candidates: list[_Candida
             continue
         cand.matrix, cand.score = matrix, float(np.mean(scores))
         cand.evidence = float(np.mean(_evidence(np.asarray(scores), np.full(len(scores), n))))
+        cand.overlap = n
     if all(cand.score is None for cand in candidates):
         raise RegistrationError(
             "refinement failed for every candidate: the HR view leaves the LR image"
