@@ -231,6 +231,8 @@ class _Chosen:
 
 
 ESTIMATED = "estimated from the keys"
+MIN_TIME_CONFIDENCE = 0.2
+"""Below this confidence (:class:`core.cameras.TimeRefinement`) the refined time is not used."""
 
 
 def _estimate(
@@ -280,6 +282,7 @@ class _Timing:
     refinement: Any = None
     correction: float = 0.0
     rematched: bool = False
+    notes: list[str] = field(default_factory=list)
 
     @property
     def key_times(self) -> np.ndarray:
@@ -297,6 +300,16 @@ def _refine(
     refinement = refine_time_offset(
         lr_crop, binned, timing.lr_index, search_frames=config.search_frames
     )
+    edge = np.asarray(getattr(refinement, "at_search_edge", np.zeros(1, bool)), dtype=bool)
+    if float(refinement.confidence) < MIN_TIME_CONFIDENCE or edge.mean() > 0.5:
+        # A refinement the images do not support (a wrong transform, a static scene) must not
+        # move the keys: keep the metadata's times and say so.
+        timing.notes.append(
+            f"time refinement not applied: confidence {float(refinement.confidence):.2f}, "
+            f"{int(edge.sum())} of {edge.size} keys at the edge of the +-{config.search_frames:g} "
+            "frame search; the keys keep the metadata's times"
+        )
+        return False
     # The matched metadata put the keys at key_times, the images at lr_index + offset: the HR
     # clock is off by the (mean) difference. Re-match with it corrected.
     shift = timing.lr_index + float(refinement.offset_frames) - timing.key_times
@@ -391,7 +404,7 @@ def align_prepared(
     report.lr_crop = (y0, y1, x0, x1)
     report.valid_fraction = float(np.mean(keys.valid_fraction))
     report.hr_gain, report.hr_offset = gain, offset
-    report.notes = list(prepared.notes)
+    report.notes = [*prepared.notes, *timing.notes]
     if not np.isfinite(median) or median > config.max_residual_lr_px:
         raise RegistrationError(
             f"{prepared.hr_source}: residual misregistration {median:.3f} LR px (per key "
