@@ -47,6 +47,30 @@ def test_register_prints_the_match_and_transform_and_fuse_runs(pair, tmp_path, c
     assert "file" in capsys.readouterr().out
 
 
+def test_register_with_the_calibration_target(pair, tmp_path, capsys):
+    argv = [
+        "register",
+        "--lr",
+        str(pair / "lr.tif"),
+        "--hr",
+        str(pair / "hr.tif"),
+        "--target-lr",
+        str(pair / "target_lr.tif"),
+        "--target-hr",
+        str(pair / "target_hr.tif"),
+        "--lr-pixel",
+        "3.82",
+        "--hr-pixel",
+        "1.317",
+        "-o",
+        str(tmp_path / "t"),
+    ]
+    assert main(argv) == 0
+    assert "calibration target" in capsys.readouterr().out
+    report = json.loads((tmp_path / "t" / "alignment.json").read_text())
+    assert report["residual_lr_px"] < 0.1
+
+
 def _error(argv, capsys) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

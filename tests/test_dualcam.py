@@ -266,3 +266,50 @@ def test_refinement_moves_keys_to_other_lr_frames(tmp_path):
     assert pair.report.rematched
     assert pair.key_indices.tolist() == np.rint(record["hr_frame_lr_times"]).astype(int).tolist()
     assert abs(pair.report.time_offset_frames - 2.3) < 0.1
+
+
+def test_calibration_target_pair(pair_dir, truth):
+    from napari_xfusion.core.io import read_stack
+
+    assert read_stack(pair_dir / "target_hr.tif").shape[1:] == tuple(truth["hr_shape"])
+    config = DualCameraConfig(
+        lr=pair_dir / "lr.tif",
+        hr=pair_dir / "hr.tif",
+        target_lr=pair_dir / "target_lr.tif",
+        target_hr=pair_dir / "target_hr.tif",
+        **HINT,
+    )
+    pair = align_pair(config)
+    assert pair.report.transform_source.startswith("calibration target")
+    points = _points(truth["hr_shape"])
+    err = np.linalg.norm(
+        _apply(pair.transform.matrix, points) - _apply(truth["matrix_hr_to_lr"], points), axis=1
+    )
+    assert err.max() < 0.1
+    assert abs(pair.report.time_offset_frames - truth["time_offset_frames"]) < 0.1
+
+
+def test_unsupported_time_refinement_keeps_the_metadata_times(pair_dir, aligned, monkeypatch):
+    import types
+
+    from napari_xfusion.core import cameras
+
+    def unsure(lr, hr_binned, lr_index, **_):
+        k = len(lr_index)  # what a static scene or a wrong transform gives: +2 at the edge
+        return types.SimpleNamespace(
+            offset_frames=2.0,
+            per_key_offset_frames=np.full(k, 2.0),
+            confidence=0.05,
+            at_search_edge=np.ones(k, bool),
+        )
+
+    monkeypatch.setattr(cameras, "refine_time_offset", unsure)
+    config = DualCameraConfig(
+        lr=pair_dir / "lr.tif", hr=pair_dir / "hr.tif", transform=aligned.transform
+    )
+    report = align_pair(config).report
+    assert not report.refined and report.clock_correction_frames == 0.0
+    assert any("time refinement not applied: confidence 0.05" in n for n in report.notes)
+    assert "time refinement not applied" in report.summary()
+    # The keys keep the metadata's times (1.7 + 4j): LR frames 2, 6, ...
+    assert report.key_indices == [2, 6, 10, 14, 18, 22]

@@ -214,7 +214,20 @@ class RegisterWidget(QWidget):
         self.transform_file.setToolTip(
             "A saved transform.json to use instead of estimating (empty: estimate from the keys)"
         )
+        self.lr_pixel = QDoubleSpinBox()
+        self.hr_pixel = QDoubleSpinBox()
+        for spin, cam in ((self.lr_pixel, "LR"), (self.hr_pixel, "HR")):
+            spin.setRange(0.0, 1e4)
+            spin.setDecimals(3)
+            spin.setSuffix(" um")
+            spin.setSpecialValueText("unknown")
+            spin.setToolTip(
+                f"{cam} camera pixel size (0: unknown); both given, the estimate searches only "
+                "near their ratio (much faster)"
+            )
         form.addRow("Trigger delay", self.delay)
+        form.addRow("LR pixel", self.lr_pixel)
+        form.addRow("HR pixel", self.hr_pixel)
         form.addRow("Model", self.model)
         form.addRow("Max residual", self.max_residual)
         form.addRow("Transform file", self.transform_file)
@@ -337,6 +350,8 @@ class RegisterWidget(QWidget):
             transform=text or None,
             model=self.model.currentText(),
             max_residual_lr_px=self.max_residual.value(),
+            lr_pixel_um=self.lr_pixel.value() or None,
+            hr_pixel_um=self.hr_pixel.value() or None,
         )
         self._names = (lr_name, hr_name)
         return config, lr, hr

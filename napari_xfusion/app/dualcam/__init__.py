@@ -25,7 +25,11 @@ from napari_xfusion.app.dualcam.config import MODELS, DualCameraConfig, DualCame
 from napari_xfusion.app.dualcam.output import ALIGNED_FILES, crop_truth, write_aligned
 from napari_xfusion.app.dualcam.preview import adjusted_transform, overlay_preview
 from napari_xfusion.app.dualcam.report import AlignmentReport, format_transform
-from napari_xfusion.app.dualcam.simulate import similarity_matrix, simulate_dual_camera
+from napari_xfusion.app.dualcam.simulate import (
+    grid_target,
+    similarity_matrix,
+    simulate_dual_camera,
+)
 from napari_xfusion.app.dualcam.times import METADATA_SUFFIXES, camera_times, find_metadata
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "fit_intensity",
     "lr_at_times",
     "format_transform",
+    "grid_target",
     "overlay_preview",
     "prepare_pair",
     "similarity_matrix",

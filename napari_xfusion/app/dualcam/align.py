@@ -268,7 +268,18 @@ def _initial(prepared: PreparedPair, progress: Progress) -> _Chosen:
                         str(config.target_lr), "LR target", notes)  # fmt: skip
         hr_t, _ = _unit(read_stack(config.target_hr, role="--target-hr")[:1],
                         str(config.target_hr), "HR target", notes)  # fmt: skip
-        found = reg.estimate_from_target(hr_t[0], lr_t[0])
+        kwargs = {"model": config.model, "allow_flip": config.allow_flip,
+                  "scale_hint": config.scale_hint}  # fmt: skip
+        try:
+            found = reg.estimate_from_target(hr_t[0], lr_t[0], **kwargs)
+        except reg.RegistrationError as exc:
+            if "ambiguous" not in str(exc):
+                raise
+            # A perfectly periodic view: the keys give the coarse estimate that picks the
+            # period, the grid then refines it.
+            _say(progress, "the target alone is ambiguous: a coarse estimate from the keys")
+            coarse = _estimate(prepared, prepared.lr[prepared.lr_index], config.scale_hint, None)
+            found = reg.estimate_from_target(hr_t[0], lr_t[0], coarse=coarse.registration, **kwargs)
         return _Chosen(found.transform, f"calibration target {config.target_hr}", found)
     return _estimate(prepared, prepared.lr[prepared.lr_index], config.scale_hint, progress)
 

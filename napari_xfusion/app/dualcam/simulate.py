@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["similarity_matrix", "simulate_dual_camera"]
+__all__ = ["grid_target", "similarity_matrix", "simulate_dual_camera"]
 
 LR_GAIN, LR_DARK = 1000.0, 20.0  # 10-bit Shimadzu-like counts per unit transmission
 HR_GAIN, HR_DARK = 3600.0, 150.0  # 12-bit Phantom-like counts: another gain and dark level
@@ -57,6 +57,18 @@ def similarity_matrix(
     return matrix
 
 
+def grid_target(shape: tuple[int, int], pitch: int = 48, bar: int = 14) -> np.ndarray:
+    """A copper-grid calibration target on the 4x grid (H4, W4), float32 in [0, 1]: square
+    holes (0.85 transmission) between bars (0.2) every ``pitch`` samples, and the grid's solid
+    rim as an arc across the top right, which breaks the lattice's period ambiguity."""
+    h, w = shape
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    holes = ((x + 7) % pitch >= bar) & ((y + 5) % pitch >= bar)
+    target = np.where(holes, 0.85, 0.2)
+    target[np.hypot(x - 0.75 * w, y + 1.0 * h) < 1.6 * h] = 0.2
+    return target.astype(np.float32)
+
+
 def _counts(frames01: np.ndarray, gain: float, dark: float, bits: int) -> np.ndarray:
     counts = np.rint(np.asarray(frames01, dtype=np.float64) * gain + dark)
     return np.clip(counts, 0, 2**bits - 1).astype(np.uint16)
@@ -82,6 +94,7 @@ def simulate_dual_camera(
     lr_pixel_um: float = 3.82,
     hr_format: str = "xml",
     speed: float = 1.0,
+    target: bool = True,
 ) -> dict[str, Path]:
     """Write a simulated misaligned camera pair with its metadata into ``out_dir``.
 
@@ -118,13 +131,16 @@ def simulate_dual_camera(
         HR as ``hr.tif`` + Phantom ``hr.xml``, as a Phantom ``hr.cine``, or both.
     speed : float
         Motion speed factor of the scene.
+    target : bool
+        Also write a calibration target pair seen by both cameras (``target_lr.tif``,
+        ``target_hr.tif``: :func:`grid_target`), for ``xfusion register --target-lr/--target-hr``.
 
     Returns
     -------
     dict
         Paths by role: ``lr``, ``lr_times``, ``hr`` (``hr.tif``, or ``hr.cine`` when only
         that is written), ``hr_times`` (``hr.xml`` or ``hr.cine``), ``hr_cine`` (if written),
-        ``truth`` (``truth.tif``), ``truth_json``.
+        ``truth`` (``truth.tif``), ``truth_json`` (, ``target_lr``, ``target_hr``).
     """
     from napari_xfusion.core import cameras
     from napari_xfusion.core.degrade import add_shot_noise, bin_frames, solve_b0
@@ -200,6 +216,20 @@ def simulate_dual_camera(
         cameras.write_cine(paths["hr_cine"], hr_counts, hr_times)
         if hr_format == "cine":
             paths["hr"] = paths["hr_times"] = paths["hr_cine"]
+    if target:
+        grid = grid_target((4 * h, 4 * w))
+        grid_lr, grid_hr = bin_frames(grid[None]), warp_hr_view(grid, transform, hr_shape)[None]
+        if lr_psnr is not None:
+            grid_lr = add_shot_noise(grid_lr, solve_b0(grid_lr, lr_psnr, seed=seed), rng)
+        if hr_psnr is not None:
+            grid_hr = np.clip(grid_hr, 0, 1)
+            grid_hr = add_shot_noise(grid_hr, solve_b0(grid_hr, hr_psnr, seed=seed), rng)
+        paths["target_lr"] = write_stack(
+            out / "target_lr.tif", _counts(grid_lr, LR_GAIN, LR_DARK, 10), camera_note
+        )
+        paths["target_hr"] = write_stack(
+            out / "target_hr.tif", _counts(grid_hr, HR_GAIN, HR_DARK, 12), camera_note
+        )
     # The truth in the LR camera's units (noise-free counts, float32): what a perfect LR camera
     # with 4x finer pixels would record, so `xfusion register --truth` can normalise it exactly
     # like the LR stream and fused frames can be scored against it.
