@@ -273,12 +273,14 @@ def add_parsers(sub: Any) -> None:
         help="instead: write a simulated misaligned camera pair with camera metadata (lr.tif + "
         "Shimadzu lr.ini, hr.tif + Phantom hr.xml, truth.tif, truth.json) for xfusion register",
     )
-    p.add_argument("--frames", type=int, default=60, help="number of frames T (default 60)")
+    p.add_argument(
+        "--frames", type=int, help="number of frames T (default 60; 24 with --dual-camera)"
+    )
     p.add_argument(
         "--size",
-        default="400x1024",
         metavar="HxW",
-        help="HR frame size, multiples of 4 (default 400x1024)",
+        help="HR frame size, multiples of 4 (default 400x1024; with --dual-camera the truth "
+        "grid, 4x the LR frame, default 128x256)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--speed", type=float, default=1.0, help="motion speed factor (default 1)")
@@ -331,8 +333,8 @@ def run_sample(args: argparse.Namespace) -> int:
         raise CommandError("give -o DIR (or --dual-camera DIR)")
     paths = make_sample(
         args.out,
-        n_frames=args.frames,
-        shape=parse_size(args.size),
+        n_frames=60 if args.frames is None else args.frames,
+        shape=parse_size(args.size or "400x1024"),
         seed=args.seed,
         speed=args.speed,
         key_step=args.key_step if args.key_step else 10,
@@ -353,9 +355,9 @@ def _run_dual_camera(args: argparse.Namespace) -> int:
     if args.out is not None:
         raise CommandError("give either -o DIR or --dual-camera DIR, not both")
     options: dict[str, Any] = {"seed": args.seed, "speed": args.speed}
-    if args.frames != 60:
+    if args.frames is not None:
         options["n_frames"] = args.frames
-    if args.size != "400x1024":
+    if args.size is not None:
         h, w = parse_size(args.size)
         if h % 4 or w % 4:
             raise CommandError(f"--size {args.size}: the truth grid must be multiples of 4")
