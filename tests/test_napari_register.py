@@ -125,6 +125,14 @@ def test_every_control_has_a_tooltip(dock):
     assert not missing, missing
 
 
+def test_the_dock_opens_from_the_plugins_menu(make_napari_viewer):
+    from napari_xfusion._napari._register import RegisterWidget
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-xfusion", "Register cameras")
+    assert isinstance(widget, RegisterWidget)
+
+
 def test_dock_is_in_the_plugin_manifest():
     import importlib
 
@@ -139,3 +147,34 @@ def test_dock_is_in_the_plugin_manifest():
     )
     module, name = commands[widget["command"]]["python_name"].split(":")
     assert getattr(importlib.import_module(module), name).__name__ == "RegisterWidget"
+
+
+def test_files_and_opened_layers_find_their_metadata(make_napari_viewer, qtbot, pair):
+    from qtpy.QtCore import QThreadPool
+
+    from napari_xfusion._napari._register import FILE, RegisterWidget
+
+    viewer = make_napari_viewer()
+    viewer.open(str(pair / "lr.tif"), plugin="napari-xfusion")  # layer.source.path is set
+    widget = RegisterWidget(viewer)
+    widget.lr_box.layer.setCurrentText("lr")
+    widget.hr_box.layer.setCurrentText(FILE)
+    widget.hr_box.path.setText(str(pair / "hr.tif"))
+    widget.lr_pixel.setValue(3.82)
+    widget.hr_pixel.setValue(3.82 / 2.9)
+    _estimate(widget, qtbot)  # lr.ini and hr.xml found beside the files
+
+    assert "lr.ini" in widget.result.text() and "hr.xml" in widget.result.text()
+    assert QThreadPool.globalInstance().waitForDone(10000)
+
+
+def test_a_bad_hand_adjustment_is_refused_on_accept(dock, qtbot):
+    viewer, widget = dock
+    _estimate(widget, qtbot)
+    widget.shift_x.setValue(widget.shift_x.value() + 2.0)  # 2 LR px off
+    assert widget.edited
+    assert widget.accept()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60000)
+    assert widget.accepted is None
+    assert "too poor" in widget.status.text()
+    assert "LR (aligned)" not in viewer.layers

@@ -114,8 +114,9 @@ def prepare_pair(
 ) -> PreparedPair:
     """Read (or take) both stacks and their frame times and match the frames.
 
-    Arrays win over the config's paths (GUI layers); ``lr_times`` / ``hr_times`` win over the
-    config's times files, rates and metadata found beside the stacks.
+    Arrays win over the config's paths (GUI layers; a path given with an array, e.g. the file
+    a layer was opened from, is where its metadata is looked for); ``lr_times`` / ``hr_times``
+    win over the config's times files, rates and metadata found beside the stacks.
 
     Raises
     ------
@@ -139,14 +140,15 @@ def prepare_pair(
             sources[key] = str(path)
         _check_stack(stacks[key], sources[key])
     given = {"lr": lr_times, "hr": hr_times}
-    from_file = {"lr": lr is None, "hr": hr is None}
     times: dict[str, FrameTimes] = {}
     for key in ("lr", "hr"):
         path = getattr(config, key)
         times[key] = given[key] or camera_times(
             int(stacks[key].shape[0]),
             role=f"--{key}",
-            stack=Path(path) if from_file[key] else None,
+            # An array's metadata is looked for beside the config's path when it has one (a
+            # layer opened from a file).
+            stack=Path(path) if path is not None else None,
             times_file=getattr(config, f"{key}_times"),
             rate_hz=getattr(config, f"{key}_rate_hz"),
             carried=carried[key],
@@ -305,7 +307,7 @@ def _refine(
     prepared: PreparedPair, timing: _Timing, lr_crop: np.ndarray, binned: np.ndarray
 ) -> bool:
     """Refine the keys' times from the images and re-match; True when a key moved."""
-    from napari_xfusion.core.cameras import match_frames, refine_time_offset
+    from napari_xfusion.core.cameras import TimingError, match_frames, refine_time_offset
 
     config = prepared.config
     refinement = refine_time_offset(
@@ -326,18 +328,41 @@ def _refine(
     shift = timing.lr_index + float(refinement.offset_frames) - timing.key_times
     timing.correction += float(np.mean(shift))
     timing.refinement = refinement
-    timing.match = match_frames(
-        prepared.hr_times,
-        prepared.lr_times,
-        tolerance_frames=config.tolerance_frames,
-        offset_s=config.trigger_delay_s + timing.correction * float(timing.match.lr_interval_s),
-    )
+    try:
+        timing.match = match_frames(
+            prepared.hr_times,
+            prepared.lr_times,
+            tolerance_frames=config.tolerance_frames,
+            offset_s=config.trigger_delay_s + timing.correction * float(timing.match.lr_interval_s),
+        )
+    except TimingError as exc:
+        raise TimingError(
+            f"after the time refinement from the images (HR clock {timing.correction:+.3f} LR "
+            f"frames, confidence {float(refinement.confidence):.2f}): {exc}"
+        ) from None
     new_index = np.asarray(timing.match.lr_index, dtype=np.int64)
     if np.array_equal(new_index, timing.lr_index):
         return False
     _check_keys(new_index, prepared.hr_times, prepared.hr_source)
     timing.lr_index, timing.rematched = new_index, True
     return True
+
+
+def _check_residual(
+    prepared: PreparedPair, measured: tuple[float, Any], limit: float, chosen: _Chosen
+) -> None:
+    """Refuse a residual misregistration above ``limit`` LR px (``RegistrationError``)."""
+    from napari_xfusion.core.registration import RegistrationError
+
+    median, per_key = float(measured[0]), np.atleast_1d(measured[1])
+    if np.isfinite(median) and median <= limit:
+        return
+    raise RegistrationError(
+        f"{prepared.hr_source}: residual misregistration {median:.3f} LR px (per key "
+        f"{', '.join(f'{v:.2f}' for v in per_key)}) is above {limit:g} LR px: too poor to "
+        f"fuse ({chosen.source}); check the transform (a calibration target, --model affine, "
+        "the pixel sizes) or raise the limit"
+    )
 
 
 def _resample(prepared: PreparedPair, transform: Any, overlap: Any) -> Any:
@@ -369,7 +394,7 @@ def align_prepared(
         The refined offset moves a key past the tolerance of every LR frame.
     """
     from napari_xfusion.core.degrade import bin_frames
-    from napari_xfusion.core.registration import RegistrationError, measure_residual
+    from napari_xfusion.core.registration import measure_residual
 
     config = prepared.config
     timing = _Timing(prepared.match, prepared.lr_index)
@@ -387,6 +412,12 @@ def align_prepared(
         gain, offset = fit_intensity(binned, lr_at_times(lr_crop, timing.key_times))
         if not config.refine_time or attempt == 3:
             break
+        if attempt == 0:
+            # Refining the time with a hopeless transform only produces a confusing timing
+            # error: refuse it first (with room for the keys' not yet refined times).
+            lr_now = lr_at_times(lr_crop, timing.key_times)
+            early = measure_residual(np.clip(gain * hr_grid + offset, 0, 1), lr_now)
+            _check_residual(prepared, early, max(2 * config.max_residual_lr_px, 1.0), chosen)
         _say(progress, "refining the time offset from the images")
         moved = _refine(prepared, timing, lr_crop, np.clip(gain * binned + offset, 0.0, 1.0))
         if moved:
@@ -416,13 +447,7 @@ def align_prepared(
     report.valid_fraction = float(np.mean(keys.valid_fraction))
     report.hr_gain, report.hr_offset = gain, offset
     report.notes = [*prepared.notes, *timing.notes]
-    if not np.isfinite(median) or median > config.max_residual_lr_px:
-        raise RegistrationError(
-            f"{prepared.hr_source}: residual misregistration {median:.3f} LR px (per key "
-            f"{', '.join(f'{v:.2f}' for v in report.per_key_residual_lr_px)}) is above "
-            f"{config.max_residual_lr_px:g} LR px: too poor to fuse ({source}); check the "
-            "transform (a calibration target, --model affine) or raise the limit"
-        )
+    _check_residual(prepared, (median, per_key), config.max_residual_lr_px, chosen)
     return AlignedPair(
         lr=np.ascontiguousarray(lr_crop, dtype=np.float32),
         hr_keys=hr_keys,
