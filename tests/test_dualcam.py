@@ -313,3 +313,29 @@ def test_unsupported_time_refinement_keeps_the_metadata_times(pair_dir, aligned,
     assert "time refinement not applied" in report.summary()
     # The keys keep the metadata's times (1.7 + 4j): LR frames 2, 6, ...
     assert report.key_indices == [2, 6, 10, 14, 18, 22]
+
+
+def test_another_camera_pair_is_recovered_too(tmp_path):
+    # Another seed, mirror, ratio, rotation and offset; no scale hint.
+    simulate_dual_camera(
+        tmp_path,
+        seed=7,
+        pixel_ratio=3.1,
+        rotation_deg=-2.5,
+        flip_x=False,
+        shift_lr_px=(-1.0, 0.7),
+        time_offset_frames=1.6,
+        clock_error_frames=-0.3,
+    )
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    pair = align_pair(DualCameraConfig(lr=tmp_path / "lr.tif", hr=tmp_path / "hr.tif"))
+    points = _points(truth["hr_shape"])
+    err = np.linalg.norm(
+        _apply(pair.transform.matrix, points) - _apply(truth["matrix_hr_to_lr"], points), axis=1
+    )
+    params = pair.transform.params()
+    assert err.max() < 0.1
+    assert abs(params["rotation_deg"] + 2.5) < 0.2
+    assert abs(params["scale"] * 3.1 - 1) < 0.005
+    assert not params["flip_x"] and not params["flip_y"]
+    assert abs(pair.report.time_offset_frames - 1.6) < 0.1

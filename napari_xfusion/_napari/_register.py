@@ -374,7 +374,9 @@ class RegisterWidget(QWidget):
         if not self.edited and self.pair is not None:
             return self.pair.transform
         shape = tuple(int(v) for v in self.prepared.hr.shape[1:])
-        return adjusted_transform(**self.params(), hr_shape=shape)
+        estimate = self.pair.report.transform if self.pair is not None else {}
+        extras = {k: float(estimate[k]) for k in ("shear", "aspect") if k in estimate}
+        return adjusted_transform(**self.params(), hr_shape=shape, **extras)
 
     def _show_params(self, params: dict[str, Any]) -> None:
         spins = (self.rotation, self.scale, self.shift_x, self.shift_y, self.flip_x, self.flip_y)

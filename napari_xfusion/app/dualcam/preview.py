@@ -40,9 +40,11 @@ def adjusted_transform(
     flip_x: bool = False,
     flip_y: bool = False,
     hr_shape: tuple[int, int] | None = None,
+    shear: float = 0.0,
+    aspect: float = 1.0,
 ) -> CameraTransform:
-    """The similarity transform of edited parameters (the inverse of
-    :meth:`CameraTransform.params`; a shear of an affine estimate is dropped)."""
+    """The transform of edited parameters (the inverse of :meth:`CameraTransform.params`;
+    ``shear`` and ``aspect`` carry an affine estimate's extras through a hand adjustment)."""
     from napari_xfusion.core.registration import CameraTransform
 
     return CameraTransform.from_params(
@@ -52,6 +54,8 @@ def adjusted_transform(
         flip_x=bool(flip_x),
         flip_y=bool(flip_y),
         hr_shape=hr_shape,
+        shear=float(shear),
+        aspect=float(aspect),
     )
 
 
