@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from napari_xfusion.core.metrics import psnr
 from napari_xfusion.core.registration import (
     CameraTransform,
     RegistrationError,
+    assess_transform,
     check_residual,
     common_lr_crop,
     coverage_mask,
@@ -153,6 +155,10 @@ def test_resample_round_trip_matches_lr(scene: np.ndarray) -> None:
     keys = resample_keys(hr, t, (64, 128))
     y0, y1, x0, x1 = keys.lr_crop
     assert psnr(bin_frames(keys.hr_on_grid), bin_frames(scene[KEYS])[:, y0:y1, x0:x1]) > 45
+    whole = resample_keys(hr, t, (64, 128), overlap=(0, 64, 0, 128))  # beyond the HR view
+    assert whole.hr_on_grid.shape == (3, 256, 512) and 0.4 < whole.valid_fraction < 0.9
+    with pytest.raises(ValueError, match="overlap"):
+        resample_keys(hr, t, (64, 128), overlap=(0, 65, 0, 128))
     # Coarser HR than the grid (ratio 6 > 4): low-passed, still consistent.
     t6 = CameraTransform.from_params(1 / 6, -2.0, (20.0, 8.0), hr_shape=(64, 128))
     hr6 = warp_hr_view(scene[KEYS], t6, (64, 128))
@@ -162,8 +168,8 @@ def test_resample_round_trip_matches_lr(scene: np.ndarray) -> None:
 
 
 # -- estimation --------------------------------------------------------------------------------
-@pytest.mark.parametrize("psnr_db", [None, 20.0])
-def test_estimate_similarity_with_flip(scene: np.ndarray, psnr_db: float | None) -> None:
+@pytest.mark.parametrize("psnr_db", [None, 30.0, 20.0])
+def test_estimate_similarity_with_flip(scene: np.ndarray, psnr_db: float | None, tmp_path) -> None:
     true = CameraTransform.from_params(1 / RATIO, 3.0, (12.3, 4.7), flip_x=True, hr_shape=HR_SHAPE)
     hr = warp_hr_view(scene[KEYS], true, HR_SHAPE)
     lr = _lr(scene, psnr_db)[KEYS]
@@ -175,7 +181,15 @@ def test_estimate_similarity_with_flip(scene: np.ndarray, psnr_db: float | None)
     assert _corner_error(reg.transform, true, reg.overlap_lr) < 0.1
     assert reg.residual_lr_px < 0.2 and reg.per_key_residual_lr_px.shape == (3,)
     assert check_residual(reg) is reg
+    # A given transform (file, user adjustment) is assessed the same way.
+    again = assess_transform(hr, lr, reg.transform)
+    assert again.source == "file" and again.overlap_lr == reg.overlap_lr
+    assert again.score == pytest.approx(reg.score, abs=1e-6)
+    shifted = CameraTransform(np.array(reg.transform.matrix) + [[0, 0, 1.0], [0, 0, 0], [0, 0, 0]])
+    assert assess_transform(hr, lr, shifted).residual_lr_px > 0.7  # 1 LR px off
     assert "mirrored left-right" in reg.report()
+    path = reg.transform.save(tmp_path / "t.json", info=reg.info())  # JSON-ready
+    assert CameraTransform.load(path).allclose(reg.transform, atol=0)
 
 
 def test_refuses_unrelated_images(scene: np.ndarray) -> None:
@@ -185,7 +199,9 @@ def test_refuses_unrelated_images(scene: np.ndarray) -> None:
     reg = estimate_transform(texture, _lr(scene, 30.0)[[0, 8]], scale_hint=1 / RATIO)
     with pytest.raises(RegistrationError, match="too poor to fuse") as info:
         check_residual(reg)
-    assert "LR px" in str(info.value)
+    message = str(info.value)
+    assert re.search(r"correlation of the aligned images -?0\.\d+ < 0\.3", message), message
+    assert "residual misregistration" in message and "per key" in message
 
 
 def test_measure_residual_sees_a_one_pixel_error(scene: np.ndarray) -> None:
@@ -233,12 +249,13 @@ def test_bad_inputs(scene: np.ndarray) -> None:
 def test_estimate_affine(scene: np.ndarray) -> None:
     true = CameraTransform.from_params(1 / RATIO, -2.5, (10.0, 6.0), flip_y=True,
                                        hr_shape=HR_SHAPE, shear=0.03, aspect=0.98)  # fmt: skip
-    hr = warp_hr_view(scene[KEYS], true, HR_SHAPE)
-    reg = estimate_transform(hr, _lr(scene, 25.0)[KEYS], model="affine", scale_hint=1 / RATIO)
+    keys = [0, 2, 4, 6, 8]  # six parameters: more keys for the same accuracy in the noise
+    hr = warp_hr_view(scene[keys], true, HR_SHAPE)
+    reg = estimate_transform(hr, _lr(scene, 25.0)[keys], model="affine", scale_hint=1 / RATIO)
     p = reg.transform.params()
     assert p["flip_y"] and not p["flip_x"] and reg.model == "affine"
-    assert p["shear"] == pytest.approx(0.03, abs=0.003)
-    assert p["aspect"] == pytest.approx(0.98, abs=0.003)
+    assert p["shear"] == pytest.approx(0.03, abs=0.005)
+    assert p["aspect"] == pytest.approx(0.98, abs=0.005)
     assert _corner_error(reg.transform, true, reg.overlap_lr) < 0.1
 
 

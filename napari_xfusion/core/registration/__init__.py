@@ -4,6 +4,7 @@
 - :func:`estimate_transform`: from HR keys and their LR frames (flip, scale, rotation, shift,
   optionally affine), robust to LR shot noise; :func:`estimate_from_target` from a calibration
   grid image pair.
+- :func:`assess_transform`: the same measures for a given transform (file, user adjustment).
 - :func:`resample_keys`: HR keys onto the exact 4x grid of the common LR crop.
 - :func:`measure_residual` / :func:`check_residual`: residual misregistration in LR pixels and
   the refusal to fuse; :func:`overlay` for a visual check; :func:`warp_hr_view` renders an HR
@@ -16,6 +17,7 @@ from napari_xfusion.core.registration.estimate import (
     FLIPS,
     MODELS,
     Registration,
+    assess_transform,
     estimate_transform,
 )
 from napari_xfusion.core.registration.grid import (
@@ -48,6 +50,7 @@ __all__ = [
     "Registration",
     "RegistrationError",
     "ResampledKeys",
+    "assess_transform",
     "check_residual",
     "common_lr_crop",
     "coverage_mask",

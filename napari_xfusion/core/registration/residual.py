@@ -152,7 +152,10 @@ def check_residual(
     residual = float(registration.residual_lr_px)
     score = float(registration.score)
     problems = []
-    if not residual <= max_lr_px:
+    if residual == float("inf"):
+        problems.append("residual misregistration not measurable (no part of the keys matches "
+                        "its LR frame)")  # fmt: skip
+    elif not residual <= max_lr_px:
         problems.append(f"residual misregistration {residual:.3g} LR px > {max_lr_px:g} allowed")
     if not score >= min_score:
         problems.append(f"correlation of the aligned images {score:.3f} < {min_score:g}")
