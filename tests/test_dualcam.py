@@ -224,6 +224,31 @@ def test_unmatched_times_are_refused(pair_dir, truth, tmp_path):
         prepare_pair(config)
 
 
+def test_hr_frames_outside_the_lr_recording_can_be_dropped(pair_dir, truth, tmp_path):
+    from napari_xfusion.core.cameras import (
+        FrameTimes,
+        TimingError,
+        read_frame_times,
+        write_phantom_xml,
+    )
+    from napari_xfusion.core.io import read_stack, write_stack
+
+    # The HR camera also recorded one frame before and one after the LR camera.
+    times = read_frame_times(pair_dir / "hr.xml")
+    step = float(np.median(np.diff(times.times_s)))
+    longer = np.concatenate([[times.times_s[0] - step], times.times_s, [times.times_s[-1] + step]])
+    write_phantom_xml(tmp_path / "hr.xml", FrameTimes(longer, np.arange(longer.size) - 1, "test"))
+    hr = np.asarray(read_stack(pair_dir / "hr.tif"))
+    write_stack(tmp_path / "hr.tif", np.concatenate([hr[:1], hr, hr[-1:]]))
+    config = DualCameraConfig(lr=pair_dir / "lr.tif", hr=tmp_path / "hr.tif", **HINT)
+    with pytest.raises(TimingError, match="HR frame -1"):
+        prepare_pair(config)
+    prepared = prepare_pair(config.replace(drop_outside=True))
+    assert prepared.hr.shape[0] == hr.shape[0]
+    assert prepared.lr_index.tolist() == [2, 6, 10, 14, 18, 22]
+    assert any("2 HR frame(s) recorded outside" in n for n in prepared.notes)
+
+
 def test_too_poor_registration_is_refused(aligned, pair_dir):
     from napari_xfusion.core.registration import CameraTransform, RegistrationError
 

@@ -225,12 +225,18 @@ class RegisterWidget(QWidget):
                 f"{cam} camera pixel size (0: unknown); both given, the estimate searches only "
                 "near their ratio (much faster)"
             )
+        self.drop_outside = QCheckBox("drop HR frames outside the LR recording")
+        self.drop_outside.setToolTip(
+            "HR frames recorded before or after the LR camera's recording are dropped (with a "
+            "note) instead of refusing the pair"
+        )
         form.addRow("Trigger delay", self.delay)
         form.addRow("LR pixel", self.lr_pixel)
         form.addRow("HR pixel", self.hr_pixel)
         form.addRow("Model", self.model)
         form.addRow("Max residual", self.max_residual)
         form.addRow("Transform file", self.transform_file)
+        form.addRow("", self.drop_outside)
         return box
 
     def _spin(self, lo: float, hi: float, decimals: int, step: float, tip: str) -> QDoubleSpinBox:
@@ -352,6 +358,7 @@ class RegisterWidget(QWidget):
             max_residual_lr_px=self.max_residual.value(),
             lr_pixel_um=self.lr_pixel.value() or None,
             hr_pixel_um=self.hr_pixel.value() or None,
+            drop_outside=self.drop_outside.isChecked(),
         )
         self._names = (lr_name, hr_name)
         return config, lr, hr

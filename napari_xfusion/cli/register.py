@@ -131,6 +131,11 @@ def add_parser(sub: Any) -> None:
         help="time match tolerance, LR frames (default 0.5)",
     )
     p.add_argument(
+        "--drop-outside",
+        action="store_true",
+        help="drop HR frames recorded before/after the LR recording (default: refuse them)",
+    )
+    p.add_argument(
         "--no-refine-time",
         action="store_true",
         help="keep the metadata's times (no image-based refinement)",
@@ -175,6 +180,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         allow_flip=not args.no_flip,
         max_residual_lr_px=args.max_residual,
         tolerance_frames=args.tolerance,
+        drop_outside=args.drop_outside,
         refine_time=not args.no_refine_time,
         lr_pixel_um=args.lr_pixel,
         hr_pixel_um=args.hr_pixel,

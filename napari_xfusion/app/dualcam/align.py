@@ -160,10 +160,28 @@ def prepare_pair(
         times["lr"],
         tolerance_frames=config.tolerance_frames,
         offset_s=config.trigger_delay_s,
+        drop_outside=config.drop_outside,
     )
+    hr_stack = stacks["hr"]
+    dropped = np.asarray(getattr(match, "dropped", ()), dtype=np.int64)
+    if dropped.size:
+        # Keep only the HR frames recorded while the LR camera was: every later step (the
+        # refinement's re-match too) sees exactly the keys.
+        kept = np.asarray(match.hr_index, dtype=np.int64)
+        numbers = np.asarray(times["hr"].frame_numbers)[dropped]
+        notes.append(
+            f"{sources['hr']}: {dropped.size} HR frame(s) recorded outside the LR recording "
+            f"dropped (numbers {', '.join(str(int(n)) for n in numbers[:8])}"
+            f"{' ...' if numbers.size > 8 else ''})"
+        )
+        hr_stack, times["hr"] = hr_stack[kept], times["hr"].select(kept)
+        match = match_frames(
+            times["hr"], times["lr"], tolerance_frames=config.tolerance_frames,
+            offset_s=config.trigger_delay_s,
+        )  # fmt: skip
     _check_keys(np.asarray(match.lr_index), times["hr"], sources["hr"])
     lr01, lr_norm = _unit(stacks["lr"], sources["lr"], "LR", notes)
-    hr01, hr_norm = _unit(stacks["hr"], sources["hr"], "HR", notes)
+    hr01, hr_norm = _unit(hr_stack, sources["hr"], "HR", notes)
     return PreparedPair(
         lr=lr01,
         hr=hr01,

@@ -78,6 +78,9 @@ class DualCameraConfig:
         Refuse the alignment when the median residual misregistration is larger (LR pixels).
     tolerance_frames : float
         A HR frame must lie within this many LR frame intervals of its LR frame.
+    drop_outside : bool
+        Drop (with a note) HR frames recorded before or after the LR recording instead of
+        refusing them.
     refine_time : bool
         Refine the time offset from the images (binned registered HR keys vs LR frames).
     search_frames : float
@@ -103,6 +106,7 @@ class DualCameraConfig:
     allow_flip: bool = True
     max_residual_lr_px: float = 0.5
     tolerance_frames: float = 0.5
+    drop_outside: bool = False
     refine_time: bool = True
     search_frames: float = 2.0
     lr_pixel_um: float | None = None
