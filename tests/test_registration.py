@@ -202,6 +202,14 @@ def test_refuses_unrelated_images(scene: np.ndarray) -> None:
     message = str(info.value)
     assert re.search(r"correlation of the aligned images -?0\.\d+ < 0\.3", message), message
     assert "residual misregistration" in message and "per key" in message
+    # Another take of the same kind of scene (same plate, surface and layout, other pores and
+    # spatter): it correlates well, but the residual gives it away.
+    other = simulate_sequence(3, (256, 512), seed=50, noise=False)
+    true = CameraTransform.from_params(1 / RATIO, 3.0, (12.3, 4.7), flip_x=True, hr_shape=HR_SHAPE)
+    reg = estimate_transform(warp_hr_view(other, true, HR_SHAPE), _lr(scene, 30.0)[KEYS],
+                             scale_hint=1 / RATIO)  # fmt: skip
+    with pytest.raises(RegistrationError, match=r"residual misregistration \d.* > 0.5 allowed"):
+        check_residual(reg)
 
 
 def test_measure_residual_sees_a_one_pixel_error(scene: np.ndarray) -> None:
