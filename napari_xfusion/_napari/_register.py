@@ -458,7 +458,8 @@ class RegisterWidget(QWidget):
         self.prepared, self.pair = result
         self.edited = False
         report = self.pair.report
-        self.result.setText(report.time_text() + "\n" + report.space_text())
+        notes = "".join(f"\nnote: {n}" for n in report.notes)
+        self.result.setText(report.time_text() + "\n" + report.space_text() + notes)
         self._show_params(report.transform)
         self.key.blockSignals(True)
         self.key.setRange(0, int(self.prepared.hr.shape[0]) - 1)
