@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_xfusion._napari._layers import META, key_hold_translate, lr_overlay_transform
-from napari_xfusion._napari._util import connect_while_alive
+from napari_xfusion._napari._util import VerticalScroll, connect_while_alive
 
 if TYPE_CHECKING:
     import napari
@@ -159,7 +159,9 @@ class RegisterWidget(QWidget):
         self.last_error: str = ""
         self.edited = False  # an adjust control was changed since the estimate
         self.lr_box, self.hr_box = _Camera("LR camera", "lr"), _Camera("HR camera", "hr")
-        layout = QVBoxLayout(self)
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self.lr_box)
         layout.addWidget(self.hr_box)
         layout.addWidget(self._settings_box())
@@ -182,6 +184,11 @@ class RegisterWidget(QWidget):
         self.status.setToolTip("What the dock is doing, or why it stopped")
         layout.addWidget(self.status)
         layout.addStretch(1)
+        scroll = VerticalScroll()  # the dock stays usable on a small screen
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(150)  # an edit burst (spin box held down) redraws once

@@ -143,7 +143,10 @@ def prepare_pair(
     times: dict[str, FrameTimes] = {}
     for key in ("lr", "hr"):
         path = getattr(config, key)
-        times[key] = given[key] or camera_times(
+        if given[key] is not None:
+            times[key] = given[key]
+            continue
+        times[key] = camera_times(
             int(stacks[key].shape[0]),
             role=f"--{key}",
             # An array's metadata is looked for beside the config's path when it has one (a
