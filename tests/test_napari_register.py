@@ -178,3 +178,19 @@ def test_a_bad_hand_adjustment_is_refused_on_accept(dock, qtbot):
     assert widget.accepted is None
     assert "too poor" in widget.status.text()
     assert "LR (aligned)" not in viewer.layers
+
+
+def test_written_aligned_pair_opens_as_fusion_inputs(make_napari_viewer, pair, tmp_path):
+    from napari_xfusion._napari._inputs_panel import assign_roles, input_layers
+    from napari_xfusion.app.dualcam import DualCameraConfig, align_pair, write_aligned
+
+    config = DualCameraConfig(
+        lr=pair / "lr.tif", hr=pair / "hr.tif", lr_pixel_um=3.82, hr_pixel_um=3.82 / 2.9
+    )
+    paths = write_aligned(align_pair(config), tmp_path / "aligned")
+    viewer = make_napari_viewer()
+    for role in ("lr", "hr"):
+        viewer.open(str(paths[role]), plugin="napari-xfusion")
+    roles = assign_roles(input_layers(viewer))
+    assert (roles["lr"], roles["hr"]) == ("lr", "hr")
+    assert viewer.layers["hr"].metadata["xfusion"]["role"] == "hr_keys"
