@@ -364,3 +364,23 @@ def test_another_camera_pair_is_recovered_too(tmp_path):
     assert abs(params["scale"] * 3.1 - 1) < 0.005
     assert not params["flip_x"] and not params["flip_y"]
     assert abs(pair.report.time_offset_frames - 1.6) < 0.1
+
+
+def test_a_poor_unhinted_estimate_is_searched_again_near_its_scale(pair_dir, monkeypatch):
+    import dataclasses
+
+    from napari_xfusion.core import registration
+
+    real, calls = registration.estimate_transform, []
+
+    def first_poor(hr, lr, *, scale_hint=None, **options):
+        calls.append(scale_hint)
+        found = real(hr, lr, scale_hint=scale_hint or 1 / 2.9, **options)
+        if scale_hint is None:  # what a search settling off the right scale reports
+            return dataclasses.replace(found, residual_lr_px=1.5)
+        return found
+
+    monkeypatch.setattr(registration, "estimate_transform", first_poor)
+    pair = align_pair(DualCameraConfig(lr=pair_dir / "lr.tif", hr=pair_dir / "hr.tif"))
+    assert calls[0] is None and calls[1] == pytest.approx(1 / 2.9, rel=0.01)
+    assert pair.report.residual_lr_px < 0.1

@@ -265,10 +265,18 @@ def _estimate(
 
     config = prepared.config
     _say(progress, f"estimating the transform from {lr_frames.shape[0]} keys")
-    found = estimate_transform(
-        prepared.hr, lr_frames, model=config.model, allow_flip=config.allow_flip,
-        scale_hint=scale_hint,
-    )  # fmt: skip
+    options = {"model": config.model, "allow_flip": config.allow_flip}
+    found = estimate_transform(prepared.hr, lr_frames, scale_hint=scale_hint, **options)
+    if scale_hint is None and not found.residual_lr_px <= config.max_residual_lr_px:
+        # The search over every scale can settle a few % off (measured: a 2.78 ratio for 2.90
+        # on the 41-frame simulated pair, 1.47 LR px); searched densely near what it found,
+        # the scale comes right (0.058 LR px, 1.2 s). Keep the better of the two.
+        _say(progress, "searching again near the scale found")
+        again = estimate_transform(
+            prepared.hr, lr_frames, scale_hint=float(found.transform.scale), **options
+        )
+        if again.residual_lr_px < found.residual_lr_px:
+            found = again
     return _Chosen(found.transform, ESTIMATED, found)
 
 
