@@ -62,10 +62,10 @@ def _call(function: Any, *args: Any, **kwargs: Any) -> tuple[str, Any, list[str]
     return kind, result, [str(w.message) for w in caught]
 
 
-def _estimate(config: Any, lr: Any, hr: Any) -> tuple[Any, Any]:
+def _estimate(config: Any, lr: Any, hr: Any, names: tuple[str, str]) -> tuple[Any, Any]:
     from napari_xfusion.app.dualcam import align_prepared, prepare_pair
 
-    prepared = prepare_pair(config, lr=lr, hr=hr)
+    prepared = prepare_pair(config, lr=lr, hr=hr, names=names)
     return prepared, align_prepared(prepared)
 
 
@@ -430,7 +430,10 @@ class RegisterWidget(QWidget):
             self.status.setText(f"Not started: {exc}")
             return False
         self.last_error = ""
-        return self._start(_estimate, config, lr, hr, done=self._on_estimate, what="Estimating…")
+        names = self._names
+        return self._start(
+            _estimate, config, lr, hr, names, done=self._on_estimate, what="Estimating…"
+        )
 
     def accept(self) -> bool:
         """Align with the adjusted transform in a worker and add the aligned layers."""
