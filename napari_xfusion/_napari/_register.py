@@ -518,15 +518,17 @@ class RegisterWidget(QWidget):
         if self.prepared is None:
             return None
         try:
+            key = self.key.value()
+            times = self.pair.report.key_times_frames if self.pair is not None else []
+            when = float(times[key]) if key < len(times) else None
             preview = overlay_preview(
-                self.prepared, self.transform(), self.key.value(), mode=self.mode.currentText()
+                self.prepared, self.transform(), key, time_frames=when, mode=self.mode.currentText()
             )
         except ValueError as exc:
             self.key_residual.setText(f"? ({exc})")
             return None
-        self.key_residual.setText(
-            f"{preview.residual_lr_px:.3f} LR px (LR frame {preview.lr_index})"
-        )
+        where = f"LR time {when:.2f}" if when is not None else f"LR frame {preview.lr_index}"
+        self.key_residual.setText(f"{preview.residual_lr_px:.3f} LR px ({where})")
         y0, _, x0, _ = preview.lr_crop
         # On the 4x grid of the LR crop; placed over a full-field LR layer shown x4.
         translate = (4.0 * y0, 4.0 * x0)

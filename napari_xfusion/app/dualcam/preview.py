@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_xfusion.app.dualcam.align import PreparedPair, fit_intensity
+from napari_xfusion.app.dualcam.align import PreparedPair, fit_intensity, lr_at_times
 
 if TYPE_CHECKING:
     from napari_xfusion.core.registration import CameraTransform
@@ -65,11 +65,16 @@ def overlay_preview(
     key: int = 0,
     *,
     lr_index: int | None = None,
+    time_frames: float | None = None,
     mode: str = "checkerboard",
     tile: int = 32,
 ) -> Preview:
     """Key ``key`` of ``prepared`` resampled with ``transform`` onto the 4x grid, over the LR
-    frame it belongs to (``lr_index``, default its time match), up-sampled bicubic x4."""
+    frame it belongs to (``lr_index``, default its time match), up-sampled bicubic x4.
+
+    ``time_frames`` (the key's refined LR time, :attr:`AlignmentReport.key_times_frames`): the
+    LR interpolated to that time instead, so the residual shown is the alignment's, without the
+    motion between the key and its nearest LR frame."""
     from napari_xfusion.core.degrade import bin_frames
     from napari_xfusion.core.registration import measure_residual, overlay, resample_keys
     from napari_xfusion.core.resample import upscale_bicubic
@@ -84,7 +89,10 @@ def overlay_preview(
         prepared.hr[key : key + 1], transform, prepared.lr.shape[1:], factor=4
     )
     y0, y1, x0, x1 = (int(v) for v in keys.lr_crop)
-    lr = prepared.lr[t : t + 1, y0:y1, x0:x1]
+    if time_frames is None:
+        lr = prepared.lr[t : t + 1, y0:y1, x0:x1]
+    else:
+        lr = lr_at_times(prepared.lr[:, y0:y1, x0:x1], np.array([float(time_frames)]))
     grid = np.asarray(keys.hr_on_grid, dtype=np.float32)
     gain, offset = fit_intensity(bin_frames(grid), lr)
     grid = np.clip(gain * grid + offset, 0.0, 1.0).astype(np.float32)
