@@ -26,7 +26,7 @@ def test_manifest_is_valid_and_names_every_contribution():
     manifest = PluginManifest.from_distribution("napari-xfusion")
     contributions = manifest.contributions
     widgets = {w.display_name for w in contributions.widgets}
-    assert widgets == {"Fusion", "Attention", "Metrics", "Study", "Fine-tune"}
+    assert widgets == {"Fusion", "Attention", "Metrics", "Study", "Fine-tune", "Register cameras"}
     assert {s.key for s in contributions.sample_data} == {"keyhole_small", "keyhole_full"}
     assert contributions.readers[0].accepts_directories
     assert contributions.writers[0].layer_types == ["image"]

@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from napari_xfusion.cli import demo, evaluation, fusion, methods, sample, study, validate
+from napari_xfusion.cli import demo, evaluation, fusion, methods, register, sample, study, validate
 from napari_xfusion.cli import finetune as finetuning
 from napari_xfusion.cli._common import SOFTWARE, CommandError, epilog, formatter, say
 from napari_xfusion.cli.config import config_example, fuse_config
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
             xfusion evaluate fused.tif --truth data/truth.tif
             xfusion validate --lr data/lr.tif --hr data/hr_keys.tif --method flow -o val/
             xfusion methods                    # the methods and their options
+            xfusion register --lr lr.tif --hr hr.tif -o aligned/   # a real camera pair
             """,
             EXIT_STATUS,
         ),
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     study.add_parser(sub)
     finetuning.add_parser(sub)
+    register.add_parser(sub)
     sub.add_parser(
         "train",
         formatter_class=formatter,

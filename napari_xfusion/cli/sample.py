@@ -262,15 +262,25 @@ def add_parsers(sub: Any) -> None:
             xfusion sample -o data/
             xfusion sample -o data/ --frames 200 --size 400x1024 --key-step 20 --lr-psnr 30
             xfusion sample -o small/ --frames 24 --size 64x128 --first-last
+            xfusion sample --dual-camera pair/   # a misaligned camera pair with metadata
         """),
     )
-    p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
-    p.add_argument("--frames", type=int, default=60, help="number of frames T (default 60)")
+    p.add_argument("-o", "--out", type=Path, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--dual-camera",
+        type=Path,
+        metavar="DIR",
+        help="instead: write a simulated misaligned camera pair with camera metadata (lr.tif + "
+        "Shimadzu lr.ini, hr.tif + Phantom hr.xml, truth.tif, truth.json) for xfusion register",
+    )
+    p.add_argument(
+        "--frames", type=int, help="number of frames T (default 60; 24 with --dual-camera)"
+    )
     p.add_argument(
         "--size",
-        default="400x1024",
         metavar="HxW",
-        help="HR frame size, multiples of 4 (default 400x1024)",
+        help="HR frame size, multiples of 4 (default 400x1024; with --dual-camera the truth "
+        "grid, 4x the LR frame, default 128x256)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--speed", type=float, default=1.0, help="motion speed factor (default 1)")
@@ -317,10 +327,14 @@ def add_parsers(sub: Any) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    if args.dual_camera is not None:
+        return _run_dual_camera(args)
+    if args.out is None:
+        raise CommandError("give -o DIR (or --dual-camera DIR)")
     paths = make_sample(
         args.out,
-        n_frames=args.frames,
-        shape=parse_size(args.size),
+        n_frames=60 if args.frames is None else args.frames,
+        shape=parse_size(args.size or "400x1024"),
         seed=args.seed,
         speed=args.speed,
         key_step=args.key_step if args.key_step else 10,
@@ -330,6 +344,36 @@ def run_sample(args: argparse.Namespace) -> int:
     )
     for role, path in paths.items():
         print(f"{role}: {path}")
+    return 0
+
+
+def _run_dual_camera(args: argparse.Namespace) -> int:
+    """``--dual-camera DIR``: :func:`napari_xfusion.app.dualcam.simulate_dual_camera` (the
+    sample's --frames/--seed/--speed/--lr-psnr/--key-step apply; --size is the LR truth grid)."""
+    from napari_xfusion.app.dualcam import simulate_dual_camera
+
+    if args.out is not None:
+        raise CommandError("give either -o DIR or --dual-camera DIR, not both")
+    options: dict[str, Any] = {"seed": args.seed, "speed": args.speed}
+    if args.frames is not None:
+        options["n_frames"] = args.frames
+    if args.size is not None:
+        h, w = parse_size(args.size)
+        if h % 4 or w % 4:
+            raise CommandError(f"--size {args.size}: the truth grid must be multiples of 4")
+        options["lr_shape"] = (h // 4, w // 4)
+    if args.key_step:
+        options["key_step"] = args.key_step
+    if args.lr_psnr is not None:
+        options["lr_psnr"] = args.lr_psnr
+    make_folder(args.dual_camera, "--dual-camera")
+    try:
+        paths = simulate_dual_camera(args.dual_camera, **options)
+    except ValueError as exc:
+        raise CommandError(f"--dual-camera: {exc}") from None
+    for role, path in paths.items():
+        print(f"{role}: {path}")
+    print(f"next: xfusion register --lr {paths['lr']} --hr {paths['hr']} -o aligned/")
     return 0
 
 
