@@ -575,7 +575,10 @@ def combine(out: Path, folders: Sequence[Path]) -> str:
             describe.setdefault(d.get("method", "") if isinstance(d, dict) else str(d), d)
     commands = [f"{info['command']} (out: {folder})" for folder, info, _ in runs]
     extra = {
-        "command": " + ".join(commands),
+        "command": "python benchmarks/evaluate_methods.py --combine "
+        + shlex.join([str(out), *map(str, folders)])
+        + " of: "
+        + " + ".join(commands),
         "commands": commands,
         "methods": list(describe.values()),
     }

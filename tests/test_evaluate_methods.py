@@ -165,3 +165,26 @@ def test_runs_with_one_budget_combine_and_a_changed_method_is_refused(bench, tmp
     assert bench.main([*common[:-1], "--methods", "bicubic", "--out", str(tmp_path / "c")]) == 0
     with pytest.raises(SystemExit, match="budget ablation"):
         bench.combine(tmp_path / "bad", [a, tmp_path / "c"])
+
+
+def test_network_targets_mark_what_is_met_and_by_how_much_a_target_is_missed(bench, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports evaluate_methods
+    path = SCRIPT.parent / "network_targets.py"
+    spec = importlib.util.spec_from_file_location("network_targets", path)
+    targets = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(targets)
+    psnr_of = {"bicubic": 20.0, "bayesian": 30.0, "flow": 30.0, "edvr": 24.0, "edvr-stf": 25.5,
+               "edvr-stf-flow": 30.4}  # fmt: skip
+    rows = [
+        {"set": "real-motion", "sequence": "pan-slow", "key_step": 10, "noise": "clean",
+         "keys": keys, "method": m, "index": i, "offset": 1, "psnr": p - (keys == "lr-up") * 2,
+         "aad": 0.0, "ssim": 0.9 if m == "bayesian" else 0.95, "seconds": 0.0}
+        for m, p in psnr_of.items() for i in (4, 5) for keys in ("hr", "lr-up")
+    ]  # fmt: skip
+    text = targets.targets_tables(rows)
+    line = next(s for s in text.splitlines() if s.startswith("| real-motion | 10 | clean | +0.40"))
+    assert "+0.40 (0.60 short)" in line and "+0.0500 ok" in line
+    paper = [s for s in text.splitlines() if s.startswith("| real-motion")][-1]
+    assert "+1.50 ok" in paper and "+4.00 ok" in paper and "+2.00 ok" in paper
+    with pytest.raises(SystemExit, match="lacks"):
+        targets.targets_tables([r for r in rows if r["method"] != "edvr"])
