@@ -125,6 +125,8 @@ def test_pickers_use_shapes_without_metadata(make_napari_viewer, tiny_sample, is
     widget.hr_combo.setCurrentText("full rate")
     viewer.add_image(np.zeros((3, 5, 5), np.float32), name="other")
     assert widget.hr_combo.currentText() == "full rate"
+    viewer.add_image(np.zeros((3, 5, 5), np.float32), name="another")  # at every refresh
+    assert _picks(widget) == ("fast", "full rate", "(none)")
 
 
 def test_the_same_layer_for_lr_and_hr_is_refused(fusion_viewer, notifications):
@@ -190,6 +192,58 @@ def test_run_moves_the_slider_into_the_window_and_empty_frames_are_transparent(
     assert fused.opacity == 0.0
     viewer.dims.set_point(0, 5)
     assert fused.opacity == 1.0
+
+
+def test_a_users_look_of_a_result_layer_survives_updates_reruns_and_a_replaced_layer(
+    fusion_viewer, qtbot
+):
+    from napari_xfusion._napari._layers import ensure_fused_layer, meta
+
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic")
+    viewer.dims.set_point(0, 0)
+    widget.start.setValue(4)
+    widget.end.setValue(6)
+    run_and_wait(widget, qtbot)
+    fused = viewer.layers["fused [bicubic]"]
+    # The user sets how the layer shows, at a computed frame ...
+    fused.opacity, fused.blending, fused.gamma = 0.6, "additive", 0.8
+    fused.colormap = "viridis"
+    fused.contrast_limits = (0.1, 0.7)
+    viewer.dims.set_point(0, 1)  # not computed: veiled
+    assert fused.opacity == 0.0
+    # ... and at an empty frame: it shows as set at once, and is the value given back.
+    fused.opacity = 0.3
+    assert fused.opacity == 0.3
+    viewer.dims.set_point(0, 2)
+    assert fused.opacity == 0.0
+    viewer.dims.set_point(0, 5)
+    assert fused.opacity == 0.3
+
+    def look(layer):
+        return (layer.blending, layer.colormap.name, tuple(layer.contrast_limits), layer.gamma)
+
+    expected = ("additive", "viridis", (0.1, 0.7), 0.8)
+    assert look(fused) == expected
+    # A rerun on other frames, started while the slider stands on an empty frame.
+    viewer.dims.set_point(0, 1)
+    widget.start.setValue(0)
+    widget.end.setValue(2)
+    run_and_wait(widget, qtbot, resume=False)
+    assert viewer.layers["fused [bicubic]"] is fused
+    for t in (0, 1, 2, 5):
+        viewer.dims.set_point(0, t)
+        assert fused.opacity == 0.3, t
+    viewer.dims.set_point(0, 3)
+    assert fused.opacity == 0.0 and widget.renderer.user_opacity(fused) == 0.3
+    assert look(fused) == expected
+    # Inputs of another shape replace the layer: the new one looks the same, in its place.
+    viewer.dims.set_point(0, 5)
+    position = viewer.layers.index(fused)
+    new = ensure_fused_layer(viewer, "bicubic", (5, 64, 128), {"lr": "other"})
+    assert new is not fused and viewer.layers.index(new) == position
+    assert (new.opacity, *look(new)) == (0.3, *expected)
+    assert meta(new)["frames_done"] == []
 
 
 # --- (4) docks ------------------------------------------------------------------------------

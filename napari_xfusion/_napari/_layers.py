@@ -32,6 +32,7 @@ __all__ = [
     "key_hold_translate",
     "physical_labels",
     "write_frame",
+    "display_settings",
     "add_change_view",
     "refresh_change_views",
     "side_by_side",
@@ -228,8 +229,14 @@ def _ensure_result_layer(
             layer.metadata[META] = entry
             layer.refresh()
             return layer
+        # Replaced (other shape, a reopened export): the new layer looks as the user left
+        # the old one and takes its place in the layer list.
+        display = display_settings(layer)
+        position = viewer.layers.index(layer)
         viewer.layers.remove(layer)
-    return viewer.add_image(
+    else:
+        display, position = {}, None
+    new = viewer.add_image(
         np.zeros(shape, dtype=np.float32),
         name=name,
         contrast_limits=contrast_limits,
@@ -239,6 +246,25 @@ def _ensure_result_layer(
         metadata={META: entry},
         **physical,
     )
+    for key, value in display.items():
+        setattr(new, key, value)
+    if position is not None and position < len(viewer.layers) - 1:
+        viewer.layers.move(len(viewer.layers) - 1, position)
+    return new
+
+
+_DISPLAY = ("opacity", "blending", "colormap", "gamma", "interpolation2d", "visible")
+
+
+def display_settings(layer: Layer) -> dict[str, Any]:
+    """How the user shows ``layer``: opacity, blending, colormap, gamma, interpolation,
+    visibility, and the contrast limits when its data are on the [0, 1] float scale of a
+    result (not a reopened export in detector units)."""
+    out = {key: getattr(layer, key) for key in _DISPLAY if hasattr(layer, key)}
+    dtype = getattr(getattr(layer, "data", None), "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind == "f" and hasattr(layer, "contrast_limits"):
+        out["contrast_limits"] = tuple(layer.contrast_limits)
+    return out
 
 
 def write_frame(layer: Image, index: int, frame: np.ndarray, refresh: bool = True) -> None:

@@ -4,7 +4,7 @@ Progress counts frames (a frame is done when every method of the run has it), ne
 methods. The ETA says "estimating…" until a few frames and a second have passed (the first
 frames carry the start-up: loading, caches), and disappears when the run ends or is
 cancelled. Nothing here forces a repaint: the widget calls :meth:`RunPanel.show_progress` at
-most ~10 times a second.
+most 4 times a second.
 """
 
 from __future__ import annotations
