@@ -26,6 +26,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_xfusion._napari._util import hold_updates
+
 __all__ = ["RunPanel", "FrameProgress", "format_seconds", "eta_text", "HELP_URL"]
 
 _README = Path(__file__).resolve().parents[2] / "README.md"
@@ -181,6 +183,7 @@ class RunPanel(QWidget):
 
     def show_progress(self, done: int, total: int, elapsed: float) -> None:
         """``done`` of ``total`` frames after ``elapsed`` seconds of computing."""
+        hold_updates(self.progress)  # shown with the rest of the batch (one window update)
         self.progress.setValue(min(done, total))
         eta = eta_text(done, total, elapsed)
         self.progress.setFormat("%v / %m frames" + (f", {eta}" if eta else ""))

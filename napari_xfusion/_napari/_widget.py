@@ -96,11 +96,13 @@ class FusionWidget(SettingsMixin, QWidget):
         self.run_panel.run_button.clicked.connect(lambda: self.run())
         self.run_panel.cancel_button.clicked.connect(self.cancel)
 
-        # The panel is taller than a laptop's dock area: it scrolls rather than squeezes.
+        # The panels are taller than a laptop's dock area (or one shared with the result
+        # docks): they scroll rather than squeeze, while Run, Cancel, the progress and the
+        # status stay in view below them.
         content = QWidget()
         layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
-        for panel in (self.inputs, self.methods_panel, self.run_panel, self.results):
+        for panel in (self.inputs, self.methods_panel, self.results):
             layout.addWidget(panel)
         layout.addLayout(self._settings_buttons())
         layout.addStretch()
@@ -108,7 +110,9 @@ class FusionWidget(SettingsMixin, QWidget):
         scroll.setWidget(content)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.addWidget(scroll, 1)
+        self.run_panel.setContentsMargins(6, 0, 6, 6)
+        outer.addWidget(self.run_panel)
 
         self._restore_settings()
         self.inputs.refresh()
