@@ -165,6 +165,23 @@ def test_frames_that_arrive_together_are_shown_in_one_update(fusion_viewer, qtbo
     assert state.done == 8
 
 
+def test_the_worker_makes_the_stacks_of_new_result_layers(fusion_viewer, qtbot):
+    from napari_xfusion._napari._job import result_stack
+
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic", "bayesian")
+    assert widget.build_request().request.new_stacks == ("bicubic", "bayesian")
+    run_and_wait(widget, qtbot)
+    stack = viewer.layers["fused [bicubic]"].data
+    assert stack.shape == (8, 64, 128) and stack.dtype == np.float32 and stack.any()
+    # Same inputs: the layers are reused (their frames add up), no new stacks are made.
+    assert widget.build_request().request.new_stacks == ()
+    run_and_wait(widget, qtbot, resume=False)
+    assert viewer.layers["fused [bicubic]"].data is stack
+    empty = result_stack((4, 2, 3), [1, 2, 9])
+    assert empty.shape == (4, 2, 3) and empty.dtype == np.float32 and not empty.any()
+
+
 def test_the_frame_path_never_forces_a_repaint():
     for path in PLUGIN.glob("*.py"):
         code = "\n".join(

@@ -102,8 +102,24 @@ class AttentionWidget(SessionDock):
         # A full matplotlib draw costs the GUI thread 50-100 ms: skip it when a new run changes
         # nothing that is plotted (no attention before or now, same keys and frame count).
         drawn = (tuple(self.session.run.keys.tolist()), self.session.run.n_frames)
-        if self._lines or self.series() or drawn != getattr(self, "_drawn", None):
+        expected = self.expected_methods()
+        if self._lines or expected or self.series() or drawn != getattr(self, "_drawn", None):
             self.redraw()
+
+    def expected_methods(self) -> list[str]:
+        """Methods of the current run that give attention scores to the HR keys (their
+        curves are laid out at the start, so the first points need no full draw)."""
+        from napari_xfusion.methods.registry import get_spec
+
+        out = []
+        for name in self.session.run.methods:
+            try:
+                spec = get_spec(name)
+            except (KeyError, ValueError):
+                continue
+            if spec.attention and spec.uses_hr_keys:
+                out.append(name)
+        return out
 
     def on_frames(self, records: list[FrameRecord]) -> None:
         if not any(record.has_attention for record in records):
@@ -183,6 +199,14 @@ class AttentionWidget(SessionDock):
         self._lines.clear()
         self.figure.set_layout_engine("constrained")
         series = self.series()
+        # The hint goes when scores are due: hiding it later would resize the plot (a full
+        # draw) at the first points.
+        shown = bool(series) or bool(self.expected_methods())
+        empty = np.zeros(0)
+        for method in self.expected_methods():  # empty curves, filled in by blits
+            series.setdefault(
+                method, {"index": empty, "backward_norm": empty, "forward_norm": empty}
+            )
         keys = self.session.run.keys
         n_frames = self.session.run.n_frames
         for key in keys:
@@ -207,12 +231,13 @@ class AttentionWidget(SessionDock):
         ax.set_ylabel("normalised attention")
         if n_frames:
             ax.set_xlim(-0.5, n_frames - 0.5)
+        ax.set_ylim(-_Y_STEP, 1.0 + _Y_STEP)  # normalised scores: 1 at the keys
         if series:
             self._fit_y(series, fresh=True)
             legend = ax.legend(loc="upper right", fontsize="small", frameon=False)
             for text in legend.get_texts():
                 text.set_color(colours["text"])
-        self.hint.setVisible(not series)
+        self.hint.setVisible(not shown)
         self._drawn = (tuple(keys.tolist()), n_frames)
         self._background = None
         self._request_draw()

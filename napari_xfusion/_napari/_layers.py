@@ -27,6 +27,7 @@ __all__ = [
     "fused_name",
     "fused_layers",
     "ensure_fused_layer",
+    "reuses_fused_layer",
     "ensure_uncertainty_layer",
     "ensure_output_layer",
     "key_hold_translate",
@@ -98,13 +99,15 @@ def ensure_fused_layer(
     translate: Sequence[float] = (0.0, 0.0, 0.0),
     units: Sequence[str] | None = None,
     axis_labels: Sequence[str] | None = None,
+    stack: np.ndarray | None = None,
 ) -> Image:
     """The layer ``fused [method]`` of ``shape``, ready to be filled (``units`` and
     ``axis_labels``: napari's, per axis, e.g. ``("ms", "um", "um")``).
 
     An existing layer is reused, keeping its frames, when its shape and the run's input
     ``signature`` (layers, separation, keys) are unchanged, so runs on successive time windows
-    add up; otherwise its frames are cleared.
+    add up; otherwise its frames are cleared. A new layer holds ``stack`` when given (a zeroed
+    float32 array of ``shape``, made by the worker), else a new zeroed array.
     """
     entry = {"role": "fused", "method": method, "inputs": signature, "frames_done": []}
     return _ensure_result_layer(
@@ -115,7 +118,32 @@ def ensure_fused_layer(
         (scale, translate, units, axis_labels),
         "gray",
         (0.0, 1.0),
+        stack,
     )
+
+
+def _fillable(data: Any, shape: tuple[int, ...]) -> bool:
+    # Only an in-memory float32 stack can be filled in place: a reopened export is a
+    # read-only memmap (or detector units), and is replaced rather than written into.
+    return (
+        isinstance(data, np.ndarray)
+        and not isinstance(data, np.memmap)
+        and data.flags.writeable
+        and data.dtype == np.float32
+        and data.shape == tuple(shape)
+    )
+
+
+def reuses_fused_layer(
+    viewer: napari.Viewer, method: str, shape: tuple[int, int, int], signature: dict[str, Any]
+) -> bool:
+    """Whether :func:`ensure_fused_layer` would keep the existing layer's array (so a run
+    needs no new stack for ``method``)."""
+    name = fused_name(method)
+    if name not in viewer.layers:
+        return False
+    layer = viewer.layers[name]
+    return _fillable(layer.data, shape) and meta(layer).get("inputs") == signature
 
 
 def ensure_uncertainty_layer(
@@ -201,6 +229,7 @@ def _ensure_result_layer(
     place: tuple[Any, Any, Any, Any],
     colormap: str,
     contrast_limits: tuple[float, float],
+    stack: np.ndarray | None = None,
 ) -> Image:
     scale, translate, units, axis_labels = place
     physical = {}
@@ -211,15 +240,7 @@ def _ensure_result_layer(
     if name in viewer.layers:
         layer = viewer.layers[name]
         data = layer.data
-        # Only an in-memory float32 stack can be filled in place: a reopened export is a
-        # read-only memmap (or detector units), and is replaced rather than written into.
-        fillable = (
-            isinstance(data, np.ndarray)
-            and not isinstance(data, np.memmap)
-            and data.flags.writeable
-            and data.dtype == np.float32
-            and data.shape == tuple(shape)
-        )
+        fillable = _fillable(data, shape)
         for key, value in physical.items():
             setattr(layer, key, value)
         if fillable and meta(layer).get("inputs") == entry["inputs"]:
@@ -236,8 +257,10 @@ def _ensure_result_layer(
         viewer.layers.remove(layer)
     else:
         display, position = {}, None
+    if stack is None or not _fillable(stack, shape):
+        stack = np.zeros(shape, dtype=np.float32)
     new = viewer.add_image(
-        np.zeros(shape, dtype=np.float32),
+        stack,
         name=name,
         contrast_limits=contrast_limits,
         colormap=colormap,

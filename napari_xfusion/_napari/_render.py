@@ -135,10 +135,14 @@ class ResultRenderer(QObject):
                 translate=state.translate,
                 units=state.units,
                 axis_labels=state.axis_labels,
+                stack=prep.stacks.get(method),
             )
             if not meta(layer).get("frames_done"):
                 fresh.append(method)
             state.layers[method] = layer
+            if layer.data is not prep.stacks.get(method):
+                _commit_pages(layer, state.expected)  # a reused (or unforeseen new) layer
+        prep.stacks.clear()  # the layers hold them now
         state.started = time.perf_counter()
         self.update_visibility()
         return fresh
@@ -333,6 +337,19 @@ class ResultRenderer(QObject):
         del self._hidden[layer]
         point = self.viewer.dims.point
         self._held[layer] = int(round((point[0] - layer.translate[0]) / layer.scale[0]))
+
+
+def _commit_pages(layer: Image, frames: Any) -> None:
+    """Write zeros into the frames a run will fill that are not done yet (a layer the worker
+    did not allocate: see :func:`~napari_xfusion._napari._job.result_stack`), so the flushes
+    that copy results in do not fault pages in one frame at a time."""
+    data = layer.data
+    if not isinstance(data, np.ndarray) or not data.flags.writeable:
+        return
+    done = set(meta(layer).get("frames_done", []))
+    for t in sorted(frames):
+        if 0 <= t < data.shape[0] and t not in done:
+            data[t].fill(0)
 
 
 def show_simulated_inputs(viewer: napari.Viewer, hr: Image, prep: Prepared) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from napari_xfusion._napari._job import FusionRequest, Prepared
-from napari_xfusion._napari._layers import fused_name, meta
+from napari_xfusion._napari._layers import fused_name, meta, reuses_fused_layer
 from napari_xfusion.app.config import RunConfig
 from napari_xfusion.core.degrade import SCALE
 
@@ -162,15 +162,6 @@ def build_job(
         config = config.replace(units=units)
     hr, lr, truth = _pick_layers(inputs)
     keys = inputs.layer_key_indices(hr)
-    request = FusionRequest(
-        config=config,
-        hr=hr.data,
-        lr=None if lr is None else lr.data,
-        truth=None if truth is None else truth.data,
-        hr_metadata=None if keys is None else {"key_indices": list(keys)},
-        targets=None if targets is None else {m: tuple(t) for m, t in targets.items()},
-        method_cache=method_cache,
-    )
     signature = {
         "lr": f"simulated from {hr.name}" if config.simulate else lr.name,
         "hr": hr.name,
@@ -181,6 +172,22 @@ def build_job(
         "first_last": config.keys.first_last,
         "noise_psnr": config.lr_psnr,
     }
+    # The result shape as the app layer will find it: the clock's frames, HR frame size.
+    clock = hr if config.simulate else lr
+    shape = (int(clock.data.shape[0]), *(int(n) for n in hr.data.shape[1:]))
+    new_stacks = tuple(
+        m for m in config.method_names if not reuses_fused_layer(inputs.viewer, m, shape, signature)
+    )
+    request = FusionRequest(
+        config=config,
+        hr=hr.data,
+        lr=None if lr is None else lr.data,
+        truth=None if truth is None else truth.data,
+        hr_metadata=None if keys is None else {"key_indices": list(keys)},
+        targets=None if targets is None else {m: tuple(t) for m, t in targets.items()},
+        method_cache=method_cache,
+        new_stacks=new_stacks,
+    )
     return Job(request, threading.Event(), hr, lr, truth, signature)
 
 
