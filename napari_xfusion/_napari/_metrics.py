@@ -201,6 +201,8 @@ class MetricsWidget(SessionDock):
         table = self.summary
         height = table.horizontalHeader().height() + 2 * table.frameWidth()
         height += sum(table.rowHeight(i) for i in range(table.rowCount()))
+        # Room for the sideways scroll bar, so that it never covers the last row.
+        height += table.horizontalScrollBar().sizeHint().height()
         table.setFixedHeight(height)
 
     def csv_text(self, delimiter: str = ",") -> str:
