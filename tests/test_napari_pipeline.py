@@ -137,6 +137,34 @@ def test_settings_are_a_run_config_saved_and_loaded(fusion_viewer, tmp_path):
         RunConfig.from_dict(data)
 
 
+def test_a_loaded_key_list_is_the_runs_keys_until_the_user_sets_a_rule(
+    fusion_viewer, qtbot, tmp_path
+):
+    from napari_xfusion.app.config import MethodChoice
+
+    viewer, widget = fusion_viewer
+    # The full-rate truth as HR: the keys come from the configuration, not layer metadata.
+    widget.hr_combo.setCurrentText("ground truth")
+    loaded = RunConfig(
+        keys=KeyRule(indices=(0, 3, 7)),
+        separation=1,
+        frames=(1, 7),
+        methods=(MethodChoice("bicubic"), MethodChoice("bayesian", {"prior_weight": 3.0})),
+    )
+    widget.load_settings(loaded.save(tmp_path / "keys.json"))
+    assert widget.config() == loaded
+    assert "0, 3, 7" in widget.keys_note.text() and widget.keys_note.isVisibleTo(widget)
+    run_and_wait(widget, qtbot)
+    fused = viewer.layers["fused [bicubic]"]
+    assert fused.metadata["xfusion"]["parameters"]["key_indices"] == [0, 3, 7]
+    assert widget.config() == loaded  # a run keeps them, and so does the next one
+    # Setting a rule in the dock replaces the list.
+    widget.key_step.setValue(2)
+    assert widget.hr_combo.currentText() == "ground truth"  # the user's pick stays
+    assert widget.config().keys == KeyRule(step=2)
+    assert "loaded settings" not in widget.keys_note.text()
+
+
 def test_a_cli_config_loads_and_the_gui_run_equals_the_cli_run(
     make_napari_viewer, isolated_settings, qtbot, sample_files, tmp_path
 ):

@@ -125,6 +125,8 @@ def test_pickers_use_shapes_without_metadata(make_napari_viewer, tiny_sample, is
     widget.hr_combo.setCurrentText("full rate")
     viewer.add_image(np.zeros((3, 5, 5), np.float32), name="other")
     assert widget.hr_combo.currentText() == "full rate"
+    viewer.add_image(np.zeros((3, 5, 5), np.float32), name="another")  # at every refresh
+    assert _picks(widget) == ("fast", "full rate", "(none)")
 
 
 def test_the_same_layer_for_lr_and_hr_is_refused(fusion_viewer, notifications):
@@ -163,6 +165,23 @@ def test_frames_that_arrive_together_are_shown_in_one_update(fusion_viewer, qtbo
     assert state.done == 8
 
 
+def test_the_worker_makes_the_stacks_of_new_result_layers(fusion_viewer, qtbot):
+    from napari_xfusion._napari._job import result_stack
+
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic", "bayesian")
+    assert widget.build_request().request.new_stacks == ("bicubic", "bayesian")
+    run_and_wait(widget, qtbot)
+    stack = viewer.layers["fused [bicubic]"].data
+    assert stack.shape == (8, 64, 128) and stack.dtype == np.float32 and stack.any()
+    # Same inputs: the layers are reused (their frames add up), no new stacks are made.
+    assert widget.build_request().request.new_stacks == ()
+    run_and_wait(widget, qtbot, resume=False)
+    assert viewer.layers["fused [bicubic]"].data is stack
+    empty = result_stack((4, 2, 3), [1, 2, 9])
+    assert empty.shape == (4, 2, 3) and empty.dtype == np.float32 and not empty.any()
+
+
 def test_the_frame_path_never_forces_a_repaint():
     for path in PLUGIN.glob("*.py"):
         code = "\n".join(
@@ -192,6 +211,58 @@ def test_run_moves_the_slider_into_the_window_and_empty_frames_are_transparent(
     assert fused.opacity == 1.0
 
 
+def test_a_users_look_of_a_result_layer_survives_updates_reruns_and_a_replaced_layer(
+    fusion_viewer, qtbot
+):
+    from napari_xfusion._napari._layers import ensure_fused_layer, meta
+
+    viewer, widget = fusion_viewer
+    choose(widget, "bicubic")
+    viewer.dims.set_point(0, 0)
+    widget.start.setValue(4)
+    widget.end.setValue(6)
+    run_and_wait(widget, qtbot)
+    fused = viewer.layers["fused [bicubic]"]
+    # The user sets how the layer shows, at a computed frame ...
+    fused.opacity, fused.blending, fused.gamma = 0.6, "additive", 0.8
+    fused.colormap = "viridis"
+    fused.contrast_limits = (0.1, 0.7)
+    viewer.dims.set_point(0, 1)  # not computed: veiled
+    assert fused.opacity == 0.0
+    # ... and at an empty frame: it shows as set at once, and is the value given back.
+    fused.opacity = 0.3
+    assert fused.opacity == 0.3
+    viewer.dims.set_point(0, 2)
+    assert fused.opacity == 0.0
+    viewer.dims.set_point(0, 5)
+    assert fused.opacity == 0.3
+
+    def look(layer):
+        return (layer.blending, layer.colormap.name, tuple(layer.contrast_limits), layer.gamma)
+
+    expected = ("additive", "viridis", (0.1, 0.7), 0.8)
+    assert look(fused) == expected
+    # A rerun on other frames, started while the slider stands on an empty frame.
+    viewer.dims.set_point(0, 1)
+    widget.start.setValue(0)
+    widget.end.setValue(2)
+    run_and_wait(widget, qtbot, resume=False)
+    assert viewer.layers["fused [bicubic]"] is fused
+    for t in (0, 1, 2, 5):
+        viewer.dims.set_point(0, t)
+        assert fused.opacity == 0.3, t
+    viewer.dims.set_point(0, 3)
+    assert fused.opacity == 0.0 and widget.renderer.user_opacity(fused) == 0.3
+    assert look(fused) == expected
+    # Inputs of another shape replace the layer: the new one looks the same, in its place.
+    viewer.dims.set_point(0, 5)
+    position = viewer.layers.index(fused)
+    new = ensure_fused_layer(viewer, "bicubic", (5, 64, 128), {"lr": "other"})
+    assert new is not fused and viewer.layers.index(new) == position
+    assert (new.opacity, *look(new)) == (0.3, *expected)
+    assert meta(new)["frames_done"] == []
+
+
 # --- (4) docks ------------------------------------------------------------------------------
 
 
@@ -214,8 +285,10 @@ def test_result_docks_from_the_plugins_menu_do_not_squash_the_fusion_dock(
         qtbot.waitUntil(lambda d=dock: main.dockWidgetArea(dock_of(d)) == bottom, timeout=5000)
     assert main.dockWidgetArea(dock_of(fusion)) != bottom
     qtbot.waitUntil(lambda: dock_of(fusion).height() > 400, timeout=5000)
-    # Run is reachable without scrolling past a 60 px sliver.
-    assert fusion.run_button.isVisible()
+    # Run, Cancel and the progress are on screen without scrolling, however tall the
+    # panels above them are.
+    for control in (fusion.run_button, fusion.cancel_button, fusion.progress, fusion.status):
+        assert control.isVisible() and not control.visibleRegion().isEmpty()
 
 
 # --- (6) counts, ETA, resume ----------------------------------------------------------------

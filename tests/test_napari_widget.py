@@ -408,6 +408,45 @@ def test_metrics_copy_and_save_csv(fusion_viewer, qtbot, tmp_path):
     assert viewer.dims.point[0] == 5
 
 
+def test_attention_points_are_blitted_and_a_hidden_dock_draws_nothing(make_napari_viewer, qtbot):
+    from napari_xfusion._napari._dock import dock_of
+    from napari_xfusion._napari._session import session_for
+
+    viewer = make_napari_viewer(show=True)
+    plot = AttentionWidget(viewer)
+    viewer.window.add_dock_widget(plot, area="bottom")
+    session = session_for(viewer)
+    session.begin(20, [0, 10], ["edvr-stf"], has_truth=False, fresh=["edvr-stf"])
+
+    def rows(frames, backward=1.0):
+        return [FrameRow("edvr-stf", t, t in (0, 10), 0.1, backward=backward if t else 1.0,
+                         forward=0.5) for t in frames]  # fmt: skip
+
+    session.add_many(rows(range(3)))
+    qtbot.waitUntil(lambda: plot.full_draws >= 1 and plot._background is not None, timeout=5000)
+    draws = plot.full_draws
+    before = np.asarray(plot.canvas.buffer_rgba()).copy()
+    # More points of the same curves inside the y range: blitted, no full draw.
+    session.add_many(rows(range(3, 8), backward=0.8))
+    qtbot.wait(100)
+    assert plot.full_draws == draws
+    assert len(plot._lines[("edvr-stf", "backward")].get_xdata()) == 8
+    assert not np.array_equal(np.asarray(plot.canvas.buffer_rgba()), before)  # drawn
+    # A score past the y limits: the axes change, one full draw.
+    session.add_many(rows([8], backward=3.0))
+    qtbot.waitUntil(lambda: plot.full_draws == draws + 1, timeout=5000)
+    assert plot.axes.get_ylim()[1] >= 3.0
+    # A hidden dock (e.g. a tab behind another) draws nothing until it is shown again.
+    dock = dock_of(plot)
+    dock.hide()
+    session.add_many(rows([9], backward=6.0))
+    qtbot.wait(100)
+    assert plot.full_draws == draws + 1
+    dock.show()
+    qtbot.waitUntil(lambda: plot.full_draws == draws + 2, timeout=5000)
+    assert plot.axes.get_ylim()[1] >= 6.0
+
+
 def test_closed_docks_stop_listening(fusion_viewer, qtbot):
     from qtpy.QtCore import QEvent
     from qtpy.QtWidgets import QApplication

@@ -1,12 +1,20 @@
 """Attention dock: normalised backward / forward attention scores against frame index.
 
 A matplotlib ``FigureCanvasQTAgg`` drawn in napari's theme colours (as napari-matplotlib does),
-redrawn as frames arrive; key frames are marked; clicking near a point moves the viewer's time
+updated as frames arrive; key frames are marked; clicking near a point moves the viewer's time
 slider to that frame.
+
+The GUI thread pays little for it during a run: a full Agg draw (axes, ticks, legend, layout)
+costs it 50-100 ms, so it happens only when what is drawn around the curves changes (a new
+run, other methods, the y range growing past its rounded limits, the theme); new points of
+the same curves are blitted: the cached background is restored and only the curves are drawn
+on it (a few ms), shown by an ordinary coalesced widget update. A dock that is not visible (a
+hidden tab) draws nothing until it is shown.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,6 +24,7 @@ from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from napari_xfusion._napari._dock import SessionDock
 from napari_xfusion._napari._session import FrameRecord
+from napari_xfusion._napari._util import hold_updates
 
 if TYPE_CHECKING:
     import napari
@@ -25,6 +34,7 @@ __all__ = ["AttentionWidget", "theme_colours"]
 # Backward (key before t) and forward (key after t) curves; line style tells methods apart.
 _COLOURS = {"backward": "#4fa3ff", "forward": "#ff8c42"}
 _STYLES = ["-", "--", ":", "-."]
+_Y_STEP = 0.25  # y limits are rounded out to this, so new points rarely change them
 
 
 def theme_colours(viewer: napari.Viewer) -> dict[str, str]:
@@ -64,7 +74,11 @@ class AttentionWidget(SessionDock):
 
         self._lines: dict[tuple[str, str], Any] = {}
         self._key_artists: list[Any] = []
+        self._background: Any = None  # the figure without its curves, after a full draw
+        self._stale = False  # something changed while the dock was not visible
+        self.full_draws = 0  # Agg draws of the whole figure (what the blits save)
         self.canvas.mpl_connect("button_press_event", self._on_click)
+        self.canvas.mpl_connect("draw_event", self._on_draw)
         self.connect_session()
         self.on_theme()
 
@@ -85,11 +99,27 @@ class AttentionWidget(SessionDock):
         self.redraw()
 
     def on_started(self, *_: Any) -> None:
-        # A matplotlib draw costs the GUI thread ~0.1-0.2 s: skip it when a new run changes
+        # A full matplotlib draw costs the GUI thread 50-100 ms: skip it when a new run changes
         # nothing that is plotted (no attention before or now, same keys and frame count).
         drawn = (tuple(self.session.run.keys.tolist()), self.session.run.n_frames)
-        if self._lines or self.series() or drawn != getattr(self, "_drawn", None):
+        expected = self.expected_methods()
+        if self._lines or expected or self.series() or drawn != getattr(self, "_drawn", None):
             self.redraw()
+
+    def expected_methods(self) -> list[str]:
+        """Methods of the current run that give attention scores to the HR keys (their
+        curves are laid out at the start, so the first points need no full draw)."""
+        from napari_xfusion.methods.registry import get_spec
+
+        out = []
+        for name in self.session.run.methods:
+            try:
+                spec = get_spec(name)
+            except (KeyError, ValueError):
+                continue
+            if spec.attention and spec.uses_hr_keys:
+                out.append(name)
+        return out
 
     def on_frames(self, records: list[FrameRecord]) -> None:
         if not any(record.has_attention for record in records):
@@ -100,14 +130,53 @@ class AttentionWidget(SessionDock):
         if not self._lines or set(self._lines) != wanted or drawn != getattr(self, "_drawn", None):
             self.redraw()
             return
-        # Same curves, more points: move the data only. A full redraw (axes, legend, layout)
-        # costs the GUI thread ~0.1-0.2 s per frame during a network run.
+        # Same curves, more points: move the data only, and blit them unless the y range
+        # had to grow (then the axes change: a full draw).
         for (method, name), line in self._lines.items():
             line.set_data(series[method]["index"], series[method][f"{name}_norm"])
-        self._fit_y(series)
-        # The layout was fixed by the last full redraw: not solved again for new points.
-        self.figure.set_layout_engine("none")
-        self.canvas.draw_idle()
+        if self._fit_y(series) or not self.blit_curves():
+            self._request_draw()
+
+    def _request_draw(self) -> None:
+        """A full draw at the next event-loop turn, or when the dock is shown again."""
+        if self.canvas.isVisible():
+            self._stale = False
+            self.canvas.draw_idle()
+        else:
+            self._stale = True
+
+    def showEvent(self, event: Any) -> None:  # Qt's name
+        super().showEvent(event)
+        if self._stale:
+            self._request_draw()
+
+    def _on_draw(self, _event: Any) -> None:
+        """After a full draw: keep the background, then draw the curves (animated artists,
+        left out of the full draw) on it."""
+        self.full_draws += 1
+        self._background = self.canvas.copy_from_bbox(self.figure.bbox)
+        self._background_size = (self.canvas.width(), self.canvas.height())
+        self._draw_curves()
+
+    def _draw_curves(self) -> None:
+        for line in self._lines.values():
+            self.axes.draw_artist(line)
+
+    def blit_curves(self) -> bool:
+        """Show the current curves on the cached background (no full draw); returns False
+        when there is none to draw on (then a full draw is needed)."""
+        if not self.canvas.isVisible():
+            self._stale = True
+            return True
+        background = self._background
+        size = (self.canvas.width(), self.canvas.height())
+        if background is None or getattr(self, "_background_size", None) != size:
+            return False
+        hold_updates(self.canvas)  # shown with the rest of the batch (one window update)
+        self.canvas.restore_region(background)
+        self._draw_curves()
+        self.canvas.update()  # a coalesced paint of the Agg buffer, never a forced repaint
+        return True
 
     def series(self) -> dict[str, dict[str, np.ndarray]]:
         """Per method with attention: frame indices and normalised scores (what is plotted)."""
@@ -119,7 +188,8 @@ class AttentionWidget(SessionDock):
         return out
 
     def redraw(self) -> None:
-        """Draw everything recorded so far (cheap: a few hundred points at most)."""
+        """Rebuild the plot from everything recorded so far; drawn in full at the next
+        event-loop turn (or when the dock is next shown)."""
         ax = self.axes
         colours = getattr(self, "_colours", None) or theme_colours(self.viewer)
         for line in ax.lines[:]:
@@ -129,6 +199,14 @@ class AttentionWidget(SessionDock):
         self._lines.clear()
         self.figure.set_layout_engine("constrained")
         series = self.series()
+        # The hint goes when scores are due: hiding it later would resize the plot (a full
+        # draw) at the first points.
+        shown = bool(series) or bool(self.expected_methods())
+        empty = np.zeros(0)
+        for method in self.expected_methods():  # empty curves, filled in by blits
+            series.setdefault(
+                method, {"index": empty, "backward_norm": empty, "forward_norm": empty}
+            )
         keys = self.session.run.keys
         n_frames = self.session.run.n_frames
         for key in keys:
@@ -145,6 +223,7 @@ class AttentionWidget(SessionDock):
                     markersize=3,
                     color=_COLOURS[name],
                     label=f"{name} [{method}]" if len(series) > 1 else name,
+                    animated=True,  # drawn on the cached background (blit), see _on_draw
                 )
                 self._lines[(method, name)] = line
         ax.set_xlabel("frame")
@@ -152,24 +231,35 @@ class AttentionWidget(SessionDock):
         ax.set_ylabel("normalised attention")
         if n_frames:
             ax.set_xlim(-0.5, n_frames - 0.5)
+        ax.set_ylim(-_Y_STEP, 1.0 + _Y_STEP)  # normalised scores: 1 at the keys
         if series:
-            self._fit_y(series)
+            self._fit_y(series, fresh=True)
             legend = ax.legend(loc="upper right", fontsize="small", frameon=False)
             for text in legend.get_texts():
                 text.set_color(colours["text"])
-        self.hint.setVisible(not series)
+        self.hint.setVisible(not shown)
         self._drawn = (tuple(keys.tolist()), n_frames)
-        self.canvas.draw_idle()
+        self._background = None
+        self._request_draw()
 
-    def _fit_y(self, series: dict[str, dict[str, np.ndarray]]) -> None:
+    def _fit_y(self, series: dict[str, dict[str, np.ndarray]], fresh: bool = False) -> bool:
+        """Fit the y limits to the scores (at least [0, 1], rounded out to ``_Y_STEP``);
+        between full redraws they only grow. Returns whether they changed."""
         finite = np.concatenate(
             [d[f"{n}_norm"] for d in series.values() for n in ("backward", "forward")]
         )
         finite = finite[np.isfinite(finite)]
-        if finite.size:
-            low, high = float(finite.min()), float(finite.max())
-            pad = 0.05 * max(high - low, 0.1)
-            self.axes.set_ylim(min(low, 0.0) - pad, max(high, 1.0) + pad)
+        if not finite.size:
+            return False
+        low = math.floor(min(float(finite.min()), 0.0) / _Y_STEP - 0.2) * _Y_STEP
+        high = math.ceil(max(float(finite.max()), 1.0) / _Y_STEP + 0.2) * _Y_STEP
+        if not fresh:
+            current = self.axes.get_ylim()
+            if current[0] <= low and high <= current[1]:
+                return False
+            low, high = min(low, current[0]), max(high, current[1])
+        self.axes.set_ylim(low, high)
+        return True
 
     def _draw_time_axis(self, colours: dict[str, str]) -> None:
         """A second x axis in the time units of the results when frames have a duration."""

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from napari_xfusion._napari._job import describe_keys
 from napari_xfusion._napari._layers import META, meta, role
-from napari_xfusion.app.config import RunConfig
+from napari_xfusion.app.config import KeyRule, RunConfig
 from napari_xfusion.core.degrade import SCALE
 
 if TYPE_CHECKING:
@@ -154,6 +154,11 @@ class InputsPanel(QGroupBox):
         self.first_last = QCheckBox("first and last only")
         self.first_last.setToolTip("Only the first and the last frame are HR keys")
         self.first_last.toggled.connect(lambda on: self.key_step.setEnabled(not on))
+        # Key times given as a list by a loaded configuration (KeyRule.indices): they stay
+        # the run's keys until the user sets a step or "first and last" here.
+        self.explicit_keys: tuple[int, ...] | None = None
+        self.key_step.valueChanged.connect(self._drop_explicit_keys)
+        self.first_last.toggled.connect(self._drop_explicit_keys)
         keys = QHBoxLayout()
         keys.addWidget(self.key_step)
         keys.addWidget(self.first_last)
@@ -234,7 +239,8 @@ class InputsPanel(QGroupBox):
         for slot, combo in self._combos().items():
             current = combo.currentText()
             chosen_by_user = current and current != self._auto.get(slot) and current != NONE
-            if chosen_by_user and current in names and current not in taken:
+            kept = chosen_by_user and current in names and current not in taken
+            if kept:
                 guess = current
             else:
                 guess = guesses[slot] if guesses[slot] not in taken else None
@@ -248,7 +254,8 @@ class InputsPanel(QGroupBox):
                 taken.add(guess)
             else:
                 combo.setCurrentIndex(0 if slot == "truth" else -1)
-            self._auto[slot] = guess
+            # A kept user choice is not recorded as the panel's: it stays at every refresh.
+            self._auto[slot] = None if kept else guess
             combo.blockSignals(False)
         self._update_keys_note()
         self._update_frame_range()
@@ -272,13 +279,37 @@ class InputsPanel(QGroupBox):
             return [int(k) for k in keys]
         return None
 
+    def key_rule(self) -> KeyRule:
+        """The run's key rule: the loaded configuration's key list, else the HR layer's own
+        key times (its metadata, as for a file with ``key_indices``), else first and last,
+        else the step."""
+        if self.explicit_keys is not None:
+            return KeyRule(indices=self.explicit_keys)
+        if self.layer_key_indices(self.layer("hr")) is not None:
+            return KeyRule()
+        if self.first_last.isChecked():
+            return KeyRule(first_last=True)
+        return KeyRule(step=self.key_step.value())
+
+    def _drop_explicit_keys(self, *_: Any) -> None:
+        if self.explicit_keys is not None:
+            self.explicit_keys = None
+            self._update_keys_note()
+
     def _update_keys_note(self, *_: Any) -> None:
         keys = self.layer_key_indices(self.layer("hr"))
         rule = keys is None
         self.key_step.setEnabled(rule and not self.first_last.isChecked())
         self.first_last.setEnabled(rule)
-        self.keys_note.setText("" if rule else f"Keys from the HR layer: {describe_keys(keys)}")
-        self.keys_note.setVisible(not rule)
+        if self.explicit_keys is not None:
+            text = (
+                f"Keys from the loaded settings: {describe_keys(self.explicit_keys)} (set a "
+                "step or 'first and last' to use a rule instead)"
+            )
+        else:
+            text = "" if rule else f"Keys from the HR layer: {describe_keys(keys)}"
+        self.keys_note.setText(text)
+        self.keys_note.setVisible(bool(text))
 
     def update_key_in_force(self, *_: Any) -> None:
         """Say which HR key the key layer shows at the current frame (the last one <= t)."""
@@ -377,6 +408,9 @@ class InputsPanel(QGroupBox):
             start, stop = config.frames
             self.end.setValue(stop - 1)
             self.start.setValue(start)
+        # Last: setting the step and "first and last" above drops a key list.
+        self.explicit_keys = config.keys.indices
+        self._update_keys_note()
 
 
 def connect_layer_events(panel: InputsPanel, connect: Callable[[Any, Any], None]) -> None:

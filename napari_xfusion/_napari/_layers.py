@@ -27,11 +27,13 @@ __all__ = [
     "fused_name",
     "fused_layers",
     "ensure_fused_layer",
+    "reuses_fused_layer",
     "ensure_uncertainty_layer",
     "ensure_output_layer",
     "key_hold_translate",
     "physical_labels",
     "write_frame",
+    "display_settings",
     "add_change_view",
     "refresh_change_views",
     "side_by_side",
@@ -97,13 +99,15 @@ def ensure_fused_layer(
     translate: Sequence[float] = (0.0, 0.0, 0.0),
     units: Sequence[str] | None = None,
     axis_labels: Sequence[str] | None = None,
+    stack: np.ndarray | None = None,
 ) -> Image:
     """The layer ``fused [method]`` of ``shape``, ready to be filled (``units`` and
     ``axis_labels``: napari's, per axis, e.g. ``("ms", "um", "um")``).
 
     An existing layer is reused, keeping its frames, when its shape and the run's input
     ``signature`` (layers, separation, keys) are unchanged, so runs on successive time windows
-    add up; otherwise its frames are cleared.
+    add up; otherwise its frames are cleared. A new layer holds ``stack`` when given (a zeroed
+    float32 array of ``shape``, made by the worker), else a new zeroed array.
     """
     entry = {"role": "fused", "method": method, "inputs": signature, "frames_done": []}
     return _ensure_result_layer(
@@ -114,7 +118,32 @@ def ensure_fused_layer(
         (scale, translate, units, axis_labels),
         "gray",
         (0.0, 1.0),
+        stack,
     )
+
+
+def _fillable(data: Any, shape: tuple[int, ...]) -> bool:
+    # Only an in-memory float32 stack can be filled in place: a reopened export is a
+    # read-only memmap (or detector units), and is replaced rather than written into.
+    return (
+        isinstance(data, np.ndarray)
+        and not isinstance(data, np.memmap)
+        and data.flags.writeable
+        and data.dtype == np.float32
+        and data.shape == tuple(shape)
+    )
+
+
+def reuses_fused_layer(
+    viewer: napari.Viewer, method: str, shape: tuple[int, int, int], signature: dict[str, Any]
+) -> bool:
+    """Whether :func:`ensure_fused_layer` would keep the existing layer's array (so a run
+    needs no new stack for ``method``)."""
+    name = fused_name(method)
+    if name not in viewer.layers:
+        return False
+    layer = viewer.layers[name]
+    return _fillable(layer.data, shape) and meta(layer).get("inputs") == signature
 
 
 def ensure_uncertainty_layer(
@@ -200,6 +229,7 @@ def _ensure_result_layer(
     place: tuple[Any, Any, Any, Any],
     colormap: str,
     contrast_limits: tuple[float, float],
+    stack: np.ndarray | None = None,
 ) -> Image:
     scale, translate, units, axis_labels = place
     physical = {}
@@ -210,15 +240,7 @@ def _ensure_result_layer(
     if name in viewer.layers:
         layer = viewer.layers[name]
         data = layer.data
-        # Only an in-memory float32 stack can be filled in place: a reopened export is a
-        # read-only memmap (or detector units), and is replaced rather than written into.
-        fillable = (
-            isinstance(data, np.ndarray)
-            and not isinstance(data, np.memmap)
-            and data.flags.writeable
-            and data.dtype == np.float32
-            and data.shape == tuple(shape)
-        )
+        fillable = _fillable(data, shape)
         for key, value in physical.items():
             setattr(layer, key, value)
         if fillable and meta(layer).get("inputs") == entry["inputs"]:
@@ -228,9 +250,17 @@ def _ensure_result_layer(
             layer.metadata[META] = entry
             layer.refresh()
             return layer
+        # Replaced (other shape, a reopened export): the new layer looks as the user left
+        # the old one and takes its place in the layer list.
+        display = display_settings(layer)
+        position = viewer.layers.index(layer)
         viewer.layers.remove(layer)
-    return viewer.add_image(
-        np.zeros(shape, dtype=np.float32),
+    else:
+        display, position = {}, None
+    if stack is None or not _fillable(stack, shape):
+        stack = np.zeros(shape, dtype=np.float32)
+    new = viewer.add_image(
+        stack,
         name=name,
         contrast_limits=contrast_limits,
         colormap=colormap,
@@ -239,6 +269,25 @@ def _ensure_result_layer(
         metadata={META: entry},
         **physical,
     )
+    for key, value in display.items():
+        setattr(new, key, value)
+    if position is not None and position < len(viewer.layers) - 1:
+        viewer.layers.move(len(viewer.layers) - 1, position)
+    return new
+
+
+_DISPLAY = ("opacity", "blending", "colormap", "gamma", "interpolation2d", "visible")
+
+
+def display_settings(layer: Layer) -> dict[str, Any]:
+    """How the user shows ``layer``: opacity, blending, colormap, gamma, interpolation,
+    visibility, and the contrast limits when its data are on the [0, 1] float scale of a
+    result (not a reopened export in detector units)."""
+    out = {key: getattr(layer, key) for key in _DISPLAY if hasattr(layer, key)}
+    dtype = getattr(getattr(layer, "data", None), "dtype", None)
+    if dtype is not None and np.dtype(dtype).kind == "f" and hasattr(layer, "contrast_limits"):
+        out["contrast_limits"] = tuple(layer.contrast_limits)
+    return out
 
 
 def write_frame(layer: Image, index: int, frame: np.ndarray, refresh: bool = True) -> None:

@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 
 from napari_xfusion._napari._dock import SessionDock
 from napari_xfusion._napari._session import FrameRecord
+from napari_xfusion._napari._util import hold_updates
 from napari_xfusion._napari._validation import ValidationPanel
 from napari_xfusion.app.results import METRICS, ResultTable
 
@@ -98,7 +99,10 @@ class MetricsWidget(SessionDock):
         self.summary.horizontalHeader().setSectionResizeMode(
             QHeaderView.ResizeMode.ResizeToContents
         )
-        self.summary.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
+        # Its height is set to its rows (_fit_summary); a size hint that followed the
+        # contents made every new mean re-lay the dock and the main window out (three window
+        # updates per batch of frames instead of one).
+        self.summary.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustIgnored)
         self.summary.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.frames.itemDoubleClicked.connect(self._on_double_click)
         self.frames.sortByColumn(0, Qt.SortOrder.AscendingOrder)
@@ -155,15 +159,16 @@ class MetricsWidget(SessionDock):
         measured = [r for r in records if r.has_metrics]
         if not measured:
             return
-        self.frames.setUpdatesEnabled(False)  # one repaint for the batch
+        hold_updates(self.frames, self.summary)  # one repaint, with the rest of the batch
+        self.frames.setSortingEnabled(False)  # Qt: fill the rows, then let it sort once
         for record in measured:
             self._set_row(record)
-        self.frames.setUpdatesEnabled(True)
+        self.frames.setSortingEnabled(True)
         self._refresh_summary()
 
     def _set_row(self, row: FrameRecord) -> None:
-        """Add one frame's row (or update it when the frame was run again), kept sorted."""
-        self.frames.setSortingEnabled(False)  # Qt: fill a row, then let it sort once
+        """Add one frame's row (or update it when the frame was run again); the caller turns
+        sorting off around a batch of them."""
         key = (row.method, row.index)
         anchor = self._rows.get(key)
         if anchor is None or anchor.tableWidget() is not self.frames:
@@ -176,7 +181,6 @@ class MetricsWidget(SessionDock):
             self.frames.setItem(index, j, cell)
             if j == 0:
                 self._rows[key] = cell
-        self.frames.setSortingEnabled(True)
         self.note.setVisible(False)
 
     def refresh(self, *_: Any) -> None:
@@ -187,6 +191,7 @@ class MetricsWidget(SessionDock):
         rows = self.measured_rows()
         for row in rows:
             self._set_row(row)
+        self.frames.setSortingEnabled(True)
         self.note.setVisible(not rows)
         self._refresh_summary()
 
@@ -203,6 +208,8 @@ class MetricsWidget(SessionDock):
         table = self.summary
         height = table.horizontalHeader().height() + 2 * table.frameWidth()
         height += sum(table.rowHeight(i) for i in range(table.rowCount()))
+        # Room for the sideways scroll bar, so that it never covers the last row.
+        height += table.horizontalScrollBar().sizeHint().height()
         table.setFixedHeight(height)
 
     def csv_text(self, delimiter: str = ",") -> str:

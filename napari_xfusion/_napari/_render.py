@@ -2,17 +2,21 @@
 
 :class:`ResultRenderer` is where the fusion dock renders: :meth:`~ResultRenderer.prepare`
 makes the result layers when the worker's inputs are ready, :meth:`~ResultRenderer.push`
-queues each finished frame, and a 100 ms timer flushes the queue: frames are written into
-their layers' arrays, each touched layer is refreshed once, the session (and so the
-attention and metrics docks) receives one batch, and the progress line is updated once. A
-run of 100 bicubic frames that arrive within 0.2 s costs a handful of redraws, not 100.
-Nothing here calls ``repaint()`` or processes events.
+queues each finished frame, and a timer flushes the queue: frames are written into their
+layers' arrays, each touched layer is refreshed once, the session (and so the attention and
+metrics docks) receives one batch, and the progress line is updated once. A frame that
+arrives alone is shown within :data:`FLUSH_MS`; frames that stream in are shown at most
+every :data:`MIN_INTERVAL_MS`, so a run of 100 bicubic frames costs about a dozen GUI
+updates, not 100. Nothing here calls ``repaint()`` or processes events.
 
 Per-method extra outputs become layers generically: ``FrameResult.variance`` as
 ``uncertainty [method]`` (posterior standard deviation) and every per-pixel array in
 ``FrameResult.extras`` as ``<name> [method]`` (e.g. a flow method's ``confidence``), placed
 just under their fused layer. A result layer is transparent at frames not computed yet, so
-the empty layer never hides the data under it.
+the empty layer never hides the data under it: its opacity reads 0 there and comes back
+when it shows a computed frame. The opacity given back is the user's: one set while the
+layer is veiled (it then shows at once, as set) replaces the remembered value, and a new
+run, a rerun or a replaced layer keep it, with its colormap, blending and contrast.
 """
 
 from __future__ import annotations
@@ -35,10 +39,17 @@ if TYPE_CHECKING:
     from napari_xfusion._napari._job import FrameDone, Prepared
     from napari_xfusion._napari._session import FusionSession
 
-__all__ = ["ResultRenderer", "RunState", "FLUSH_MS", "result_roles"]
+__all__ = ["ResultRenderer", "RunState", "FLUSH_MS", "MIN_INTERVAL_MS", "result_roles"]
 
 FLUSH_MS = 100
-"""Longest time a finished frame waits before it is shown (at most ~10 GUI updates/s)."""
+"""Longest time a frame that arrives alone (a network method's) waits before it is shown."""
+
+MIN_INTERVAL_MS = 250
+"""Shortest time between two GUI updates while frames stream in (at most 4 a second).
+
+Each update costs a window composition (~15-20 ms of the GUI thread under Xvfb with Mesa's
+llvmpipe, plus as much CPU in its threads) whatever it changed; at 10 a second that was a
+third of the CPU a bicubic run needs (issue 15, benchmarks/bench_gui.py)."""
 
 _RESULT_ROLES = ("fused", "uncertainty", "extra")
 
@@ -68,6 +79,7 @@ class RunState:
     done: int = 0  # frames every method has
     results: int = 0  # frames x methods received
     dropped: set[str] = field(default_factory=set)
+    attention: bool = False  # a frame with attention scores arrived
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -91,8 +103,13 @@ class ResultRenderer(QObject):
         self.state: RunState | None = None
         self._on_progress = on_progress
         self._pending: list[FrameDone] = []
-        # layer -> its opacity, while its current frame is not computed (it shows as 0)
+        self._last_flush = -1.0  # perf_counter() of the last flush that showed frames
+        # layer -> the user's opacity, while it is veiled (its current frame not computed)
         self._hidden: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        # layer -> frame at which the user set its opacity while veiled: left as set there
+        self._held: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._veiling = False  # our own opacity changes, not the user's
         self.timer = QTimer(self)
         self.timer.setSingleShot(True)
         self.timer.setInterval(FLUSH_MS)
@@ -105,6 +122,8 @@ class ResultRenderer(QObject):
         start empty (new inputs)."""
         self.state = state
         self._pending.clear()
+        # A layer may be replaced (other shape): it carries over the user's opacity, not 0.
+        self.unveil()
         fresh = []
         for method in state.methods:
             layer = ensure_fused_layer(
@@ -116,10 +135,14 @@ class ResultRenderer(QObject):
                 translate=state.translate,
                 units=state.units,
                 axis_labels=state.axis_labels,
+                stack=prep.stacks.get(method),
             )
             if not meta(layer).get("frames_done"):
                 fresh.append(method)
             state.layers[method] = layer
+            if layer.data is not prep.stacks.get(method):
+                _commit_pages(layer, state.expected)  # a reused (or unforeseen new) layer
+        prep.stacks.clear()  # the layers hold them now
         state.started = time.perf_counter()
         self.update_visibility()
         return fresh
@@ -127,10 +150,12 @@ class ResultRenderer(QObject):
     # --- frames -------------------------------------------------------------------------
 
     def push(self, item: FrameDone) -> None:
-        """Queue one finished frame; it is shown at the next flush."""
+        """Queue one finished frame; it is shown at the next flush (within
+        :data:`FLUSH_MS`, or :data:`MIN_INTERVAL_MS` after the previous flush)."""
         self._pending.append(item)
         if not self.timer.isActive():
-            self.timer.start()
+            since = 1000.0 * (time.perf_counter() - self._last_flush)
+            self.timer.start(int(max(FLUSH_MS, MIN_INTERVAL_MS - since)))
 
     def flush(self) -> None:
         """Show every queued frame now (also called when the run ends)."""
@@ -139,9 +164,12 @@ class ResultRenderer(QObject):
         self._pending = []
         if state is None or not items:
             return
+        self._last_flush = time.perf_counter()
         touched: dict[str, tuple[Image, set[int]]] = {}
         for item in items:
             result = item.result
+            if item.row is not None and item.row.has_attention:
+                state.attention = True
             index = int(result.index)
             layer = state.layers.get(result.method)
             if layer is not None and self._alive(layer, result.method, index):
@@ -249,10 +277,10 @@ class ResultRenderer(QObject):
     # --- no black canvas ----------------------------------------------------------------
 
     def update_visibility(self, *_: Any) -> None:
-        """Make each result layer transparent where its current frame is not computed.
+        """Veil each result layer (opacity 0) where its current frame is not computed.
 
-        Its opacity is kept and given back as soon as the frame is done (or the slider moves
-        to a computed frame), so the layers under it show in the meantime.
+        The user's opacity is kept and given back as soon as the frame is done (or the slider
+        moves to a computed frame), so the layers under it show in the meantime.
         """
         if not self.viewer.dims.ndim:
             return
@@ -260,17 +288,68 @@ class ResultRenderer(QObject):
         for layer in list(self.viewer.layers):
             if role(layer) not in _RESULT_ROLES or layer.ndim != 3:
                 continue
+            self._watch(layer)
             t = int(round((point[0] - layer.translate[0]) / layer.scale[0]))
             done = t in set(meta(layer).get("frames_done", []))
+            held = self._held.get(layer)
+            if held is not None:
+                if held == t and not done:
+                    continue  # the user set its opacity at this empty frame: left as set
+                del self._held[layer]
             if not done and layer not in self._hidden:
                 self._hidden[layer] = float(layer.opacity)
-                layer.opacity = 0.0
+                self._set_opacity(layer, 0.0)
             elif done and layer in self._hidden:
-                layer.opacity = self._hidden.pop(layer)
+                self._set_opacity(layer, self._hidden.pop(layer))
+
+    def unveil(self) -> None:
+        """Give every veiled layer its user's opacity back (until the next update)."""
+        for layer, opacity in list(self._hidden.items()):
+            self._set_opacity(layer, opacity)
+        self._hidden.clear()
 
     def hidden_opacity(self, layer: Image) -> float | None:
         """The opacity ``layer`` gets back once its current frame is done (None: shown)."""
         return self._hidden.get(layer)
+
+    def user_opacity(self, layer: Image) -> float:
+        """The opacity the user gave ``layer`` (its own unless it is veiled)."""
+        return self._hidden.get(layer, float(layer.opacity))
+
+    def _set_opacity(self, layer: Image, value: float) -> None:
+        self._veiling = True
+        try:
+            layer.opacity = value
+        finally:
+            self._veiling = False
+
+    def _watch(self, layer: Image) -> None:
+        if layer not in self._watched:
+            self._watched.add(layer)
+            layer.events.opacity.connect(self._on_opacity)
+
+    def _on_opacity(self, event: Any) -> None:
+        """The user changed a result layer's opacity: while veiled, that is the value to give
+        back, and the layer shows with it at once (it stays so until its frame changes)."""
+        layer = getattr(event, "source", None)
+        if self._veiling or layer is None or layer not in self._hidden:
+            return
+        del self._hidden[layer]
+        point = self.viewer.dims.point
+        self._held[layer] = int(round((point[0] - layer.translate[0]) / layer.scale[0]))
+
+
+def _commit_pages(layer: Image, frames: Any) -> None:
+    """Write zeros into the frames a run will fill that are not done yet (a layer the worker
+    did not allocate: see :func:`~napari_xfusion._napari._job.result_stack`), so the flushes
+    that copy results in do not fault pages in one frame at a time."""
+    data = layer.data
+    if not isinstance(data, np.ndarray) or not data.flags.writeable:
+        return
+    done = set(meta(layer).get("frames_done", []))
+    for t in sorted(frames):
+        if 0 <= t < data.shape[0] and t not in done:
+            data[t].fill(0)
 
 
 def show_simulated_inputs(viewer: napari.Viewer, hr: Image, prep: Prepared) -> None:

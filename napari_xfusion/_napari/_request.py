@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from napari_xfusion._napari._job import FusionRequest, Prepared
-from napari_xfusion._napari._layers import fused_name, meta
-from napari_xfusion.app.config import KeyRule, RunConfig
+from napari_xfusion._napari._layers import fused_name, meta, reuses_fused_layer
+from napari_xfusion.app.config import RunConfig
 from napari_xfusion.core.degrade import SCALE
 
 if TYPE_CHECKING:
@@ -113,8 +113,9 @@ def panel_config(
     """The :class:`RunConfig` of the panels' values over ``base`` (fields no panel shows, such
     as ``normalise`` and ``seed``, come from ``base``: a loaded or remembered config).
 
-    The key rule: the HR layer's own key times (metadata) when it has them, else first and
-    last, else the step. Raises ``ValueError`` (a ``ConfigError``) saying what to fix.
+    The key rule (:meth:`InputsPanel.key_rule`): a loaded configuration's key list, else the
+    HR layer's own key times (metadata), else first and last, else the step. Raises
+    ``ValueError`` (a ``ConfigError``) saying what to fix.
     """
     base = base or RunConfig()
     choices = methods_panel.choices()
@@ -128,12 +129,7 @@ def panel_config(
         )
     simulate = inputs.simulate.isChecked()
     hr = inputs.layer("hr")
-    if inputs.layer_key_indices(hr) is not None:
-        keys = KeyRule()  # the HR layer's metadata, as for a file with key_indices
-    elif inputs.first_last.isChecked():
-        keys = KeyRule(first_last=True)
-    else:
-        keys = KeyRule(step=inputs.key_step.value())
+    keys = inputs.key_rule()
     noise = simulate and inputs.noise.isChecked()
     lr = inputs.layer("lr")
     truth = inputs.layer("truth")
@@ -166,6 +162,22 @@ def build_job(
         config = config.replace(units=units)
     hr, lr, truth = _pick_layers(inputs)
     keys = inputs.layer_key_indices(hr)
+    signature = {
+        "lr": f"simulated from {hr.name}" if config.simulate else lr.name,
+        "hr": hr.name,
+        "separation": config.separation,
+        # Key times from the HR layer's metadata or a loaded key list: other keys, other frames.
+        "key_frames": list(keys or config.keys.indices or ()) or None,
+        "key_step": config.keys.step,
+        "first_last": config.keys.first_last,
+        "noise_psnr": config.lr_psnr,
+    }
+    # The result shape as the app layer will find it: the clock's frames, HR frame size.
+    clock = hr if config.simulate else lr
+    shape = (int(clock.data.shape[0]), *(int(n) for n in hr.data.shape[1:]))
+    new_stacks = tuple(
+        m for m in config.method_names if not reuses_fused_layer(inputs.viewer, m, shape, signature)
+    )
     request = FusionRequest(
         config=config,
         hr=hr.data,
@@ -174,16 +186,8 @@ def build_job(
         hr_metadata=None if keys is None else {"key_indices": list(keys)},
         targets=None if targets is None else {m: tuple(t) for m, t in targets.items()},
         method_cache=method_cache,
+        new_stacks=new_stacks,
     )
-    signature = {
-        "lr": f"simulated from {hr.name}" if config.simulate else lr.name,
-        "hr": hr.name,
-        "separation": config.separation,
-        "key_frames": list(keys) if keys else None,
-        "key_step": config.keys.step,
-        "first_last": config.keys.first_last,
-        "noise_psnr": config.lr_psnr,
-    }
     return Job(request, threading.Event(), hr, lr, truth, signature)
 
 

@@ -4,7 +4,7 @@ Progress counts frames (a frame is done when every method of the run has it), ne
 methods. The ETA says "estimating…" until a few frames and a second have passed (the first
 frames carry the start-up: loading, caches), and disappears when the run ends or is
 cancelled. Nothing here forces a repaint: the widget calls :meth:`RunPanel.show_progress` at
-most ~10 times a second.
+most 4 times a second.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from napari_xfusion._napari._util import hold_updates
 
 __all__ = ["RunPanel", "FrameProgress", "format_seconds", "eta_text", "HELP_URL"]
 
@@ -181,6 +183,7 @@ class RunPanel(QWidget):
 
     def show_progress(self, done: int, total: int, elapsed: float) -> None:
         """``done`` of ``total`` frames after ``elapsed`` seconds of computing."""
+        hold_updates(self.progress)  # shown with the rest of the batch (one window update)
         self.progress.setValue(min(done, total))
         eta = eta_text(done, total, elapsed)
         self.progress.setFormat("%v / %m frames" + (f", {eta}" if eta else ""))

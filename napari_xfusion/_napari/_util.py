@@ -1,16 +1,18 @@
-"""Small Qt helpers of the docks: signal lifetimes, the device picker, a vertical scroll panel."""
+"""Small Qt helpers of the docks: signal lifetimes, batched repaints, the device picker, a
+vertical scroll panel."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-from qtpy.QtCore import QEvent, QObject, QSize
+from qtpy.QtCore import QEvent, QObject, QSize, QTimer
 from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QWidget
 
 from napari_xfusion._napari._job import available_devices
 
-__all__ = ["DeviceCombo", "VerticalScroll", "connect_while_alive"]
+__all__ = ["DeviceCombo", "VerticalScroll", "connect_while_alive", "hold_updates"]
 
 
 def _disconnect(emitter: Any, callback: Callable[..., Any], *_: Any) -> None:
@@ -30,6 +32,53 @@ def connect_while_alive(widget: QWidget, emitter: Any, callback: Callable[..., A
     """
     emitter.connect(callback)
     widget.destroyed.connect(lambda *_: _disconnect(emitter, callback))
+
+
+class _Held(QObject):
+    """Widgets whose repaints wait for the end of the current batch of GUI changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.widgets: list[weakref.ref[QWidget]] = []
+        # A real 0 ms timer (not a queued call): it fires after the 0 ms timers that Qt's
+        # item views start for their deferred layouts while the batch changes them.
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(0)
+        self.timer.timeout.connect(self.release)
+
+    def release(self) -> None:
+        widgets, self.widgets = self.widgets, []
+        for ref in widgets:
+            widget = ref()
+            try:
+                if widget is not None:
+                    widget.setUpdatesEnabled(True)  # one repaint of each, all together
+            except RuntimeError:  # deleted meanwhile
+                pass
+
+
+_HELD: _Held | None = None
+
+
+def hold_updates(*widgets: QWidget) -> None:
+    """Hold the repaints of ``widgets`` until the event loop's next turn, once Qt's deferred
+    item-view layouts have run: changes to a progress bar, a table (whose rows Qt lays out
+    later) and a plot then reach the screen in one window update. Call before changing them.
+
+    Each window update composes the whole window (with an OpenGL canvas: ~15-25 ms of the
+    GUI thread under Xvfb, plus the rasteriser's CPU), whatever it changed; one batch of
+    frames used to cost three (issue 15).
+    """
+    global _HELD
+    if _HELD is None:
+        _HELD = _Held()
+    for widget in widgets:
+        if widget.updatesEnabled():
+            widget.setUpdatesEnabled(False)
+            _HELD.widgets.append(weakref.ref(widget))
+    if _HELD.widgets:
+        _HELD.timer.start()
 
 
 class DeviceCombo(QComboBox):

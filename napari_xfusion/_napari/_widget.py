@@ -11,7 +11,7 @@ layer's run configuration:
   RunConfig's JSON (plus a small dict of view state);
 - :class:`~napari_xfusion._napari._render.ResultRenderer` renders what
   :func:`~napari_xfusion._napari._job.fusion_job` yields (layers, session, progress),
-  throttled to ~10 updates a second.
+  throttled to at most 4 updates a second.
 
 Cancel ends the run after the frame in progress; frames done stay, and the next Run can do
 only the frames still missing.
@@ -96,11 +96,13 @@ class FusionWidget(SettingsMixin, QWidget):
         self.run_panel.run_button.clicked.connect(lambda: self.run())
         self.run_panel.cancel_button.clicked.connect(self.cancel)
 
-        # The panel is taller than a laptop's dock area: it scrolls rather than squeezes.
+        # The panels are taller than a laptop's dock area (or one shared with the result
+        # docks): they scroll rather than squeeze, while Run, Cancel, the progress and the
+        # status stay in view below them.
         content = QWidget()
         layout = QVBoxLayout(content)
         layout.setContentsMargins(6, 6, 6, 6)
-        for panel in (self.inputs, self.methods_panel, self.run_panel, self.results):
+        for panel in (self.inputs, self.methods_panel, self.results):
             layout.addWidget(panel)
         layout.addLayout(self._settings_buttons())
         layout.addStretch()
@@ -108,7 +110,9 @@ class FusionWidget(SettingsMixin, QWidget):
         scroll.setWidget(content)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.addWidget(scroll, 1)
+        self.run_panel.setContentsMargins(6, 0, 6, 6)
+        outer.addWidget(self.run_panel)
 
         self._restore_settings()
         self.inputs.refresh()
@@ -318,15 +322,14 @@ class FusionWidget(SettingsMixin, QWidget):
             self._open_dock("Metrics")
 
     def _on_progress(self, state: RunState) -> None:
-        """After each flush (<= 10 a second): progress, status, the attention dock."""
+        """After each flush (<= 4 a second): progress, status, the attention dock."""
         elapsed = time.perf_counter() - state.started
         # The bar only: a status line that changes its text re-lays the dock out each time.
         self.run_panel.show_progress(state.done, state.total, elapsed)
         job = self._job
-        if job is not None and not job.attention_shown:
-            if any(r.has_attention for m in state.methods for r in self.session.ordered(m)):
-                job.attention_shown = True
-                self._open_dock("Attention")
+        if job is not None and not job.attention_shown and state.attention:
+            job.attention_shown = True
+            self._open_dock("Attention")
 
     def _on_returned(self, summary: Finished) -> None:
         from napari.utils.notifications import show_error, show_info
