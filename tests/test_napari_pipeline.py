@@ -421,3 +421,32 @@ def test_attention_curves_grow_without_a_full_redraw(fusion_viewer, monkeypatch)
     line = plot._lines[("edvr-stf", "backward")]
     np.testing.assert_array_equal(line.get_xdata(), np.arange(8))
     np.testing.assert_allclose(line.get_ydata()[[0, 3, 4]], [1.0, 0.7, 1.0])
+
+
+def test_separation_auto_reads_the_lr_files_metadata_as_the_cli_does(
+    make_napari_viewer, sample_files, tmp_path, isolated_settings
+):
+    """Default separation: the LR file's metadata, else 1 (RunConfig None) in both faces."""
+    from napari_xfusion._napari._job import prepare
+    from napari_xfusion._napari._widget import FusionWidget
+    from napari_xfusion.app.inputs import prepare_inputs
+
+    write_stack(sample_files["lr"], read_stack(sample_files["lr"]), {"separation": 2})
+    viewer = make_napari_viewer()
+    _open_files(viewer, sample_files)
+    widget = FusionWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    choose(widget, "bicubic")
+    assert widget.separation.value() == 0 and widget.separation.text() == "auto"
+    assert widget.config().separation is None
+    _, gui_inputs = prepare(widget.build_request().request)
+    cli_inputs = prepare_inputs(RunConfig(lr=sample_files["lr"], hr=sample_files["hr"]))
+    assert gui_inputs.prepared.separation == cli_inputs.separation == 2
+    # An explicit value wins, and a saved config keeps "auto" as auto.
+    widget.separation.setValue(1)
+    assert prepare(widget.build_request().request)[1].prepared.separation == 1
+    widget.separation.setValue(0)
+    path = widget.save_settings(tmp_path / "run.json")
+    assert RunConfig.load(path).separation is None
+    widget.load_settings(path)
+    assert widget.separation.value() == 0

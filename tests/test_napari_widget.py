@@ -359,7 +359,9 @@ def test_export_writes_tiffs_and_csvs_that_reopen(fusion_viewer, qtbot, tmp_path
     np.testing.assert_array_equal(stack, viewer.layers["fused [bicubic]"].data)
     meta = read_metadata(tmp_path / "fused.tif")
     assert meta["method"] == "bicubic" and meta["schema"] == 1
-    assert meta["config"]["separation"] == 1 and meta["frame_indices"] == list(range(8))
+    # "auto" in the config (as the CLI writes it); the separation used beside it
+    assert meta["config"]["separation"] is None and meta["separation"] == 1
+    assert meta["frame_indices"] == list(range(8))
     lines = (tmp_path / "fused.csv").read_text().splitlines()
     assert lines[0].startswith("method,frame,is_key,seconds,psnr,aad,ssim") and len(lines) == 9
     # The exported stack reopens as a fused layer with its parameters.

@@ -76,6 +76,7 @@ def finetune_job(
             hr=request.hr,
             truth=request.truth,
             hr_metadata=request.hr_metadata,
+            lr_metadata=request.lr_metadata,
             names={"hr": "HR stack" if config.simulate else "HR layer"},
         )
         return (

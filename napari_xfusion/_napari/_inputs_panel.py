@@ -279,6 +279,14 @@ class InputsPanel(QGroupBox):
             return [int(k) for k in keys]
         return None
 
+    def layer_separation(self, layer: Layer | None) -> dict[str, Any] | None:
+        """``{"separation": s}`` when ``layer``'s metadata records one (a file read by our
+        reader), else None: what ``prepare_inputs`` reads as the LR file's metadata."""
+        if layer is None or self.simulate.isChecked() or META not in layer.metadata:
+            return None
+        separation = meta(layer).get("separation")
+        return None if separation is None else {"separation": separation}
+
     def key_rule(self) -> KeyRule:
         """The run's key rule: the loaded configuration's key list, else the HR layer's own
         key times (its metadata, as for a file with ``key_indices``), else first and last,

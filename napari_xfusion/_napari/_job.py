@@ -52,6 +52,9 @@ class FusionRequest:
     hr_metadata : dict, optional
         The HR layer's metadata as a file's would be (``key_indices``), for a config whose key
         rule is "the HR metadata's".
+    lr_metadata : dict, optional
+        The LR layer's metadata as a file's would be (``separation``), for a config whose
+        separation is "the LR metadata's" (None).
     targets : dict, optional
         Per method: only these LR frames (a resumed run: the frames each method lacks);
         None: every frame of ``config.frames``.
@@ -68,6 +71,7 @@ class FusionRequest:
     lr: Any = None
     truth: Any = None
     hr_metadata: dict[str, Any] | None = None
+    lr_metadata: dict[str, Any] | None = None
     targets: dict[str, tuple[int, ...]] | None = None
     method_cache: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     new_stacks: tuple[str, ...] = ()
@@ -183,6 +187,7 @@ def prepare(request: FusionRequest) -> tuple[Prepared, _Inputs]:
         hr=request.hr,
         truth=request.truth,
         hr_metadata=request.hr_metadata,
+        lr_metadata=request.lr_metadata,
         names=names,
     )
     methods = build_methods(config, request.method_cache)

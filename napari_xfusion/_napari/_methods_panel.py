@@ -125,8 +125,13 @@ class MethodsPanel(QGroupBox):
         self.specs: dict[str, MethodSpec] = available_methods()
         form = QFormLayout(self)
         self.separation = QSpinBox()
-        self.separation.setRange(1, 3)
-        self.separation.setToolTip("LR frame separation s: the LR inputs are t-s, t, t+s")
+        self.separation.setRange(0, 3)
+        # 0 = the CLI's default: the LR file's separation metadata, else 1 (RunConfig None)
+        self.separation.setSpecialValueText("auto")
+        self.separation.setToolTip(
+            "LR frame separation s: the LR inputs are t-s, t, t+s; auto: the LR layer's "
+            "separation metadata (as the CLI reads it from the file), else 1"
+        )
         form.addRow("LR separation s", self.separation)
 
         self.method_boxes: dict[str, QCheckBox] = {}
@@ -249,7 +254,7 @@ class MethodsPanel(QGroupBox):
         if wanted:
             for name, box in self.method_boxes.items():
                 box.setChecked(name in wanted)
-        self.separation.setValue(config.separation or 1)
+        self.separation.setValue(config.separation or 0)
         if config.device not in (_AUTO, "cpu"):
             self.device.probe()
         if self.device.findText(config.device) < 0:

@@ -219,6 +219,13 @@ def _layer(path: Path) -> LayerData:
     else:
         # Someone else's metadata (ImageJ, a camera): keep it for reference.
         kwargs["metadata"] = {"tiff": meta} if meta else {}
+        if meta.get("separation") is not None:
+            # An LR stack of ``xfusion sample``/``simulate``: its separation is what the CLI
+            # reads from the file; the fusion dock's "auto" takes it from here.
+            where = f"{path.name} metadata separation"
+            kwargs["metadata"][META] = {
+                "separation": parse_separation(meta["separation"], None, where)
+            }
     if note is not None:
         kwargs["metadata"]["not_a_fused_result"] = note
     if isinstance(entry, dict) and entry.get("role") == "hr_keys" and "translate" not in kwargs:

@@ -139,7 +139,7 @@ def panel_config(
         truth=None if simulate else source_path(truth),
         simulate=simulate,
         keys=keys,
-        separation=methods_panel.separation.value(),
+        separation=methods_panel.separation.value() or None,
         frames=(first, last + 1),  # the spin boxes are inclusive; the config is half-open
         device=methods_panel.device.currentText(),
         lr_psnr=inputs.noise_psnr.value() if noise else None,
@@ -184,6 +184,7 @@ def build_job(
         lr=None if lr is None else lr.data,
         truth=None if truth is None else truth.data,
         hr_metadata=None if keys is None else {"key_indices": list(keys)},
+        lr_metadata=inputs.layer_separation(lr),
         targets=None if targets is None else {m: tuple(t) for m, t in targets.items()},
         method_cache=method_cache,
         new_stacks=new_stacks,
