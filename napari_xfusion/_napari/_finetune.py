@@ -65,20 +65,12 @@ def finetune_job(
     """The worker's generator: prepare the inputs as a fusion run would, then fine-tune.
 
     Errors are returned as :class:`FinetuneFailed` (never raised across the thread)."""
+    from napari_xfusion._napari._job import prepare_request_inputs
     from napari_xfusion.app.finetune import iter_finetune
-    from napari_xfusion.app.inputs import prepare_inputs
 
     config = request.config
     try:
-        prepared = prepare_inputs(
-            config,
-            lr=None if config.simulate else request.lr,
-            hr=request.hr,
-            truth=request.truth,
-            hr_metadata=request.hr_metadata,
-            lr_metadata=request.lr_metadata,
-            names={"hr": "HR stack" if config.simulate else "HR layer"},
-        )
+        prepared = prepare_request_inputs(request)
         return (
             yield from iter_finetune(
                 config,

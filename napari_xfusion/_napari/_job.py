@@ -171,17 +171,17 @@ class _Inputs:
         return self.prepared.truth_frame(t)
 
 
-def prepare(request: FusionRequest) -> tuple[Prepared, _Inputs]:
-    """Check the inputs (:func:`napari_xfusion.app.inputs.prepare_inputs`, the policy the CLI
-    uses too) and build the methods; errors say what to fix."""
+def prepare_request_inputs(request: FusionRequest) -> PreparedInputs:
+    """The request's inputs checked by :func:`napari_xfusion.app.inputs.prepare_inputs` (the
+    policy the CLI uses too), the layers' data and metadata standing in for files; every dock
+    that runs on the fusion dock's inputs (fusion, fine-tuning) prepares them here."""
     from napari_xfusion.app.inputs import prepare_inputs
-    from napari_xfusion.app.job import build_methods
 
     config = request.config
     if not config.simulate and request.lr is None and config.lr is None:
         raise UserInputError("choose an LR layer, or tick 'simulate from an HR stack'")
     names = {"hr": "HR stack" if config.simulate else "HR layer", "truth": "ground truth"}
-    inputs = prepare_inputs(
+    return prepare_inputs(
         config,
         lr=None if config.simulate else request.lr,
         hr=request.hr,
@@ -190,6 +190,15 @@ def prepare(request: FusionRequest) -> tuple[Prepared, _Inputs]:
         lr_metadata=request.lr_metadata,
         names=names,
     )
+
+
+def prepare(request: FusionRequest) -> tuple[Prepared, _Inputs]:
+    """Check the inputs (:func:`prepare_request_inputs`) and build the methods; errors say
+    what to fix."""
+    from napari_xfusion.app.job import build_methods
+
+    config = request.config
+    inputs = prepare_request_inputs(request)
     methods = build_methods(config, request.method_cache)
     keyframes = inputs.keys
     hr_norm = keyframes.normalisation
