@@ -450,17 +450,17 @@ def test_a_crafted_state_file_does_not_run_code(tmp_path):
 
 def test_real_motion_pool_uses_training_stills_only(monkeypatch):
     from napari_xfusion.core.motion import training_stills, validation_stills
-    from napari_xfusion.train import datasets
-    from napari_xfusion.train.datasets import RealMotionPool
+    from napari_xfusion.train.datasets import RealMotionPool, pools
 
     loaded: list[str] = []
-    real_load = datasets.load_still
+    real_load = pools.load_still
 
     def spy(name):
         loaded.append(name)
         return real_load(name)
 
-    monkeypatch.setattr(datasets, "load_still", spy)
+    # RealMotionPool (train.datasets.pools) looks load_still up in its own module.
+    monkeypatch.setattr(pools, "load_still", spy)
     # Layers are loaded by core.motion.composite_layers itself: watch that module too.
     from napari_xfusion.core import motion
 
