@@ -1,55 +1,7 @@
-"""Motion-compensated transfer of HR key detail along optical flow: the ``flow`` method's core.
+"""The stateful :class:`FlowFuser`: candidate flows (direct, chained, none), their selection
+per pixel, the blend of the keys' detail and the back-projection.
 
-No training, numpy and OpenCV only. For a target LR time ``t`` and each of its two HR keys
-``k`` (the window's ``key_before`` / ``key_after``):
-
-1. Optical flow on the bicubic-up-sampled LR frames ``U_i = up(LR_i)`` (they exist at every
-   time, the key times included), with OpenCV's DIS optical flow. A flow ``F_a->b`` is defined
-   on the grid of frame ``a``: ``U_a(x) ~ U_b(x + F_a->b(x))`` (OpenCV's ``calc(I0=a, I1=b)``).
-   The LR frames are smoothed a little before (their aliasing does not move with the scene),
-   more with shot noise; one 8-bit mapping per key pair keeps the brightness constant.
-2. Two candidate flows ``t -> k``: the *direct* one (DIS between ``U_t`` and ``U_k``) and one
-   *chained* frame by frame through the LR frames in between, ``F_t->k(x) = S_t->t+-1(x) +
-   F_t+-1->k(x + S_t->t+-1(x))`` with ``S`` the flows of consecutive frames (each computed once
-   per run and cached; the chain is carried from one target to the next, so a stream costs one
-   composition per frame and direction). Large motion that DIS misses between distant frames is
-   followed by the chain; the direct flow does not accumulate drift. A third candidate is no
-   motion at all (DIS returns some flow on still but flat or noisy frames, and warping along it
-   only blurs the key); it pays for contradicting a consistent flow of more than 2 HR pixels,
-   since a pan over texture the LR cannot resolve also looks still at LR. Per pixel the
-   candidate with the lowest cost wins::
-
-       cost = (e_fb / tol_fb)^2 + e_ph / tol_ph^2
-       e_fb = |F_t->k(x) + F_k->t(x + F_t->k(x))|          forward-backward inconsistency
-       e_ph = G * (D - G4 * D)^2 - expected noise,  D = V_t - V_k(x + F_t->k)
-
-   ``tol_fb^2 = consistency^2 + 0.01 (|F_t->k|^2 + |F_k->t|^2)`` (HR pixels; the usual
-   relative term of Sundaram et al. 2010 for long motion), ``tol_ph = photometric`` (intensity),
-   ``V`` the (smoothed) LR frames, ``G`` a Gaussian of 1 LR pixel and ``G4`` one of 4: the
-   local photometric mismatch without its smooth part (a brightness change between the key and
-   t is not a motion error; the correction term and the back-projection take care of it; camera
-   with a 2%/frame gain: 39.8 -> 45.1 dB, 48.6 dB without the change). The key's confidence is
-   ``exp(-cost / 2)``, zero where the flow leaves the frame: occluded or disoccluded pixels
-   (an object that appears or disappears between the key and ``t``) have no consistent flow.
-   The flow bookkeeping runs on the coarse *flow grid* (HR / ``2**finest_scale`` of DIS, i.e.
-   the resolution DIS actually estimates at; 4 for the fast presets = the LR grid) and the
-   selected flow and confidence are up-sampled to HR once.
-3. Candidate per key ``C_k = Ud_t + W_k(key_k - Ud_k)`` (``W_k`` backward warping along the
-   selected flow, ``Ud`` the up-sampled *denoised* LR frames: with a noisy LR stream the
-   correction term ``Ud_t - W_k(Ud_k)`` would otherwise carry the shot noise of two LR frames
-   into the result). The two candidates are blended per pixel with weights ``conf_k * tau_k``
-   (``tau_k`` inverse distance in time, normalised), and the blend is gated by ``c = 1 -
-   prod_k (1 - conf_k)``: where no key can be trusted the result falls back to ``U_t``, the
-   bicubic frame. ``c`` is the confidence map the method reports (H, W) in [0, 1].
-4. LR consistency by iterative back-projection: ``x <- x + up(G_n * (LR_t - B(x)))``, ``B`` the
-   4x4 block mean. Noise-free, ``G_n`` is the identity and ``B(x)`` converges to ``LR_t``; with
-   shot noise, the residual is smoothed by a Gaussian ``G_n`` whose width makes the noise left
-   in it small (``sigma_n / (2 sqrt(pi) width) = noise_target``): only the part of the residual
-   that is signal (model error) is put back, the noise is not amplified into the HR frame. The
-   noise level ``sigma_n`` is measured where it is known exactly: the LR frames at the key times
-   against the 4x4 block means of the keys.
-
-At a key time the key is returned with confidence 1.
+The model is in :mod:`napari_xfusion.core.flow`.
 """
 
 from __future__ import annotations
@@ -58,297 +10,41 @@ import math
 import numbers
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from napari_xfusion.core.degrade import SCALE, bin_frames
-
-__all__ = [
-    "SCALE",
-    "PRESETS",
-    "KeyMotion",
-    "FlowFuser",
-    "make_dis",
-    "flow_image",
-    "dis_flow",
-    "warp",
-    "compose",
-    "fb_error",
-    "resize_flow",
-    "key_noise_sigma",
-    "denoise_width",
-    "gaussian",
-    "back_project",
-]
-
-
-PRESETS: dict[str, int] = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
-"""OpenCV DIS presets by name."""
-
-_FB_RELATIVE = 0.01  # Sundaram et al.'s relative forward-backward tolerance (of |F|^2)
-_EPS = 1e-6
-_DIS_MIN_SIZE = 12  # OpenCV's DIS needs a frame at least this wide or high
-# Gaussian widths in LR pixels, measured on skimage's camera translated (3, 1) px/frame, k = 20,
-# 384x384 (median PSNR between keys, noise-free / 40 / 20 dB LR PSNR):
-# - the LR frames are blurred by at least this before DIS: bicubic up-sampling of a binned
-#   frame keeps its aliasing, which moves differently from the scene (0: 30.0 / 35.3 / 22.5 dB;
-#   0.7: 38.5 / 35.7 / 22.5 dB; 1.5: 37.6 / 34.1 dB);
-_FLOW_SMOOTHING = 0.7
-# - with noise, by this fraction of the denoising width: DIS needs the texture that full
-#   denoising removes (20 dB: 1.0 -> 22.5 dB, 0.25 -> 23.9 dB, 0 -> 22.7 dB);
-_FLOW_DENOISE = 0.25
-_FLOW_NOISE = 0.004  # ... of the width that smooths the noise down to this sd
-# - the correction term Ud_t - W(Ud_k) is smoothed by at least this (aliasing again: 0 -> 35.0
-#   / 35.4 dB, 1 -> 38.5 / 35.7 dB, 2 -> 38.6 / 35.8 dB; 20 dB unchanged).
-_DETAIL_SMOOTHING = 1.0
-# The "no motion" candidate (see FlowFuser.motion). It pays support * min((|F| / consistency -
-# _STILL_FREE)^2, _STILL_CAP) for contradicting a forward-backward consistent flow F, and is
-# never taken at a cost above _STILL_MAX_COST (confidence exp(-1)): where every candidate is
-# poor (the flow leaves the frame) the selected flow stays DIS's, so the bilinear up-sampling of
-# the flow does not mix zero into the trusted neighbours. Measured (median PSNR between keys,
-# clean / 40 / 20 dB; camera 384x384 translated (3, 1) px/frame, k = 20; simulator seed 123,
-# k = 20): without the candidate camera 38.4 / 35.6 / 24.0, sim 41.4 / 37.8 / 24.3 dB; free,
-# unpenalised camera 36.9 / 34.7 / 24.1, sim 42.2 / 39.2 / 29.4 dB; as set camera 38.4 / 35.6 /
-# 24.6, sim 41.8 / 38.8 / 27.8 dB (free 1: sim 41.7 / 38.5 / 27.3; free 4: camera 38.2 dB).
-_STILL_FREE = 2.0
-_STILL_CAP = 50.0
-_STILL_MAX_COST = 2.0
-
-
-# --------------------------------------------------------------------------------------------
-# Flow primitives
-
-
-def make_dis(preset: str = "fast") -> cv2.DISOpticalFlow:
-    """An OpenCV DIS optical-flow estimator with a named preset (see :data:`PRESETS`)."""
-    try:
-        return cv2.DISOpticalFlow_create(PRESETS[preset])
-    except KeyError:
-        raise ValueError(
-            f"unknown DIS preset {preset!r}; choose from {', '.join(PRESETS)}"
-        ) from None
-
-
-def flow_image(frame: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """A float frame as the 8-bit image DIS needs, ``[lo, hi]`` stretched to ``[0, 255]``.
-
-    The same ``lo``/``hi`` for every frame of a key pair keeps brightness constancy; the stretch
-    keeps low-contrast x-ray frames from collapsing to a few grey levels.
-    """
-    scale = 255.0 / max(hi - lo, 1e-6)
-    out = (np.asarray(frame, dtype=np.float32) - lo) * scale
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def dis_flow(dis: cv2.DISOpticalFlow, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Flow ``F_a->b`` (H, W, 2) float32 in pixels (x, y) with ``a(x) ~ b(x + F(x))``."""
-    return dis.calc(a, b, None)
-
-
-def _grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    return _grid_cached(int(shape[0]), int(shape[1]))
-
-
-_GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _grid_cached(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    grid = _GRIDS.get((h, w))
-    if grid is None:
-        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        if len(_GRIDS) > 8:
-            _GRIDS.clear()
-        grid = _GRIDS[(h, w)] = (gx, gy)
-    return grid
-
-
-def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Backward warp: ``out(x) = image(x + flow(x))``, bilinear, edges replicated.
-
-    Parameters
-    ----------
-    image : numpy.ndarray, float32, shape (H, W) or (H, W, C)
-    flow : numpy.ndarray, float32, shape (H, W, 2)
-        Displacements (x, y) in pixels of ``image``'s grid.
-    """
-    gx, gy = _grid(flow.shape[:2])
-    return cv2.remap(
-        image,
-        gx + flow[..., 0],
-        gy + flow[..., 1],
-        interpolation=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REPLICATE,
-    )
-
-
-def compose(f_ab: np.ndarray, f_bc: np.ndarray) -> np.ndarray:
-    """``F_a->c(x) = F_a->b(x) + F_b->c(x + F_a->b(x))`` (flows (H, W, 2) on one grid)."""
-    return f_ab + warp(f_bc, f_ab)
-
-
-def fb_error(f_ab: np.ndarray, f_ba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Forward-backward inconsistency ``|F_a->b(x) + F_b->a(x + F_a->b(x))|`` (pixels).
-
-    Returns
-    -------
-    error : numpy.ndarray, float32, shape (H, W)
-    tolerance2 : numpy.ndarray, float32, shape (H, W)
-        The relative part of the tolerance, ``0.01 (|F_a->b|^2 + |F_b->a(x + F)|^2)``.
-    """
-    back = warp(f_ba, f_ab)
-    err = np.hypot(*np.moveaxis(f_ab + back, -1, 0))
-    rel = _FB_RELATIVE * ((f_ab**2).sum(-1) + (back**2).sum(-1))
-    return err.astype(np.float32), rel.astype(np.float32)
-
-
-def resize_flow(flow: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """A flow field resampled to ``shape`` (H, W), values rescaled to the new pixel size.
-
-    Down-sampling averages (area), up-sampling is bilinear; both pixel-centre aligned.
-    """
-    h, w = flow.shape[:2]
-    if (h, w) == tuple(shape):
-        return flow
-    interp = cv2.INTER_AREA if shape[0] < h else cv2.INTER_LINEAR
-    out = cv2.resize(flow, (int(shape[1]), int(shape[0])), interpolation=interp)
-    out[..., 0] *= shape[1] / w
-    out[..., 1] *= shape[0] / h
-    return out
-
-
-def _in_frame(flow: np.ndarray) -> np.ndarray:
-    """Whether ``x + flow(x)`` lands inside the frame (bool (H, W))."""
-    h, w = flow.shape[:2]
-    gx, gy = _grid((h, w))
-    x = gx + flow[..., 0]
-    y = gy + flow[..., 1]
-    return (x > -0.5) & (x < w - 0.5) & (y > -0.5) & (y < h - 0.5)
-
-
-# --------------------------------------------------------------------------------------------
-# Noise and back-projection
-
-
-def key_noise_sigma(hr_keys: np.ndarray, lr_at_keys: np.ndarray) -> float:
-    """LR noise standard deviation measured at the key times (intensity units).
-
-    The keys give the noise-free LR frames there, ``B(key)``; what the LR frames add to them is
-    the noise (plus any mismatch of the camera model, which the back-projection should not put
-    back either). Per key the residual's mean is removed (a brightness offset is not noise).
-    """
-    resid = np.asarray(lr_at_keys, dtype=np.float64) - bin_frames(hr_keys, SCALE)
-    resid -= resid.mean(axis=(-2, -1), keepdims=True)
-    return float(np.sqrt(np.mean(resid**2)))
-
-
-def denoise_width(noise_sigma: float, noise_target: float) -> float:
-    """Gaussian width (LR pixels) that leaves ``noise_target`` of white noise ``noise_sigma``.
-
-    A 2-D Gaussian of standard deviation ``s`` scales white noise by ``1 / (2 sqrt(pi) s)``;
-    returns 0 (no smoothing) when the noise is already below the target.
-    """
-    if noise_target <= 0:
-        raise ValueError(f"noise_target must be > 0, got {noise_target!r}")
-    width = noise_sigma / (2.0 * math.sqrt(math.pi) * noise_target)
-    return 0.0 if width < 0.5 else float(width)
-
-
-def _up(lr: np.ndarray) -> np.ndarray:
-    """x4 bicubic up-sampling; OpenCV's equals
-    :func:`~napari_xfusion.core.resample.upscale_bicubic` (to 3e-7, measured on
-    random frames, edges included) at a sixth of the cost."""
-    h, w = lr.shape
-    return cv2.resize(lr, (SCALE * w, SCALE * h), interpolation=cv2.INTER_CUBIC)
-
-
-def _bin(hr: np.ndarray) -> np.ndarray:
-    """4x4 block means; OpenCV's area resize at an integer factor is exactly
-    :func:`bin_frames` (to 2e-7) and 10x faster."""
-    h, w = hr.shape
-    return cv2.resize(hr, (w // SCALE, h // SCALE), interpolation=cv2.INTER_AREA)
-
-
-def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian smoothing of a 2-D float32 image by ``sigma`` pixels (0: unchanged), edges
-    reflected."""
-    return _gauss(np.asarray(image, dtype=np.float32), sigma)
-
-
-def _gauss(image: np.ndarray, sigma: float) -> np.ndarray:
-    if sigma <= 0:
-        return image
-    return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
-
-
-def back_project(
-    frame: np.ndarray, lr: np.ndarray, iterations: int = 4, smoothing: float = 0.0
-) -> np.ndarray:
-    """Iterative back-projection: make the 4x4 block means of ``frame`` reproduce ``lr``.
-
-    ``x <- x + up(G * (lr - B(x)))`` with ``up`` bicubic x4 and ``G`` a Gaussian of
-    ``smoothing`` LR pixels (0: none).
-
-    Parameters
-    ----------
-    frame : numpy.ndarray, float32, shape (4h, 4w)
-    lr : numpy.ndarray, float32, shape (h, w)
-    iterations : int
-        Number of updates (>= 0).
-    smoothing : float
-        Width of ``G`` in LR pixels; with a noisy ``lr`` it keeps the shot noise out.
-    """
-    out = np.array(frame, dtype=np.float32, copy=True)
-    lr = np.asarray(lr, dtype=np.float32)
-    for _ in range(iterations):
-        out += _up(_gauss(lr - _bin(out), smoothing))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# The stateful fuser
-
-
-@dataclass
-class KeyMotion:
-    """The motion from a target time to one HR key, on the HR grid.
-
-    Attributes
-    ----------
-    key : int
-        LR time index of the key.
-    flow : numpy.ndarray, float32, shape (H, W, 2)
-        Selected flow ``t -> key`` (HR pixels): ``frame_t(x) ~ key(x + flow(x))``.
-    confidence : numpy.ndarray, float32, shape (H, W)
-        In [0, 1]; low where the flow is inconsistent or occluded.
-    weight : float
-        Normalised inverse temporal distance of the key (the two keys' weights sum to 1).
-    chained : numpy.ndarray of bool, shape (H, W) on the flow grid
-        Where the chained flow was selected over the direct one.
-    """
-
-    key: int
-    flow: np.ndarray
-    confidence: np.ndarray
-    weight: float
-    chained: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Pair:
-    """Per key pair: the 8-bit mapping and the noise handling (a cache key)."""
-
-    lo: float
-    hi: float
-    denoise: float  # Gaussian width (LR pixels) for the correction and the residual (0: none)
-    flow_width: float  # Gaussian width (LR pixels) applied to the frames DIS sees
-    flow_noise_var: float  # noise variance left in those frames
-    grid: int  # HR pixels per flow-grid pixel
+from napari_xfusion.core.degrade import SCALE
+from napari_xfusion.core.flow.backproject import (
+    _gauss,
+    _up,
+    back_project,
+    denoise_width,
+    key_noise_sigma,
+)
+from napari_xfusion.core.flow.primitives import (
+    _in_frame,
+    compose,
+    dis_flow,
+    fb_error,
+    flow_image,
+    make_dis,
+    resize_flow,
+    warp,
+)
+from napari_xfusion.core.flow.records import (
+    _DETAIL_SMOOTHING,
+    _DIS_MIN_SIZE,
+    _EPS,
+    _FLOW_DENOISE,
+    _FLOW_NOISE,
+    _FLOW_SMOOTHING,
+    _STILL_CAP,
+    _STILL_FREE,
+    _STILL_MAX_COST,
+    KeyMotion,
+    _Pair,
+)
 
 
 class FlowFuser:
