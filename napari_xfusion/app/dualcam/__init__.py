@@ -4,8 +4,9 @@ fusion takes (LR cropped to the common view, HR keys on its exact 4x grid with
 :mod:`napari_xfusion.core.cameras` (time) and :mod:`napari_xfusion.core.registration` (space).
 
 Modules: :mod:`.config` (:class:`DualCameraConfig`, :class:`DualCameraError`), :mod:`.times`
-(stacks, metadata beside them, frame times), :mod:`.align` (:func:`prepare_pair`,
-:func:`align_prepared`, :func:`align_pair`), :mod:`.report` (:class:`AlignmentReport`),
+(stacks, metadata beside them, frame times), :mod:`.prepare` (:func:`prepare_pair`: read and
+match in time), :mod:`.choose` (the transform to start from), :mod:`.align`
+(:func:`align_prepared`, :func:`align_pair`), :mod:`.report` (:class:`AlignmentReport`),
 :mod:`.output` (:func:`write_aligned`), :mod:`.preview` (the GUI's overlay check and hand
 adjustment), :mod:`.simulate` (:func:`simulate_dual_camera`); every name importable from here.
 """
@@ -14,15 +15,14 @@ from __future__ import annotations
 
 from napari_xfusion.app.dualcam.align import (
     AlignedPair,
-    PreparedPair,
     align_pair,
     align_prepared,
     fit_intensity,
     lr_at_times,
-    prepare_pair,
 )
 from napari_xfusion.app.dualcam.config import MODELS, DualCameraConfig, DualCameraError
 from napari_xfusion.app.dualcam.output import ALIGNED_FILES, crop_truth, write_aligned
+from napari_xfusion.app.dualcam.prepare import PreparedPair, prepare_pair
 from napari_xfusion.app.dualcam.preview import adjusted_transform, overlay_preview
 from napari_xfusion.app.dualcam.report import AlignmentReport, format_transform
 from napari_xfusion.app.dualcam.simulate import (

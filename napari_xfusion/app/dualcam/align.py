@@ -10,19 +10,23 @@ limit. :func:`align_pair` is both.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_xfusion.app.dualcam.config import DualCameraConfig, DualCameraError
+from napari_xfusion.app.dualcam.choose import _Chosen, _estimate, _initial
+from napari_xfusion.app.dualcam.config import DualCameraConfig
+from napari_xfusion.app.dualcam.prepare import (
+    PreparedPair,
+    Progress,
+    _check_keys,
+    _say,
+    prepare_pair,
+)
 from napari_xfusion.app.dualcam.report import AlignmentReport
-from napari_xfusion.app.dualcam.times import camera_times, load_camera
 
 if TYPE_CHECKING:
-    from napari_xfusion.core.cameras import FrameMatch, FrameTimes
     from napari_xfusion.core.normalise import Normalisation
     from napari_xfusion.core.registration import CameraTransform
 
@@ -35,34 +39,6 @@ __all__ = [
     "lr_at_times",
     "prepare_pair",
 ]
-
-Progress = Callable[[str], None] | None
-
-
-@dataclass
-class PreparedPair:
-    """Both cameras read, normalised to [0, 1] and matched in time (before any registration).
-
-    ``lr`` (T, h, w) and ``hr`` (N, H, W) float32 in [0, 1]; ``match`` one LR frame per HR
-    frame (:class:`core.cameras.FrameMatch`); ``lr_times`` / ``hr_times`` as read.
-    """
-
-    lr: np.ndarray
-    hr: np.ndarray
-    lr_times: FrameTimes
-    hr_times: FrameTimes
-    match: FrameMatch
-    lr_normalisation: Normalisation | None
-    hr_normalisation: Normalisation | None
-    lr_source: str
-    hr_source: str
-    config: DualCameraConfig
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def lr_index(self) -> np.ndarray:
-        """(N,) int64: the LR frame each HR frame was matched to (from the times)."""
-        return np.asarray(self.match.lr_index, dtype=np.int64)
 
 
 @dataclass
@@ -78,143 +54,6 @@ class AlignedPair:
     transform: CameraTransform
     report: AlignmentReport
     lr_normalisation: Normalisation | None = None
-
-
-def _say(progress: Progress, text: str) -> None:
-    if progress is not None:
-        progress(text)
-
-
-def _unit(stack: Any, name: str, role: str, notes: list[str]) -> tuple[np.ndarray, Any]:
-    """``stack`` as float32 [0, 1] by the fusion's normalisation rule (as is when float in
-    [0, 1], else percentile clip values)."""
-    from napari_xfusion.app.inputs import fit_stream
-
-    norm = fit_stream(stack, range(int(stack.shape[0])), "auto", name, notes, role)
-    data = np.asarray(stack)
-    if norm is None:
-        return data.astype(np.float32, copy=False), None
-    return norm.apply(data).astype(np.float32, copy=False), norm
-
-
-def _check_stack(stack: Any, name: str) -> None:
-    if getattr(stack, "ndim", 0) != 3 or min(stack.shape) < 1:
-        shape = getattr(stack, "shape", None)
-        raise DualCameraError(f"{name}: expected a (T, H, W) image stack, got shape {shape}")
-
-
-def prepare_pair(
-    config: DualCameraConfig,
-    *,
-    lr: Any = None,
-    hr: Any = None,
-    lr_times: FrameTimes | None = None,
-    hr_times: FrameTimes | None = None,
-    names: tuple[str, str] = ("LR layer", "HR layer"),
-) -> PreparedPair:
-    """Read (or take) both stacks and their frame times and match the frames.
-
-    Arrays win over the config's paths (GUI layers; a path given with an array, e.g. the file
-    a layer was opened from, is where its metadata is looked for); ``lr_times`` / ``hr_times``
-    win over the config's times files, rates and metadata found beside the stacks.
-
-    Raises
-    ------
-    DualCameraError
-        A stack or metadata missing or not matching (names the file and what was expected).
-    TimingError
-        An HR frame that matches no LR frame within ``config.tolerance_frames``.
-    """
-    from napari_xfusion.core.cameras import match_frames
-
-    notes: list[str] = []
-    carried: dict[str, Any] = {"lr": None, "hr": None}
-    stacks: dict[str, Any] = {"lr": lr, "hr": hr}
-    sources: dict[str, str] = {"lr": names[0], "hr": names[1]}
-    for key, option in (("lr", "--lr"), ("hr", "--hr")):
-        path = getattr(config, key)
-        if stacks[key] is None:
-            if path is None:
-                raise DualCameraError(f"{option}: no {key.upper()} stack given")
-            stacks[key], carried[key] = load_camera(Path(path), option)
-            sources[key] = str(path)
-        _check_stack(stacks[key], sources[key])
-    given = {"lr": lr_times, "hr": hr_times}
-    times: dict[str, FrameTimes] = {}
-    for key in ("lr", "hr"):
-        path = getattr(config, key)
-        if given[key] is not None:
-            times[key] = given[key]
-            continue
-        times[key] = camera_times(
-            int(stacks[key].shape[0]),
-            role=f"--{key}",
-            # An array's metadata is looked for beside the config's path when it has one (a
-            # layer opened from a file).
-            stack=Path(path) if path is not None else None,
-            times_file=getattr(config, f"{key}_times"),
-            rate_hz=getattr(config, f"{key}_rate_hz"),
-            carried=carried[key],
-            rate_option=f"--{key}-rate",
-            times_option=f"--{key}-times",
-        )
-    match = match_frames(
-        times["hr"],
-        times["lr"],
-        tolerance_frames=config.tolerance_frames,
-        offset_s=config.trigger_delay_s,
-        drop_outside=config.drop_outside,
-    )
-    hr_stack = stacks["hr"]
-    dropped = np.asarray(getattr(match, "dropped", ()), dtype=np.int64)
-    if dropped.size:
-        # Keep only the HR frames recorded while the LR camera was: every later step (the
-        # refinement's re-match too) sees exactly the keys.
-        kept = np.asarray(match.hr_index, dtype=np.int64)
-        numbers = np.asarray(times["hr"].frame_numbers)[dropped]
-        notes.append(
-            f"{sources['hr']}: {dropped.size} HR frame(s) recorded outside the LR recording "
-            f"dropped (numbers {', '.join(str(int(n)) for n in numbers[:8])}"
-            f"{' ...' if numbers.size > 8 else ''})"
-        )
-        hr_stack, times["hr"] = hr_stack[kept], times["hr"].select(kept)
-        match = match_frames(
-            times["hr"], times["lr"], tolerance_frames=config.tolerance_frames,
-            offset_s=config.trigger_delay_s,
-        )  # fmt: skip
-    _check_keys(np.asarray(match.lr_index), times["hr"], sources["hr"])
-    lr01, lr_norm = _unit(stacks["lr"], sources["lr"], "LR", notes)
-    hr01, hr_norm = _unit(hr_stack, sources["hr"], "HR", notes)
-    return PreparedPair(
-        lr=lr01,
-        hr=hr01,
-        lr_times=times["lr"],
-        hr_times=times["hr"],
-        match=match,
-        lr_normalisation=lr_norm,
-        hr_normalisation=hr_norm,
-        lr_source=sources["lr"],
-        hr_source=sources["hr"],
-        config=config,
-        notes=notes,
-    )
-
-
-def _check_keys(lr_index: np.ndarray, hr_times: FrameTimes, hr_name: str) -> None:
-    """Refuse two HR frames on one LR frame and fewer than 2 keys (the fusion needs both)."""
-    if lr_index.size < 2:
-        raise DualCameraError(
-            f"{hr_name}: {lr_index.size} HR frame(s) matched; the fusion needs at least 2 keys"
-        )
-    steps = np.diff(lr_index)
-    if np.any(steps <= 0):
-        i = int(np.flatnonzero(steps <= 0)[0])
-        numbers = np.asarray(hr_times.frame_numbers)
-        raise DualCameraError(
-            f"{hr_name}: HR frames {int(numbers[i])} and {int(numbers[i + 1])} both match LR "
-            f"frame {int(lr_index[i + 1])} (or go back in time); expected one HR frame per LR "
-            "frame at most, in time order (is the HR camera faster than the LR one?)"
-        )
 
 
 def fit_intensity(hr_binned: np.ndarray, lr_frames: np.ndarray) -> tuple[float, float]:
@@ -240,79 +79,8 @@ def lr_at_times(lr: np.ndarray, times_frames: np.ndarray) -> np.ndarray:
     return ((1.0 - a) * lr[i] + a * lr[upper]).astype(np.float32)
 
 
-@dataclass
-class _Chosen:
-    """The transform in use and where it came from (``registration``: an estimate's)."""
-
-    transform: Any
-    source: str
-    registration: Any = None
-
-    @property
-    def from_keys(self) -> bool:
-        return self.registration is not None and self.source == ESTIMATED
-
-
-ESTIMATED = "estimated from the keys"
 MIN_TIME_CONFIDENCE = 0.2
 """Below this confidence (:class:`core.cameras.TimeRefinement`) the refined time is not used."""
-
-
-def _estimate(
-    prepared: PreparedPair, lr_frames: np.ndarray, scale_hint: float | None, progress: Progress
-) -> _Chosen:
-    from napari_xfusion.core.registration import estimate_transform
-
-    config = prepared.config
-    _say(progress, f"estimating the transform from {lr_frames.shape[0]} keys")
-    options = {"model": config.model, "allow_flip": config.allow_flip}
-    found = estimate_transform(prepared.hr, lr_frames, scale_hint=scale_hint, **options)
-    if scale_hint is None and not found.residual_lr_px <= config.max_residual_lr_px:
-        # The search over every scale can settle a few % off (measured: a 2.78 ratio for 2.90
-        # on the 41-frame simulated pair, 1.47 LR px); searched densely near what it found,
-        # the scale comes right (0.058 LR px, 1.2 s). Keep the better of the two.
-        _say(progress, "searching again near the scale found")
-        again = estimate_transform(
-            prepared.hr, lr_frames, scale_hint=float(found.transform.scale), **options
-        )
-        if again.residual_lr_px < found.residual_lr_px:
-            found = again
-    return _Chosen(found.transform, ESTIMATED, found)
-
-
-def _initial(prepared: PreparedPair, progress: Progress) -> _Chosen:
-    """The transform by the config: a given transform, a file, a calibration target pair, or
-    an estimate from the keys and their (time-matched) LR frames."""
-    from napari_xfusion.core import registration as reg
-
-    config = prepared.config
-    if config.transform is not None:
-        if isinstance(config.transform, Path):
-            return _Chosen(reg.CameraTransform.load(config.transform), f"file {config.transform}")
-        return _Chosen(config.transform, "given")
-    if config.target_lr is not None:
-        from napari_xfusion.core.io import read_stack
-
-        _say(progress, "estimating the transform from the calibration target")
-        notes: list[str] = []
-        lr_t, _ = _unit(read_stack(config.target_lr, role="--target-lr")[:1],
-                        str(config.target_lr), "LR target", notes)  # fmt: skip
-        hr_t, _ = _unit(read_stack(config.target_hr, role="--target-hr")[:1],
-                        str(config.target_hr), "HR target", notes)  # fmt: skip
-        kwargs = {"model": config.model, "allow_flip": config.allow_flip,
-                  "scale_hint": config.scale_hint}  # fmt: skip
-        try:
-            found = reg.estimate_from_target(hr_t[0], lr_t[0], **kwargs)
-        except reg.RegistrationError as exc:
-            if "ambiguous" not in str(exc):
-                raise
-            # A perfectly periodic view: the keys give the coarse estimate that picks the
-            # period, the grid then refines it.
-            _say(progress, "the target alone is ambiguous: a coarse estimate from the keys")
-            coarse = _estimate(prepared, prepared.lr[prepared.lr_index], config.scale_hint, None)
-            found = reg.estimate_from_target(hr_t[0], lr_t[0], coarse=coarse.registration, **kwargs)
-        return _Chosen(found.transform, f"calibration target {config.target_hr}", found)
-    return _estimate(prepared, prepared.lr[prepared.lr_index], config.scale_hint, progress)
 
 
 @dataclass

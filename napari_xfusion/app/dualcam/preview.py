@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_xfusion.app.dualcam.align import PreparedPair, fit_intensity, lr_at_times
+from napari_xfusion.app.dualcam.align import fit_intensity, lr_at_times
+from napari_xfusion.app.dualcam.prepare import PreparedPair
 
 if TYPE_CHECKING:
     from napari_xfusion.core.registration import CameraTransform

@@ -11,7 +11,7 @@ from napari_xfusion.core.degrade import SCALE, bin_frames
 from napari_xfusion.core.registration.transform import RegistrationError
 
 if TYPE_CHECKING:
-    from napari_xfusion.core.registration.estimate import Registration
+    from napari_xfusion.core.registration.result import Registration
 
 __all__ = ["measure_residual", "check_residual", "overlay"]
 

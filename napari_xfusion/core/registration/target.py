@@ -21,23 +21,19 @@ import math
 import cv2
 import numpy as np
 
+from napari_xfusion.core.registration.coarse import _Candidate, _coarse, _evidence, _search
 from napari_xfusion.core.registration.estimate import (
     _KEEP,
     FLIPS,
-    Registration,
     _best,
-    _Candidate,
     _check_options,
     _check_pair,
-    _coarse,
-    _coarse_level,
-    _evidence,
     _finish,
     _levels_below,
-    _refine,
-    _search,
-    _standardise,
 )
+from napari_xfusion.core.registration.levels import _coarse_level, _standardise
+from napari_xfusion.core.registration.refine import _refine
+from napari_xfusion.core.registration.result import Registration
 from napari_xfusion.core.registration.transform import CameraTransform, RegistrationError
 
 __all__ = ["estimate_from_target", "grid_period", "lattice_vectors"]
