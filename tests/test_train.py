@@ -461,11 +461,14 @@ def test_real_motion_pool_uses_training_stills_only(monkeypatch):
 
     # RealMotionPool (train.datasets.pools) looks load_still up in its own module.
     monkeypatch.setattr(pools, "load_still", spy)
-    # Layers are loaded by core.motion.composite_layers itself: watch that module too.
-    from napari_xfusion.core import motion
+    # Layers are loaded by core.motion.composite_layers itself, which looks load_still up in
+    # its own module (core.motion.layers): watch that module too.
+    from napari_xfusion.core.motion import layers as motion_layers
 
-    real_motion_load = motion.load_still
-    monkeypatch.setattr(motion, "load_still", lambda n: (loaded.append(n), real_motion_load(n))[1])
+    real_motion_load = motion_layers.load_still
+    monkeypatch.setattr(
+        motion_layers, "load_still", lambda n: (loaded.append(n), real_motion_load(n))[1]
+    )
     pool = RealMotionPool(pool_size=3, refresh_every=1, n_frames=6, shape=(32, 32))
     rng = np.random.default_rng(5)
     for _ in range(6):
