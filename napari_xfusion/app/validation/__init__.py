@@ -6,6 +6,9 @@
 - :mod:`.consistency`: :func:`lr_consistency` bins a reconstruction 4x4 and compares it with
   the LR frame at its time, flagging what the LR noise does not explain; :class:`LrChecker`
   and :func:`consistency_table` / :func:`export_consistency` do it for every frame of a run.
+- :mod:`.lr_model`: the LR side of that check, its map into the HR keys' units
+  (:class:`LrMapping`, :func:`lr_mapping`) and its noise (:class:`LrNoise`,
+  :func:`estimate_lr_noise`); re-exported by :mod:`.consistency`.
 - :mod:`.plots`: the figure.
 
 Every name is importable from ``napari_xfusion.app.validation``.
