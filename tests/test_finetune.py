@@ -293,11 +293,11 @@ def test_other_networks_finetune(prepared, weights, tmp_path, arch):
 def test_training_runs_on_one_thread_and_restores_the_count(
     prepared, weights, tmp_path, monkeypatch
 ):
-    from napari_xfusion import engine
+    from napari_xfusion.engine import building
 
     # The engine sets its own count on its first run in a process (the scoring runs it): the
     # training steps must still get settings.threads.
-    monkeypatch.setattr(engine, "_threads_configured", False)
+    monkeypatch.setattr(building, "_threads_configured", False)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     before = torch.get_num_threads()
     seen = []
