@@ -95,6 +95,36 @@ def add_normalise_option(p: argparse.ArgumentParser, default: str | None = "auto
     )
 
 
+def add_run_inputs(p: argparse.ArgumentParser, *, hr_help: str, first_last: bool = True) -> None:
+    """The inputs of a run, read by :func:`napari_xfusion.cli.config.config_from_args`:
+    ``--lr``, ``--hr``, the key rule (``--key-step`` / ``--first-last`` / ``--key-indices``),
+    ``--separation``, ``--device``, ``--normalise`` (fuse, validate, finetune).
+    ``first_last=False`` hides ``--first-last`` (two keys: nothing to withhold or train on)."""
+    p.add_argument("--lr", type=Path, help="LR stream (T, h, w)")
+    p.add_argument("--hr", type=Path, help=hr_help)
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--key-step", type=int, metavar="K", help="keys every K-th frame")
+    rule.add_argument(
+        "--first-last",
+        action="store_true",
+        default=None,
+        help="keys at first and last frame" if first_last else argparse.SUPPRESS,
+    )
+    rule.add_argument(
+        "--key-indices",
+        metavar="I,J,...",
+        help="LR time index of each HR frame (real dual-camera data)",
+    )
+    p.add_argument(
+        "--separation",
+        type=int,
+        metavar="S",
+        help="LR separation s (default: from the LR metadata, else 1)",
+    )
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    add_normalise_option(p, default=None)
+
+
 def add_key_rule(p: argparse.ArgumentParser, required: bool) -> None:
     """``--key-step K`` / ``--first-last`` (sample, simulate)."""
     group = p.add_mutually_exclusive_group(required=required)

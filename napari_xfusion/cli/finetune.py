@@ -14,7 +14,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from napari_xfusion.cli._common import CommandError, epilog, formatter, make_folder, say
+from napari_xfusion.cli._common import (
+    CommandError,
+    add_run_inputs,
+    epilog,
+    formatter,
+    make_folder,
+    say,
+)
 
 __all__ = ["add_parser", "run_finetune"]
 
@@ -37,7 +44,6 @@ def _config(args: argparse.Namespace) -> Any:
         truth=None,
         frames=None,
         units=None,
-        first_last=None,
         weights=[f"{args.method}={args.init}"] if args.init is not None else None,
     )
     return config_from_args(fuse_args)
@@ -166,24 +172,12 @@ def add_parser(sub: Any) -> None:
         metavar="FILE",
         help="run configuration (JSON, e.g. an export's <stem>.config.json)",
     )
-    p.add_argument("--lr", type=Path, help="LR stream (T, h, w)")
-    p.add_argument(
-        "--hr",
-        type=Path,
-        help="HR key frames (key indices from metadata or "
-        "--key-indices), or a full-rate HR stack with --key-step",
+    add_run_inputs(
+        p,
+        hr_help="HR key frames (key indices from metadata or --key-indices), or a full-rate "
+        "HR stack with --key-step",
+        first_last=False,
     )
-    rule = p.add_mutually_exclusive_group()
-    rule.add_argument("--key-step", type=int, metavar="K", help="keys every K-th frame")
-    rule.add_argument("--key-indices", metavar="I,J,...", help="LR time index of each HR frame")
-    p.add_argument("--separation", type=int, metavar="S", help="LR separation s")
-    p.add_argument(
-        "--normalise",
-        choices=("auto", "percentile", "none"),
-        default=None,
-        help="input normalisation (as fuse)",
-    )
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument(
         "--method",
         default="edvr-stf",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari_xfusion.cli._common import (
     CommandError,
-    add_normalise_option,
+    add_run_inputs,
     epilog,
     formatter,
     make_folder,
@@ -194,22 +194,10 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="check the configuration and the inputs, print the configuration, write nothing",
     )
-    p.add_argument("--lr", type=Path, help="LR stream (T, h, w)")
-    p.add_argument(
-        "--hr",
-        type=Path,
-        help="HR key frames (sparse, key indices from metadata or --key-indices) or "
+    add_run_inputs(
+        p,
+        hr_help="HR key frames (sparse, key indices from metadata or --key-indices) or "
         "a full-rate HR stack with --key-step/--first-last",
-    )
-    rule = p.add_mutually_exclusive_group()
-    rule.add_argument("--key-step", type=int, metavar="K", help="keys every K-th frame")
-    rule.add_argument(
-        "--first-last", action="store_true", default=None, help="keys at first and last frame"
-    )
-    rule.add_argument(
-        "--key-indices",
-        metavar="I,J,...",
-        help="LR time index of each HR frame (real dual-camera data)",
     )
     p.add_argument(
         "--method",
@@ -225,13 +213,6 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--frames", metavar="A:B", help="LR frames A..B-1 only (default all)")
     p.add_argument(
-        "--separation",
-        type=int,
-        metavar="S",
-        help="LR separation s (default: from the LR metadata, else 1)",
-    )
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument(
         "--weights",
         action="append",
         metavar="[METHOD=]PATH",
@@ -242,7 +223,6 @@ def add_parser(sub: Any) -> None:
         choices=("float", "detector"),
         help="float32 in [0, 1] (default) or detector units and dtype of the HR input",
     )
-    add_normalise_option(p, default=None)
     p.add_argument(
         "--truth",
         type=Path,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari_xfusion.cli._common import (
     CommandError,
-    add_normalise_option,
+    add_run_inputs,
     epilog,
     formatter,
     make_folder,
@@ -65,16 +65,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--config", type=Path, metavar="FILE", help="run configuration (JSON)")
-    p.add_argument("--lr", type=Path, help="LR stream (T, h, w)")
-    p.add_argument(
-        "--hr",
-        type=Path,
-        help="HR key frames (key_indices in metadata, or --key-indices/--key-step)",
+    add_run_inputs(
+        p,
+        hr_help="HR key frames (key_indices in metadata, or --key-indices/--key-step)",
+        first_last=False,
     )
-    rule = p.add_mutually_exclusive_group()
-    rule.add_argument("--key-step", type=int, metavar="K", help="keys every K-th frame")
-    rule.add_argument("--first-last", action="store_true", default=None, help=argparse.SUPPRESS)
-    rule.add_argument("--key-indices", metavar="I,J,...", help="LR time index of each HR frame")
     p.add_argument(
         "--method",
         nargs="+",
@@ -112,9 +107,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="skip the LR consistency of a normal run (no lr_consistency.csv)",
     )
-    p.add_argument("--separation", type=int, metavar="S", help="LR separation s")
-    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    add_normalise_option(p, default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="output folder")
     p.set_defaults(run=run)
