@@ -63,6 +63,22 @@ def isolated_settings(tmp_path):
 
 
 @pytest.fixture
+def notifications():
+    """Messages napari shows the user during the test (GUI tests)."""
+    from napari.utils.notifications import notification_manager
+
+    seen = []
+
+    def record(event):
+        notification = getattr(event, "value", event)
+        seen.append(str(getattr(notification, "message", notification)))
+
+    notification_manager.notification_ready.connect(record)
+    yield seen
+    notification_manager.notification_ready.disconnect(record)
+
+
+@pytest.fixture
 def fusion_viewer(make_napari_viewer, tiny_sample, isolated_settings, qtbot):
     """``(viewer, widget)``: the tiny sample loaded and the fusion widget docked."""
     from qtpy.QtCore import QThreadPool

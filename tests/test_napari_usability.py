@@ -13,7 +13,6 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari.utils.notifications import notification_manager  # noqa: E402
 
 from napari_xfusion.methods.base import Reconstruction  # noqa: E402
 from napari_xfusion.methods.bicubic import Bicubic  # noqa: E402
@@ -33,19 +32,6 @@ def run_and_wait(widget, qtbot, **kwargs):
     assert widget.run(**kwargs), widget.status.text()
     qtbot.waitUntil(lambda: not widget.running, timeout=TIMEOUT_MS)
     return widget.last_summary
-
-
-@pytest.fixture
-def notifications():
-    seen = []
-
-    def record(event):
-        notification = getattr(event, "value", event)
-        seen.append(str(getattr(notification, "message", notification)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
 
 
 class GatedBicubic(Bicubic):

@@ -9,7 +9,6 @@ import pytest
 
 pytest.importorskip("napari")
 
-from napari.utils.notifications import notification_manager  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_xfusion._napari._attention import AttentionWidget  # noqa: E402
@@ -33,20 +32,6 @@ def run_and_wait(widget, qtbot, timeout=TIMEOUT_MS):
 def choose(widget, *methods):
     for name, box in widget.method_boxes.items():
         box.setChecked(name in methods)
-
-
-@pytest.fixture
-def notifications():
-    """Messages shown to the user during the test."""
-    seen = []
-
-    def record(event):
-        notification = getattr(event, "value", event)
-        seen.append(str(getattr(notification, "message", notification)))
-
-    notification_manager.notification_ready.connect(record)
-    yield seen
-    notification_manager.notification_ready.disconnect(record)
 
 
 def test_pickers_follow_layer_roles(fusion_viewer):
