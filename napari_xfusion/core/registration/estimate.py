@@ -223,13 +223,14 @@ def estimate_transform(
     return _finish(hr, lr, candidates, model, "keys")
 
 
-def _refine_candidates(hr: np.ndarray, lr: np.ndarray, candidates: list[_Candidate], model: str,
-                       keep: float = _KEEP) -> None:  # fmt: skip
-    """Refine (in place) the candidates whose coarse evidence is at least ``keep`` of the best."""
-    top = max(cand.coarse_evidence for cand in candidates)
+def refine_each(hr: np.ndarray, lr: np.ndarray, candidates: list[_Candidate], model: str,
+                keep: float | None = None) -> None:  # fmt: skip
+    """Refine (in place) every candidate, or with ``keep`` those whose coarse evidence is at
+    least ``keep`` of the best; a candidate whose refinement fails keeps ``score`` None."""
+    top = max(cand.coarse_evidence for cand in candidates) if keep is not None else 0.0
     levels = _levels_below(_coarse_level(lr.shape[1:]))
     for cand in candidates:
-        if cand.coarse_evidence < keep * top:
+        if keep is not None and cand.coarse_evidence < keep * top:
             continue
         try:
             # Similarity first: an affine from a coarse start can wander on noise.
@@ -241,6 +242,13 @@ def _refine_candidates(hr: np.ndarray, lr: np.ndarray, candidates: list[_Candida
         cand.matrix, cand.score = matrix, float(np.mean(scores))
         cand.evidence = float(np.mean(_evidence(np.asarray(scores), np.full(len(scores), n))))
         cand.overlap = n
+
+
+def _refine_candidates(hr: np.ndarray, lr: np.ndarray, candidates: list[_Candidate], model: str,
+                       keep: float = _KEEP) -> None:  # fmt: skip
+    """:func:`refine_each` of the candidates within ``keep`` of the best; raises when none
+    could be refined."""
+    refine_each(hr, lr, candidates, model, keep)
     if all(cand.score is None for cand in candidates):
         raise RegistrationError(
             "refinement failed for every candidate: the HR view leaves the LR image"

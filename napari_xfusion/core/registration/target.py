@@ -21,7 +21,7 @@ import math
 import cv2
 import numpy as np
 
-from napari_xfusion.core.registration.coarse import _Candidate, _coarse, _evidence, _search
+from napari_xfusion.core.registration.coarse import _Candidate, _coarse, _search
 from napari_xfusion.core.registration.estimate import (
     _KEEP,
     FLIPS,
@@ -29,10 +29,9 @@ from napari_xfusion.core.registration.estimate import (
     _check_options,
     _check_pair,
     _finish,
-    _levels_below,
+    refine_each,
 )
 from napari_xfusion.core.registration.levels import _coarse_level, _standardise
-from napari_xfusion.core.registration.refine import _refine
 from napari_xfusion.core.registration.result import Registration
 from napari_xfusion.core.registration.transform import CameraTransform, RegistrationError
 
@@ -163,7 +162,7 @@ def estimate_from_target(
     period = None if lattice is None else float(np.hypot(*lattice[0]))
     if coarse is not None:
         candidates = [_near_coarse(hr[0], lr[0], _as_transform(coarse), period, min_overlap)]
-        _refine_all(hr, lr, candidates, model)
+        refine_each(hr, lr, candidates, model)
         return _finish(hr, lr, candidates, model, "target")
 
     candidates = []
@@ -177,7 +176,7 @@ def estimate_from_target(
         raise RegistrationError("no placement of the HR target image overlaps the LR one enough")
     top = max(c.coarse_evidence for c in candidates)
     candidates = [c for c in candidates if c.coarse_evidence >= _KEEP * top]
-    _refine_all(hr, lr, candidates, model)
+    refine_each(hr, lr, candidates, model)
     refined = [c for c in candidates if c.evidence is not None]
     if lattice is not None and refined:
         # Every placement one lattice step away from the best, refined in turn.
@@ -189,7 +188,7 @@ def estimate_from_target(
                         move = np.eye(3)
                         move[:2, 2] = i * lattice[0] + j * lattice[1]
                         shifted.append(_Candidate(cand.flips, move @ cand.matrix, 0.0, 0.0))
-        _refine_all(hr, lr, shifted, model)
+        refine_each(hr, lr, shifted, model)
         candidates += [c for c in shifted if c.score is not None]
     _check_unambiguous(candidates, ambiguity, period)
     return _finish(hr, lr, candidates, model, "target")
@@ -218,20 +217,6 @@ def _near_coarse(
         )
     best = max(found, key=lambda r: r[0])
     return _Candidate(flips, best[1], best[2], best[0])
-
-
-def _refine_all(hr: np.ndarray, lr: np.ndarray, candidates: list[_Candidate], model: str) -> None:
-    levels = _levels_below(_coarse_level(lr.shape[1:]))
-    for cand in candidates:
-        try:
-            matrix, scores, n = _refine(hr, lr, cand.matrix, cand.flips, "similarity", levels)
-            if model == "affine":
-                matrix, scores, n = _refine(hr, lr, matrix, cand.flips, "affine", levels[-2:])
-        except (RegistrationError, np.linalg.LinAlgError):
-            continue
-        cand.matrix, cand.score = matrix, float(np.mean(scores))
-        cand.evidence = float(np.mean(_evidence(np.asarray(scores), np.full(len(scores), n))))
-        cand.overlap = n
 
 
 def _check_unambiguous(candidates: list[_Candidate], margin: float, period: float | None) -> None:
