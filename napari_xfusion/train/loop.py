@@ -308,6 +308,12 @@ def train(config: TrainConfig, resume: bool = False) -> dict[str, Path]:
             for name, ranks in sums.items():
                 if len(set(ranks)) != 1:
                     raise RuntimeError(f"{name}: the ranks' weights diverged: {ranks}")
+        if info.distributed:
+            # Rank 0 is still saving when the others finish; a gloo group torn down while a
+            # peer is still connected can abort that rank ("terminate called without an active
+            # exception", seen once in CI): meet here, then tear down together. Only on a
+            # normal end: after an error a peer may never arrive.
+            dist.barrier()
     finally:
         bar.close()
         for f, _ in writers.values():
