@@ -16,9 +16,12 @@ Scenarios (``--scenario``, repeatable):
 
 Every method reconstructs every frame through :func:`napari_xfusion.engine.run` (the same code
 as the GUI and the CLI). Metrics are the medians over the **non-key** frames (at a key the HR
-frame is known). For ``edvr-stf`` the script also reports the Spearman rank correlation of the
-normalised attention scores with the offset from the preceding key: the paper's pattern is a
-backward score falling (rho < 0) and a forward score rising (rho > 0) across each gap.
+frame is known). For ``edvr-stf`` and ``edvr-stf-flow`` the script also reports the Spearman
+rank correlation of the normalised attention scores with the offset from the preceding key: the
+paper's pattern is a backward score falling (rho < 0) and a forward score rising (rho > 0)
+across each gap.
+With several ``--seed`` values every sequence is reported, then the median rho over them (one
+sequence's 38 non-key frames give a noisy rank correlation).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from napari_xfusion.engine import KeyFrames, attention_table, configure_torch_th
 from napari_xfusion.train.datasets import TRAINING_SEED_MIN
 
 SCENARIOS = ("clean", "lr20", "first-last")
+NETWORKS = ("edvr", "edvr-stf", "edvr-stf-flow")
 TEST_SEED = 20260
 """Held-out simulation seed: < TRAINING_SEED_MIN, and not the validation seed (20251)."""
 
@@ -53,12 +57,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="METHOD=PATH",
-        help="checkpoint of a network method (edvr or edvr-stf); repeatable",
+        help=f"checkpoint of a network method ({', '.join(NETWORKS)}); repeatable",
     )
     p.add_argument("--scenario", action="append", choices=SCENARIOS, help="default: all")
     p.add_argument("--frames", type=int, default=41, help="sequence length (keys at 0, 20, ...)")
     p.add_argument("--shape", type=int, nargs=2, default=(400, 1024), metavar=("H", "W"))
-    p.add_argument("--seed", type=int, default=TEST_SEED)
+    p.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[TEST_SEED],
+        help=f"held-out simulation seed(s), each one sequence (default {TEST_SEED})",
+    )
     p.add_argument("--no-bayesian", action="store_true", help="skip the Bayesian baseline")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", type=Path, help="also write all per-frame numbers here")
@@ -68,7 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="write a model card <weights>.md (and <weights>.sha256) next to each checkpoint",
     )
     args = p.parse_args(argv)
-    if args.seed >= TRAINING_SEED_MIN:
+    if max(args.seed) >= TRAINING_SEED_MIN:
         p.error(f"--seed must be < {TRAINING_SEED_MIN}: larger seeds are used for training")
     return args
 
@@ -182,6 +192,26 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def attention_summary(results: list[dict]) -> str:
+    """Median Spearman rho over the sequences, per scenario and network (markdown)."""
+    lines = []
+    for scenario in dict.fromkeys(r["scenario"] for r in results):
+        rows = [r for r in results if r["scenario"] == scenario]
+        for m in rows[0]["methods"]:
+            per = [r["methods"][m]["attention"] for r in rows if "attention" in r["methods"][m]]
+            if not per:
+                continue
+            back = [a["spearman_backward"] for a in per]
+            fwd = [a["spearman_forward"] for a in per]
+            seeds = ", ".join(str(r["seed"]) for r in rows)
+            lines.append(
+                f"- **{scenario}**, {m}, median over {len(per)} sequences (seeds {seeds}): "
+                f"backward {np.median(back):+.2f} (each {', '.join(f'{v:+.2f}' for v in back)}), "
+                f"forward {np.median(fwd):+.2f} (each {', '.join(f'{v:+.2f}' for v in fwd)})"
+            )
+    return "\n".join(lines)
+
+
 def model_card(method: str, path: Path, tables: str, command: str) -> str:
     """Markdown model card of the checkpoint at ``path`` (facts from its provenance)."""
     from napari_xfusion.nn.checkpoint import load_model
@@ -244,25 +274,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     options: dict[str, dict] = {}
     for item in args.weights:
         name, sep, path = item.partition("=")
-        if not sep or name not in ("edvr", "edvr-stf"):
-            print(f"--weights takes edvr=PATH or edvr-stf=PATH, got {item!r}", file=sys.stderr)
+        if not sep or name not in NETWORKS:
+            print(
+                f"--weights takes METHOD=PATH with METHOD one of {', '.join(NETWORKS)}, "
+                f"got {item!r}",
+                file=sys.stderr,
+            )
             return 2
         methods.append(name)
         options[name] = {"weights": path}
     t0 = time.monotonic()
-    hr = simulate_sequence(args.frames, tuple(args.shape), seed=args.seed, noise=False)
-    print(
-        f"held-out sequence: simulate_sequence({args.frames}, {tuple(args.shape)}, "
-        f"seed={args.seed}, noise=False); s = 1; weights: "
-        + (", ".join(f"{m}={o['weights']}" for m, o in options.items()) or "none")
-        + "\n"
-    )
     results, tables = [], []
-    for scenario in args.scenario or SCENARIOS:
-        result = evaluate(hr, scenario, methods, options, args.seed)
-        results.append(result)
-        tables.append(markdown(result))
-        print(tables[-1] + "\n", flush=True)
+    for seed in args.seed:
+        hr = simulate_sequence(args.frames, tuple(args.shape), seed=seed, noise=False)
+        print(
+            f"held-out sequence: simulate_sequence({args.frames}, {tuple(args.shape)}, "
+            f"seed={seed}, noise=False); s = 1; weights: "
+            + (", ".join(f"{m}={o['weights']}" for m, o in options.items()) or "none")
+            + "\n"
+        )
+        for scenario in args.scenario or SCENARIOS:
+            result = {"seed": seed, **evaluate(hr, scenario, methods, options, seed)}
+            results.append(result)
+            tables.append(markdown(result))
+            print(tables[-1] + "\n", flush=True)
+    if len(args.seed) > 1:
+        summary = attention_summary(results)
+        if summary:
+            tables.append(summary)
+            print(summary + "\n")
     print(f"total {time.monotonic() - t0:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
