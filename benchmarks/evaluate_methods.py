@@ -31,7 +31,9 @@ Runs split over several sessions (e.g. the networks after a retraining) are merg
 ``--combine OUT DIR DIR ...``: the runs must share the budget (size, frames, sequences, seeds,
 settings, targets, ablation), a method present in several runs must have scored the same frames
 with the same values (bicubic, which every run includes for its gains, is checked to be
-identical), and the merged summary names every run's command and wall time.
+identical), and the merged summary names every run's command and wall time. A network retrained
+between the runs (other weights) is taken from the first run listed that has it, and the summary
+names the runs it supersedes.
 """
 
 from __future__ import annotations
@@ -518,7 +520,9 @@ def combine(out: Path, folders: Sequence[Path]) -> str:
     """Merge the ``frames.csv`` of runs with one budget into ``out`` (tables rebuilt).
 
     Raises ``SystemExit`` naming the folder and the field when the budgets differ, or the
-    method and frame when two runs disagree on a frame both scored."""
+    method and frame when two runs disagree on a frame both scored. A network whose weights
+    (the sha256 of its ``describe()``) differ between runs is a retrained one: its rows come
+    from the first listed run that has it, and the summary says which runs it supersedes."""
     if len(folders) < 2:
         raise SystemExit("--combine OUT DIR DIR ...: give the output folder and >= 2 runs")
     runs = []
@@ -537,9 +541,29 @@ def combine(out: Path, folders: Sequence[Path]) -> str:
                     f"{folder}: budget {key} = {info['budget'].get(key)!r}, but "
                     f"{first_folder} has {first['budget'].get(key)!r}: not one benchmark"
                 )
+    # A network retrained between the runs (another weights sha256 in its describe()) is taken
+    # from the first listed run that has it; its rows in the others are the old network's.
+    weights: dict[str, tuple[Path, str]] = {}
+    superseded: list[str] = []
+    dropped: set[tuple[Path, str]] = set()
+    for folder, info, _ in runs:
+        for d in info.get("methods", []):
+            if not (isinstance(d, dict) and d.get("sha256")):
+                continue
+            name, sha = d["method"], d["sha256"]
+            if name not in weights:
+                weights[name] = (folder, sha)
+            elif weights[name][1] != sha:
+                dropped.add((folder, name))
+                superseded.append(
+                    f"{name} from {weights[name][0]} (weights sha256 {weights[name][1][:12]}), "
+                    f"superseding {folder}'s ({sha[:12]})"
+                )
     merged: dict[tuple, dict] = {}
     for folder, _, rows in runs:
         for r in rows:
+            if (folder, r["method"]) in dropped:
+                continue
             key = (r["method"], r["keys"], *_pair_key(r))
             seen = merged.get(key)
             if seen is None:
@@ -569,10 +593,14 @@ def combine(out: Path, folders: Sequence[Path]) -> str:
         wall_seconds=wall,
         frame_results=len(rows),
     )
+    if superseded:
+        budget["summary"] += "; retrained: " + "; ".join(superseded)
     describe: dict[str, Any] = {}
-    for _, info, _ in runs:
+    for folder, info, _ in runs:
         for d in info.get("methods", []):  # describe() dicts; a hand-merged run has names
-            describe.setdefault(d.get("method", "") if isinstance(d, dict) else str(d), d)
+            name = d.get("method", "") if isinstance(d, dict) else str(d)
+            if (folder, name) not in dropped:
+                describe.setdefault(name, d)
     commands = [f"{info['command']} (out: {folder})" for folder, info, _ in runs]
     extra = {
         "command": "python benchmarks/evaluate_methods.py --combine "

@@ -188,3 +188,36 @@ def test_network_targets_mark_what_is_met_and_by_how_much_a_target_is_missed(ben
     assert "+1.50 ok" in paper and "+4.00 ok" in paper and "+2.00 ok" in paper
     with pytest.raises(SystemExit, match="lacks"):
         targets.targets_tables([r for r in rows if r["method"] != "edvr"])
+
+
+def test_a_retrained_network_supersedes_its_earlier_rows_in_a_combine(bench, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from napari_xfusion.nn.checkpoint import save_checkpoint
+    from napari_xfusion.nn.edvr import build_model, named_config
+
+    common = [
+        "--size", "64", "128", "--targets-per-gap", "1", "--sequences", "pan-slow",
+        "--sim-seeds", "--noise", "clean", "--key-steps", "10", "--no-ablation",
+        "--methods", "bicubic,edvr-stf",
+    ]  # fmt: skip
+    runs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        weights = tmp_path / f"stf-{seed}.pt"
+        save_checkpoint(weights, build_model(named_config("tiny", "edvr-stf")))
+        out = tmp_path / f"run-{seed}"
+        assert bench.main([*common, "--weights", f"edvr-stf={weights}", "--out", str(out)]) == 0
+        runs.append(out)
+    capsys.readouterr()
+    new, old = runs[1], runs[0]
+    bench.combine(tmp_path / "both", [new, old])
+    rows = [
+        r for r in bench.read_frames(tmp_path / "both" / "frames.csv") if r["method"] == "edvr-stf"
+    ]
+    expected = [r for r in bench.read_frames(new / "frames.csv") if r["method"] == "edvr-stf"]
+    assert [r["psnr"] for r in rows] == [r["psnr"] for r in expected]
+    merged = json.loads((tmp_path / "both" / "summary.json").read_text())
+    assert f"retrained: edvr-stf from {new}" in merged["budget"]["summary"]
+    assert f"superseding {old}'s" in merged["budget"]["summary"]
+    (stf,) = [d for d in merged["methods"] if d["method"] == "edvr-stf"]
+    assert stf["weights"].endswith("stf-1.pt")
