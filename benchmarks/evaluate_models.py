@@ -227,6 +227,15 @@ def model_card(method: str, path: Path, tables: str, command: str) -> str:
         for s in data.get("sources", [])
     )
     hours = prov.get("wall_seconds", 0) / 3600
+    names = [m.get("name") or m.get("arch") for m in train.get("models", [])]
+    together = (
+        f"{', '.join(map(str, names))} side by side on the same batches"
+        if len(names) > 1
+        else "one network"
+    )
+    inits = [str(m["init"]) for m in train.get("models", []) if m.get("init")]
+    if inits:
+        together += f", fine-tuned from {', '.join(inits)}"
     lines = [
         f"# {path.stem}",
         "",
@@ -242,9 +251,8 @@ def model_card(method: str, path: Path, tables: str, command: str) -> str:
         "",
         "## Training",
         "",
-        "- command: `python -m napari_xfusion.train --config "
-        "napari_xfusion/train/configs/shipped-small.yaml` (both networks side by side on the "
-        "same batches), code at commit " + f"`{prov.get('git_commit')}`",
+        f"- training run: `{train.get('run_dir')}` ({together}), code at commit "
+        f"`{prov.get('git_commit')}`",
         f"- data: {sources}; simulated seeds >= {TRAINING_SEED_MIN:,} (held-out seeds below)",
         f"- items: HR crop {data.get('crop')} / LR {data.get('crop', 0) // 4}, batch "
         f"{data.get('batch_size')}, s in {data.get('separations')}, key offsets a, b in "
