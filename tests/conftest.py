@@ -7,6 +7,8 @@
 - ``_one_torch_thread`` (automatic): torch runs the suite's tiny tensors on one thread.
 - ``plugin``: a tiny installed distribution (dist-info on ``sys.path``) whose entry points
   declare the method ``flat`` (a constant frame, option ``level``) and a broken entry ``oops``.
+- ``load_benchmark``: imports a script of ``benchmarks/`` (not a package) as a module,
+  ``load_benchmark("speed_table")``.
 - ``fusion_viewer``: a napari viewer (``make_napari_viewer``) holding ``tiny_sample`` and a
   docked fusion widget; at teardown any run is cancelled and its thread awaited, and the test
   fails if a worker thread is still alive.
@@ -15,9 +17,11 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import signal
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +32,20 @@ def pytest_configure(config):
     ignored at start-up, and the interrupt tests check that handler is restored."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -26,11 +26,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate_methods.
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("evaluate_methods", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("evaluate_methods")
 
 
 def test_targets_lie_strictly_between_centred_keys():

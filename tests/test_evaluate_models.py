@@ -3,7 +3,6 @@ held-out sequences and the attention summary over them (no quality asserts)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,15 +12,10 @@ import torch
 from napari_xfusion.nn.checkpoint import save_checkpoint
 from napari_xfusion.nn.edvr import build_model, named_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate_models.py"
-
 
 @pytest.fixture(scope="module")
-def evaluate_models():
-    spec = importlib.util.spec_from_file_location("evaluate_models", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def evaluate_models(load_benchmark):
+    return load_benchmark("evaluate_models")
 
 
 def _tiny(path: Path, arch: str) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -12,15 +11,10 @@ import pytest
 
 from napari_xfusion.core.degrade import bin_frames
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "flow_headroom.py"
-
 
 @pytest.fixture(scope="module")
-def headroom():
-    spec = importlib.util.spec_from_file_location("flow_headroom", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
+def headroom(load_benchmark):
+    yield load_benchmark("flow_headroom")
     sys.modules.pop("evaluate_methods", None)
 
 

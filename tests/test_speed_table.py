@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_table.py"
-
 
 @pytest.fixture(scope="module")
-def speed_table():
-    spec = importlib.util.spec_from_file_location("speed_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def speed_table(load_benchmark):
+    return load_benchmark("speed_table")
 
 
 def test_tiny_table(speed_table, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
