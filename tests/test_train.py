@@ -209,6 +209,28 @@ def test_streams_are_reproducible_and_differ_between_ranks():
     assert not torch.equal(first(0), first(0, seed=1))
 
 
+def test_a_data_worker_runs_opencv_on_one_thread(monkeypatch):
+    import types
+
+    import cv2
+
+    import napari_xfusion.train.datasets.sampler as sampler_module
+
+    sources = [_OnePool(ArraySource(_time_coded()))]
+    windows = TrainingWindows(sources, [1.0], WindowSampler(crop=16), seed=0)
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        next(iter(windows))  # the training process itself keeps its setting
+        assert cv2.getNumThreads() == 2
+        worker = types.SimpleNamespace(id=0, num_workers=4)
+        monkeypatch.setattr(sampler_module, "get_worker_info", lambda: worker)
+        next(iter(windows))
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+
+
 # -- config, schedule, loss ---------------------------------------------------------------------
 
 

@@ -310,6 +310,12 @@ class TrainingWindows(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
+        if info is not None:
+            # A data worker: OpenCV (the flow inputs) would start a pool of all cores in each
+            # of the num_workers processes, next to the training process's own threads.
+            import cv2
+
+            cv2.setNumThreads(1)
         rng = _stream_rng(self.seed, self.rank, info.id if info is not None else 0, self.stream)
         while True:
             pool = self.pools[int(rng.choice(len(self.pools), p=self.p))]
