@@ -579,14 +579,20 @@ def combine(out: Path, folders: Sequence[Path]) -> str:
     summary = summarise(rows)
     wall = sum(info["budget"]["wall_seconds"] for _, info, _ in runs)
     budget = dict(first["budget"])
-    parts = "; ".join(
-        f"{', '.join(info['budget']['methods'])}: {info['budget']['wall_seconds'] / 60:.1f} min"
-        for _, info, _ in runs
-    )
+    threads = {info["budget"].get("threads") for _, info, _ in runs}
+
+    def part(info: dict) -> str:
+        b = info["budget"]
+        each = f", {b.get('threads')} torch thread(s)" if len(threads) > 1 else ""
+        return f"{', '.join(b['methods'])}: {b['wall_seconds'] / 60:.1f} min{each}"
+
+    parts = "; ".join(part(info) for _, info, _ in runs)
+    if len(threads) == 1:
+        parts += f"; {budget['threads']} torch thread(s)"
     budget["summary"] = (
         budget["summary"].split(" frame results; wall time")[0].rsplit("; ", 1)[0]
         + f"; {len(rows)} frame results; wall time {wall / 60:.1f} min in {len(runs)} runs "
-        f"({parts}; {budget['threads']} torch thread(s))"
+        f"({parts})"
     )
     budget.update(
         methods=list(dict.fromkeys(m for _, i, _ in runs for m in i["budget"]["methods"])),
