@@ -75,12 +75,7 @@ class EDVRSTFFlow(EDVRSTF):
         nn.init.zeros_(self.conv_last.bias)
 
     def check_inputs(self, lr: Tensor, hr: Tensor | None) -> None:
-        cfg = self.config
-        if lr.ndim != 5 or lr.shape[1] != cfg.num_frame or lr.shape[2] != cfg.num_in_ch:
-            raise ValueError(
-                f"lr must have shape (B, {cfg.num_frame}, {cfg.num_in_ch}, h, w), "
-                f"got {tuple(lr.shape)}"
-            )
+        self.check_lr(lr)
         if hr is None:
             raise ValueError(
                 f"{ARCH} needs the {NUM_KEYS} warped key inputs (pack_key_inputs): hr is None"

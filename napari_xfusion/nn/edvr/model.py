@@ -126,14 +126,19 @@ class EDVR(nn.Module):
 
     # -- whole network -------------------------------------------------------------------
 
-    def check_inputs(self, lr: Tensor, hr: Tensor | None) -> None:
-        """Raise ``ValueError`` naming the shapes when ``lr``/``hr`` do not fit the config."""
+    def check_lr(self, lr: Tensor) -> None:
+        """Raise ``ValueError`` naming the shape when ``lr`` is not (B, num_frame, C, h, w)."""
         cfg = self.config
         if lr.ndim != 5 or lr.shape[1] != cfg.num_frame or lr.shape[2] != cfg.num_in_ch:
             raise ValueError(
                 f"lr must have shape (B, {cfg.num_frame}, {cfg.num_in_ch}, h, w), "
                 f"got {tuple(lr.shape)}"
             )
+
+    def check_inputs(self, lr: Tensor, hr: Tensor | None) -> None:
+        """Raise ``ValueError`` naming the shapes when ``lr``/``hr`` do not fit the config."""
+        cfg = self.config
+        self.check_lr(lr)
         if not cfg.uses_hr_keys:
             if hr is not None:
                 raise ValueError("EDVR uses LR frames only: pass hr=None (use EDVR-STF for keys)")
