@@ -155,14 +155,14 @@ class RegisterWidget(_RegisterControls):
     def transform(self) -> Any:
         """The transform of the adjust controls: the estimate itself until one is edited (the
         spin boxes round it)."""
-        from napari_xfusion.app.dualcam import adjusted_transform
+        from napari_xfusion.core.registration import CameraTransform
 
         if not self.edited and self.pair is not None:
             return self.pair.transform
         shape = tuple(int(v) for v in self.prepared.hr.shape[1:])
         estimate = self.pair.report.transform if self.pair is not None else {}
         extras = {k: float(estimate[k]) for k in ("shear", "aspect") if k in estimate}
-        return adjusted_transform(**self.params(), hr_shape=shape, **extras)
+        return CameraTransform.from_params(**self.params(), hr_shape=shape, **extras)
 
     def _show_params(self, params: dict[str, Any]) -> None:
         spins = (self.rotation, self.scale, self.shift_x, self.shift_y, self.flip_x, self.flip_y)

@@ -23,7 +23,7 @@ from napari_xfusion.app.dualcam.align import (
 from napari_xfusion.app.dualcam.config import MODELS, DualCameraConfig, DualCameraError
 from napari_xfusion.app.dualcam.output import ALIGNED_FILES, crop_truth, write_aligned
 from napari_xfusion.app.dualcam.prepare import PreparedPair, prepare_pair
-from napari_xfusion.app.dualcam.preview import adjusted_transform, overlay_preview
+from napari_xfusion.app.dualcam.preview import overlay_preview
 from napari_xfusion.app.dualcam.report import AlignmentReport, format_transform
 from napari_xfusion.app.dualcam.simulate import (
     grid_target,
@@ -41,7 +41,6 @@ __all__ = [
     "DualCameraConfig",
     "DualCameraError",
     "PreparedPair",
-    "adjusted_transform",
     "align_pair",
     "align_prepared",
     "camera_times",

@@ -15,7 +15,7 @@ from napari_xfusion.app.dualcam.prepare import PreparedPair
 if TYPE_CHECKING:
     from napari_xfusion.core.registration import CameraTransform
 
-__all__ = ["OVERLAY_MODES", "Preview", "adjusted_transform", "overlay_preview"]
+__all__ = ["OVERLAY_MODES", "Preview", "overlay_preview"]
 
 OVERLAY_MODES = ("checkerboard", "blend")
 
@@ -31,33 +31,6 @@ class Preview:
     lr_index: int
     lr_crop: tuple[int, int, int, int]
     residual_lr_px: float
-
-
-def adjusted_transform(
-    *,
-    scale: float,
-    rotation_deg: float,
-    shift_xy: tuple[float, float],
-    flip_x: bool = False,
-    flip_y: bool = False,
-    hr_shape: tuple[int, int] | None = None,
-    shear: float = 0.0,
-    aspect: float = 1.0,
-) -> CameraTransform:
-    """The transform of edited parameters (the inverse of :meth:`CameraTransform.params`;
-    ``shear`` and ``aspect`` carry an affine estimate's extras through a hand adjustment)."""
-    from napari_xfusion.core.registration import CameraTransform
-
-    return CameraTransform.from_params(
-        scale=float(scale),
-        rotation_deg=float(rotation_deg),
-        shift_xy=(float(shift_xy[0]), float(shift_xy[1])),
-        flip_x=bool(flip_x),
-        flip_y=bool(flip_y),
-        hr_shape=hr_shape,
-        shear=float(shear),
-        aspect=float(aspect),
-    )
 
 
 def overlay_preview(
