@@ -59,3 +59,4 @@ def test_tiny_run_writes_rows_and_summary(headroom, tmp_path: Path) -> None:
         assert "lr_choice_8_psnr" in r and float(r["warped_bp_psnr"]) > 0
     text = (tmp_path / "summary.md").read_text(encoding="utf-8")
     assert "| real-motion | 4 | clean | 1 |" in text and "| simulator | 4 | 20 dB | 1 |" in text
+    assert "| real-motion | drift | " in text  # the per-sequence table (clean LR)
