@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -164,12 +163,11 @@ def test_runs_with_one_budget_combine_and_a_changed_method_is_refused(bench, tmp
         bench.combine(tmp_path / "bad", [a, tmp_path / "c"])
 
 
-def test_network_targets_mark_what_is_met_and_by_how_much_a_target_is_missed(bench, monkeypatch):
+def test_network_targets_mark_what_is_met_and_by_how_much_a_target_is_missed(
+    bench, monkeypatch, load_benchmark
+):
     monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports evaluate_methods
-    path = SCRIPT.parent / "network_targets.py"
-    spec = importlib.util.spec_from_file_location("network_targets", path)
-    targets = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(targets)
+    targets = load_benchmark("network_targets")
     psnr_of = {"bicubic": 20.0, "bayesian": 30.0, "flow": 30.0, "edvr": 24.0, "edvr-stf": 25.5,
                "edvr-stf-flow": 30.4}  # fmt: skip
     rows = [
@@ -218,3 +216,23 @@ def test_a_retrained_network_supersedes_its_earlier_rows_in_a_combine(bench, tmp
     assert f"superseding {old}'s" in merged["budget"]["summary"]
     (stf,) = [d for d in merged["methods"] if d["method"] == "edvr-stf"]
     assert stf["weights"].endswith("stf-1.pt")
+
+
+def test_compare_runs_pairs_one_method_frame_by_frame(monkeypatch, load_benchmark):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports evaluate_methods
+    compare_runs = load_benchmark("compare_runs")
+
+    def rows(psnr_offset: float, ssim: float) -> list[dict]:
+        return [
+            {"set": "real-motion", "sequence": s, "key_step": k, "noise": "clean", "keys": "hr",
+             "method": m, "index": i, "psnr": 30.0 + i + psnr_offset * (m == "net"),
+             "ssim": ssim if m == "net" else 0.5}
+            for s in ("a", "b") for k in (10, 20) for m in ("net", "flow") for i in (4, 5)
+        ]  # fmt: skip
+
+    table = compare_runs.compare(rows(0.0, 0.90), rows(0.25, 0.93), "net")
+    assert "| real-motion | 10 | clean | 4 | +0.25 | +0.0300 |" in table
+    assert "| real-motion | 20 | clean | 4 | +0.25 | +0.0300 |" in table
+    assert "+0.00" not in table  # the other method's (unchanged) rows are not compared
+    with pytest.raises(SystemExit, match="no frames in both runs"):
+        compare_runs.compare(rows(0.0, 0.9), rows(0.0, 0.9), "edvr")
