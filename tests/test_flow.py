@@ -261,3 +261,18 @@ def test_describe_lists_the_options():
     desc = get_reconstructor("flow", preset="ultrafast", bp_iterations=2).describe()
     assert desc["method"] == "flow" and desc["preset"] == "ultrafast"
     assert desc["bp_iterations"] == 2 and desc["max_chain"] == 100
+
+
+def test_the_methods_defaults_are_the_fusers():
+    # edvr-stf-flow builds its FlowFuser with the fuser's own defaults (as in training); the
+    # flow method repeats them in its signature for the GUI's and the engine's option lists.
+    import inspect
+
+    from napari_xfusion.core.flow import FlowFuser
+    from napari_xfusion.methods.flow import FlowMethod
+
+    def defaults(fn):
+        params = inspect.signature(fn).parameters.values()
+        return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+    assert defaults(FlowMethod) == defaults(FlowFuser)
