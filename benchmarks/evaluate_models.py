@@ -42,10 +42,12 @@ from napari_xfusion.core.io import sha256_file
 from napari_xfusion.core.metrics import frame_metrics
 from napari_xfusion.core.sample import simulate_sequence
 from napari_xfusion.engine import KeyFrames, attention_table, configure_torch_threads, run
+from napari_xfusion.methods.registry import BUILTIN_SPECS
 from napari_xfusion.train.datasets import TRAINING_SEED_MIN
 
 SCENARIOS = ("clean", "lr20", "first-last")
-NETWORKS = ("edvr", "edvr-stf", "edvr-stf-flow")
+NETWORKS = tuple(spec.name for spec in BUILTIN_SPECS if spec.needs_weights)
+"""The built-in methods that load weights (edvr, edvr-stf, edvr-stf-flow)."""
 TEST_SEED = 20260
 """Held-out simulation seed: < TRAINING_SEED_MIN, and not the validation seed (20251)."""
 
